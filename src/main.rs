@@ -1,0 +1,7 @@
+//! The kernel binary.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("the kernel builds for armv7a-none-eabi only: use `make`");
+}

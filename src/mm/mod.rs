@@ -1,0 +1,19 @@
+//! Portable memory management: no assembly, no MMIO, tested on the host.
+//!
+//! Hardware is reached only through small traits ([`frame::FrameAllocator`] here, and the
+//! physical-memory and TLB traits of the address-space code), which the kernel implements with the
+//! direct map and CP15 and the host tests with a `Vec` of "RAM" and an emulated TLB.
+
+pub mod addr;
+pub mod asid;
+pub mod desc;
+pub mod frame;
+pub mod layout;
+pub mod phys;
+pub mod pmm;
+pub mod tlb;
+pub mod vas;
+pub mod window;
+
+pub use addr::{Frame, Page, PhysAddr, VirtAddr, PAGE_SIZE};
+pub use frame::{FrameAllocator, PmmError};
