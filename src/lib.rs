@@ -1,9 +1,24 @@
 //! A Raspberry Pi 2 (BCM2836, Cortex-A7) kernel built around its virtual-memory subsystem.
 //!
 //! `mm` is portable and tested on the host; everything that touches the hardware (`arch`, `bsp`,
-//! `vm`, the console) builds only for the target.
+//! the console, `vm`, the on-target tests) builds only for the target.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod mm;
+
+#[cfg(target_os = "none")]
+pub mod arch;
+#[cfg(target_os = "none")]
+pub mod bsp;
+#[cfg(target_os = "none")]
+#[macro_use]
+pub mod console;
+#[cfg(target_os = "none")]
+pub mod init;
+#[cfg(all(target_os = "none", feature = "ktest"))]
+pub mod ktest;
+
+#[cfg(target_os = "none")]
+pub use init::kernel_init;

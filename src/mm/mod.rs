@@ -7,6 +7,7 @@
 pub mod addr;
 pub mod asid;
 pub mod desc;
+pub mod fault;
 pub mod frame;
 pub mod layout;
 pub mod phys;

@@ -1,0 +1,259 @@
+// Boot stub: the first code the kernel runs, at physical 0x8000 with the MMU and caches off.
+//
+// Assembled by rustc through `global_asm!` (src/arch/arm/boot.rs), which supplies the memory-map
+// constants as named `const` operands from src/mm/layout.rs; braces that belong to the assembler are
+// therefore written doubled. Until the MMU is on, every address this code uses is physical: it
+// is linked at 0x8000_8000 but runs at 0x8000, so it reaches its own code with `adr`
+// (PC-relative) and other symbols by subtracting {KERNEL_OFFSET}.
+//
+// Register use until Rust is called:
+//   r9  = CPSR at entry (reported in the boot log)
+//   r10 = r0 from the firmware (0), r11 = r1 (machine type), r12 = r2 (ATAGs/DTB address)
+
+    .section .text.boot, "ax"
+    .arm
+    .arch_extension virt            // ERET, ELR_hyp and SPSR_hyp (Virtualization Extensions)
+    .arch_extension mp              // Multiprocessing Extensions
+
+    // Absolute symbols that link.ld ASSERTs against its own constants.
+    .globl __layout_kernel_offset
+    .set   __layout_kernel_offset, {KERNEL_OFFSET}
+    .globl __layout_kernel_load
+    .set   __layout_kernel_load, {KERNEL_LOAD}
+    .globl __layout_l1_phys
+    .set   __layout_l1_phys, {L1_PHYS}
+
+    .globl _start
+_start:
+    mov     r10, r0
+    mov     r11, r1
+    mov     r12, r2
+    mrs     r9, cpsr
+
+    // QEMU starts all four cores here; the Pi firmware holds cores 1-3 itself. Park the others.
+    mrc     p15, 0, r4, c0, c0, 5           // MPIDR
+    ands    r4, r4, #3                      // Aff0 = core number in the cluster
+    bne     park_secondary
+
+    // The Pi firmware enters in non-secure HYP (PL2); the kernel runs at PL1 (SVC). QEMU enters
+    // in Secure SVC, which is accepted as is.
+    and     r4, r9, #0x1f
+    cmp     r4, #{MODE_HYP}
+    bne     1f
+    // Before leaving HYP, give PL1 what only PL2 can grant (ARM ARM B4.1.26, B8.1.2):
+    // CNTHCTL.PL1PCEN | PL1PCTEN lets SVC use the physical timer and counter; CNTVOFF = 0 makes
+    // the virtual counter equal the physical one; HSTR = 0 traps no CP15 access to HYP.
+    mrc     p15, 4, r4, c14, c1, 0          // CNTHCTL
+    orr     r4, r4, #3
+    mcr     p15, 4, r4, c14, c1, 0
+    mov     r4, #0
+    mov     r5, #0
+    mcrr    p15, 4, r4, r5, c14             // CNTVOFF
+    mcr     p15, 4, r4, c1, c1, 3           // HSTR
+    // ERET to SVC with A, I and F masked (ARM ARM B9.3.3: ERET from HYP restores SPSR_hyp and
+    // branches to ELR_hyp; writing CPSR.M from HYP with MSR/CPS is UNPREDICTABLE).
+    ldr     r4, =({MODE_SVC} | {PSR_A} | {PSR_I} | {PSR_F})
+    msr     spsr_hyp, r4
+    adr     r4, 1f
+    msr     elr_hyp, r4
+    eret
+1:
+    // Secure SVC (QEMU), or SVC after the ERET above. Make sure of SVC with everything masked.
+    cpsid   aif, #{MODE_SVC}
+
+    // MMU, caches, alignment checks and high vectors off, whatever the previous owner left.
+    mrc     p15, 0, r4, c1, c0, 0           // SCTLR
+    bic     r4, r4, #{SCTLR_M}
+    bic     r4, r4, #{SCTLR_C}
+    bic     r4, r4, #{SCTLR_A}
+    bic     r4, r4, #{SCTLR_I}
+    bic     r4, r4, #{SCTLR_Z}
+    bic     r4, r4, #{SCTLR_V}
+    mcr     p15, 0, r4, c1, c0, 0
+    isb
+
+    // ACTLR.SMP: Cortex-A7 TRM 4.3.31 requires it set before the caches and MMU are enabled and
+    // before any cache or TLB maintenance, so that the L1 data cache takes part in coherency
+    // and broadcast maintenance works. (In Non-secure state the write is ignored unless the
+    // secure firmware set NSACR.NS_SMP; the Pi's stub sets ACTLR.SMP itself.)
+    mrc     p15, 0, r4, c1, c0, 1
+    orr     r4, r4, #{ACTLR_SMP}
+    mcr     p15, 0, r4, c1, c0, 1
+    isb
+
+    // Invalidate TLBs, instruction cache and branch predictor (ARM ARM B3.10.1, B2.2.7: their
+    // contents are UNKNOWN at reset), then the data and unified caches by set/way.
+    mov     r4, #0
+    mcr     p15, 0, r4, c8, c7, 0           // TLBIALL
+    mcr     p15, 0, r4, c7, c5, 0           // ICIALLU
+    mcr     p15, 0, r4, c7, c5, 6           // BPIALL
+    bl      dcache_invalidate_all
+    dsb
+    isb
+
+    // Build the boot L1 table at {L1_PHYS}: zero all 4096 entries, then map, with 1 MiB
+    // sections, the RAM from 0 to the end of the image twice: identity (so this code survives
+    // turning on the MMU) and at {KERNEL_OFFSET} (where the kernel is linked).
+    ldr     r0, ={L1_PHYS}
+    mov     r1, #0
+    add     r2, r0, #{L1_SIZE}
+2:  str     r1, [r0], #4
+    cmp     r0, r2
+    blo     2b
+
+    ldr     r0, ={L1_PHYS}
+    ldr     r1, =__kernel_end_exclusive
+    sub     r1, r1, #{KERNEL_OFFSET}        // physical end of the image (stacks included)
+    ldr     r2, =0xfffff
+    add     r1, r1, r2
+    lsr     r1, r1, #20                     // MiB to map
+    ldr     r2, ={SECTION_NORMAL}           // Normal WBWA, shareable, privileged RW, global
+    mov     r3, #0
+3:  orr     r4, r2, r3, lsl #20
+    str     r4, [r0, r3, lsl #2]            // identity
+    add     r5, r3, #({KERNEL_OFFSET} >> 20)
+    str     r4, [r0, r5, lsl #2]            // high remap
+    add     r3, r3, #1
+    cmp     r3, r1
+    blo     3b
+
+    // Boot-time device mapping for the console and the mailbox, at their physical addresses (so
+    // in the identity half that vm2_start removes): Device, XN, privileged.
+    ldr     r4, ={SECTION_DEVICE_PERIPH0}
+    str     r4, [r0, #(({PERIPHERAL_BASE} >> 20) << 2)]
+    ldr     r4, ={SECTION_DEVICE_PERIPH2}
+    str     r4, [r0, #((({PERIPHERAL_BASE} >> 20) + 2) << 2)]
+
+    // The table was written with the MMU and caches off, so it is in memory; DSB completes the
+    // writes before the walker can use them (ARM ARM B3.10.1).
+    dsb
+
+    // DACR: all 16 domains client (permissions checked). TTBCR.N = 1: TTBR0 walks 0..2 GiB,
+    // TTBR1 2..4 GiB. Both point at {L1_PHYS} (a physical address) with inner/outer write-back
+    // write-allocate, inner-shareable walks. ASID 0.
+    ldr     r4, =0x55555555
+    mcr     p15, 0, r4, c3, c0, 0           // DACR
+    mov     r4, #{TTBCR_N}
+    mcr     p15, 0, r4, c2, c0, 2           // TTBCR
+    ldr     r4, =({L1_PHYS} | {TTBR_WALK})
+    mcr     p15, 0, r4, c2, c0, 0           // TTBR0
+    mcr     p15, 0, r4, c2, c0, 1           // TTBR1
+    mov     r4, #0
+    mcr     p15, 0, r4, c13, c0, 1          // CONTEXTIDR: ASID 0
+    isb
+    mcr     p15, 0, r4, c8, c7, 0           // TLBIALL
+    dsb
+    isb
+
+    // MMU, D-cache, I-cache and branch prediction on in one write; the ISB makes the following
+    // fetches use the new translation (ARM ARM B3.2.1: code that enables the MMU must be
+    // identity mapped, which it is). AFE = 0 and TRE = 0: AP[2:0] permission model, no TEX remap.
+    mrc     p15, 0, r4, c1, c0, 0
+    orr     r4, r4, #{SCTLR_M}
+    orr     r4, r4, #{SCTLR_C}
+    orr     r4, r4, #{SCTLR_I}
+    orr     r4, r4, #{SCTLR_Z}
+    bic     r4, r4, #{SCTLR_TRE}
+    bic     r4, r4, #{SCTLR_AFE}
+    bic     r4, r4, #{SCTLR_TE}
+    mcr     p15, 0, r4, c1, c0, 0
+    isb
+
+    // Continue at the linked (high) address.
+    ldr     pc, =boot_high
+
+// Invalidate every data/unified cache up to the Level of Coherence by set/way (ARM ARM B4.2.1,
+// CLIDR/CCSIDR/CSSELR; B2.2.6 set/way operand format). Used only at boot with the caches off:
+// it discards contents, it does not clean them. Clobbers r0-r8.
+dcache_invalidate_all:
+    mrc     p15, 1, r0, c0, c0, 1           // CLIDR
+    ands    r3, r0, #0x07000000             // LoC
+    lsr     r3, r3, #23                     // LoC * 2
+    beq     5f
+    mov     r4, #0                          // level * 2 (the CSSELR / set-way level field)
+4:  add     r5, r4, r4, lsr #1              // level * 3
+    lsr     r6, r0, r5
+    and     r6, r6, #7                      // cache type at this level
+    cmp     r6, #2
+    blt     8f                              // none, or instruction only
+    mcr     p15, 2, r4, c0, c0, 0           // CSSELR: this level, data/unified
+    isb
+    mrc     p15, 1, r6, c0, c0, 0           // CCSIDR
+    and     r7, r6, #7
+    add     r7, r7, #4                      // log2(line bytes): set field shift
+    ldr     r8, =0x3ff
+    ands    r8, r8, r6, lsr #3              // ways - 1
+    clz     r5, r8                          // way field shift (32 - log2(ways))
+    ldr     r1, =0x7fff
+    ands    r1, r1, r6, lsr #13             // sets - 1
+6:  mov     r6, r8                          // for each set, each way
+7:  orr     r2, r4, r6, lsl r5
+    orr     r2, r2, r1, lsl r7
+    mcr     p15, 0, r2, c7, c6, 2           // DCISW
+    subs    r6, r6, #1
+    bge     7b
+    subs    r1, r1, #1
+    bge     6b
+8:  add     r4, r4, #2
+    cmp     r3, r4
+    bgt     4b
+5:  mov     r4, #0
+    mcr     p15, 2, r4, c0, c0, 0           // CSSELR back to level 1
+    dsb
+    isb
+    bx      lr
+
+// Cores 1-3 wait here, as the firmware's spin table does: WFE until their ARM-local mailbox 3
+// holds an entry address (write-set by core 0 followed by SEV), clear it, jump there. A later
+// SMP bring-up releases them the same way on QEMU and on the board.
+park_secondary:
+    ldr     r5, ={CORE0_MBOX3_RDCLR}
+    add     r5, r5, r4, lsl #4
+1:  wfe
+    ldr     r6, [r5]
+    cmp     r6, #0
+    beq     1b
+    str     r6, [r5]                        // write-1-to-clear
+    bx      r6
+
+    .ltorg
+
+// From here on the MMU is on and the code runs at its linked address.
+    .section .text.boot.high, "ax"
+boot_high:
+    // One stack per exception mode; the handlers move to the SVC stack at once (SRS), so the
+    // others are small. The stacks are NOLOAD, below each top is memory nobody else uses.
+    cps     #{MODE_IRQ}
+    ldr     sp, =__irq_stack_top
+    cps     #{MODE_ABT}
+    ldr     sp, =__abt_stack_top
+    cps     #{MODE_UND}
+    ldr     sp, =__und_stack_top
+    cps     #{MODE_FIQ}
+    ldr     sp, =__fiq_stack_top
+    cps     #{MODE_SVC}
+    ldr     sp, =__svc_stack_top
+
+    // Exceptions go to the kernel's vector table (low-vector mode, VBAR) until vm2_start moves
+    // them to the high vector page.
+    ldr     r4, =exception_vectors
+    mcr     p15, 0, r4, c12, c0, 0          // VBAR
+    isb
+
+    // Zero .bss (word aligned by link.ld).
+    ldr     r4, =__bss_start
+    ldr     r5, =__bss_end_exclusive
+    mov     r6, #0
+1:  cmp     r4, r5
+    strlo   r6, [r4], #4
+    blo     1b
+
+    mov     r0, r10
+    mov     r1, r11
+    mov     r2, r12
+    mov     r3, r9
+    bl      kernel_entry                    // never returns
+2:  wfe
+    b       2b
+
+    .ltorg

@@ -1,0 +1,152 @@
+//! The assembly boot stub (`boot/start.S`) and the first Rust code it calls.
+//!
+//! The stub takes every memory-map constant from [`crate::mm::layout`] through `const` operands,
+//! so there is one definition; `link.ld` checks its own copies against the `__layout_*` symbols
+//! the stub exports.
+
+use crate::mm::layout;
+
+/// CPSR mode field values.
+pub mod mode {
+    pub const USR: u32 = 0x10;
+    pub const FIQ: u32 = 0x11;
+    pub const IRQ: u32 = 0x12;
+    pub const SVC: u32 = 0x13;
+    pub const MON: u32 = 0x16;
+    pub const ABT: u32 = 0x17;
+    pub const HYP: u32 = 0x1a;
+    pub const UND: u32 = 0x1b;
+    pub const SYS: u32 = 0x1f;
+
+    /// Name of a CPSR mode field.
+    pub fn name(m: u32) -> &'static str {
+        match m & 0x1f {
+            USR => "USR",
+            FIQ => "FIQ",
+            IRQ => "IRQ",
+            SVC => "SVC",
+            MON => "MON",
+            ABT => "ABT",
+            HYP => "HYP",
+            UND => "UND",
+            SYS => "SYS",
+            _ => "???",
+        }
+    }
+}
+
+/// Short-descriptor section attributes used by the boot map (ARM ARM B3.5.1): type 0b10,
+/// B (bit 2), C (bit 3), XN (bit 4), AP\[1:0\] (bits 11:10), TEX (bits 14:12), S (bit 16).
+const SECTION: u32 = 0b10;
+const SECTION_NORMAL_WBWA: u32 = SECTION | 1 << 2 | 1 << 3 | 0b01 << 10 | 0b001 << 12 | 1 << 16;
+const SECTION_DEVICE: u32 = SECTION | 1 << 2 | 1 << 4 | 0b01 << 10;
+/// TTBR0/TTBR1 walk attributes (Multiprocessing Extensions encoding, ARM ARM B4.1.154):
+/// IRGN = 0b01 (bit 6 set, bit 0 clear) inner WBWA, S (bit 1) shareable, RGN = 0b01 (bits 4:3)
+/// outer WBWA, NOS (bit 5) inner shareable.
+pub const TTBR_WALK_ATTRS: u32 = 1 << 6 | 1 << 1 | 0b01 << 3 | 1 << 5;
+
+core::arch::global_asm!(
+    include_str!("../../../boot/start.S"),
+    KERNEL_OFFSET = const layout::KERNEL_OFFSET,
+    KERNEL_LOAD = const layout::KERNEL_LOAD_PHYS.as_u32(),
+    L1_PHYS = const layout::KERNEL_L1_PHYS.as_u32(),
+    L1_SIZE = const layout::L1_TABLE_SIZE,
+    TTBCR_N = const layout::TTBCR_N,
+    TTBR_WALK = const TTBR_WALK_ATTRS,
+    SECTION_NORMAL = const SECTION_NORMAL_WBWA,
+    SECTION_DEVICE_PERIPH0 = const layout::PERIPHERAL_BASE.as_u32() | SECTION_DEVICE,
+    SECTION_DEVICE_PERIPH2 = const (layout::PERIPHERAL_BASE.as_u32() + 0x20_0000) | SECTION_DEVICE,
+    PERIPHERAL_BASE = const layout::PERIPHERAL_BASE.as_u32(),
+    CORE0_MBOX3_RDCLR = const layout::LOCAL_PERIPHERAL_BASE.as_u32() + 0xcc,
+    MODE_HYP = const mode::HYP,
+    MODE_SVC = const mode::SVC,
+    MODE_IRQ = const mode::IRQ,
+    MODE_ABT = const mode::ABT,
+    MODE_UND = const mode::UND,
+    MODE_FIQ = const mode::FIQ,
+    PSR_A = const 1 << 8,
+    PSR_I = const 1 << 7,
+    PSR_F = const 1 << 6,
+    SCTLR_M = const 1 << 0,
+    SCTLR_A = const 1 << 1,
+    SCTLR_C = const 1 << 2,
+    SCTLR_Z = const 1 << 11,
+    SCTLR_I = const 1 << 12,
+    SCTLR_V = const 1 << 13,
+    SCTLR_TRE = const 1 << 28,
+    SCTLR_AFE = const 1 << 29,
+    SCTLR_TE = const 1 << 30,
+    ACTLR_SMP = const 1 << 6,
+);
+
+/// What the boot stub hands to Rust.
+#[derive(Debug, Clone, Copy)]
+pub struct BootArgs {
+    /// r0 from the firmware (0).
+    pub r0: u32,
+    /// r1: machine type.
+    pub machine: u32,
+    /// r2: physical address of ATAGs or the device tree.
+    pub atags: u32,
+    /// CPSR when `_start` ran: tells whether the firmware entered in HYP or SVC.
+    pub entry_cpsr: u32,
+}
+
+extern "C" {
+    static __kernel_start: u8;
+    static __text_start: u8;
+    static __text_end_exclusive: u8;
+    static __rodata_start: u8;
+    static __rodata_end_exclusive: u8;
+    static __data_start: u8;
+    static __data_end_exclusive: u8;
+    static __bss_start: u8;
+    static __bss_end_exclusive: u8;
+    static __stack_guard_start: u8;
+    static __stack_guard_end_exclusive: u8;
+    static __svc_stack_top: u8;
+    static __kernel_end_exclusive: u8;
+}
+
+/// The kernel image's parts, from the linker script (virtual addresses, half open).
+#[derive(Debug, Clone, Copy)]
+pub struct ImageLayout {
+    pub text: (u32, u32),
+    pub rodata: (u32, u32),
+    pub data: (u32, u32),
+    pub bss: (u32, u32),
+    pub stack_guard: (u32, u32),
+    pub stacks: (u32, u32),
+    pub end: u32,
+}
+
+/// Reads the image layout from the linker symbols (their addresses only, never their contents).
+pub fn image_layout() -> ImageLayout {
+    macro_rules! addr {
+        ($s:ident) => {
+            core::ptr::addr_of!($s) as u32
+        };
+    }
+    ImageLayout {
+        text: (addr!(__text_start), addr!(__text_end_exclusive)),
+        rodata: (addr!(__rodata_start), addr!(__rodata_end_exclusive)),
+        data: (addr!(__data_start), addr!(__data_end_exclusive)),
+        bss: (addr!(__bss_start), addr!(__bss_end_exclusive)),
+        stack_guard: (addr!(__stack_guard_start), addr!(__stack_guard_end_exclusive)),
+        stacks: (addr!(__stack_guard_end_exclusive), addr!(__kernel_end_exclusive)),
+        end: addr!(__kernel_end_exclusive),
+    }
+}
+
+/// The first Rust code: called by the boot stub with the MMU, caches and stacks set up, on core 0
+/// in SVC with interrupts masked.
+#[no_mangle]
+extern "C" fn kernel_entry(r0: u32, machine: u32, atags: u32, entry_cpsr: u32) -> ! {
+    let args = BootArgs {
+        r0,
+        machine,
+        atags,
+        entry_cpsr,
+    };
+    crate::kernel_init(args)
+}

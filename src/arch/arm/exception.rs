@@ -1,0 +1,390 @@
+//! Exception vectors, the saved context, and fault reports.
+//!
+//! Every exception enters through the same path: adjust LR to the return address, `SRSDB` the
+//! return address and SPSR onto the SVC stack, switch to SVC, push r0-r12, the user-mode SP and
+//! LR, and the interrupted SVC-mode LR. The result is one [`TrapFrame`] on the SVC stack, which
+//! the Rust handler may inspect and change (a fixup redirects `pc`), and `RFEIA` returns through.
+//!
+//! The vector table holds only `ldr pc, [pc, #24]` loads of absolute handler addresses, so the same
+//! 64 bytes work at VBAR (boot) and copied to the high vector page at 0xFFFF_0000 (SCTLR.V = 1).
+//!
+//! Kernel code that may fault on purpose (probing an address, copying from user memory) lists the
+//! faulting instruction in the `.extable` section with a fixup address; the abort handler resumes
+//! there with the fault status in r0 instead of panicking.
+
+use super::boot::mode;
+use crate::mm::fault::FaultStatus;
+use aarch32_cpu::register::{Dfar, Dfsr, Ifar, Ifsr};
+use core::fmt;
+
+/// The context saved on the SVC stack by every exception entry.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrapFrame {
+    /// r0-r12 of the interrupted code.
+    pub r: [u32; 13],
+    /// User/System-mode SP (banked; meaningful when a user process was interrupted).
+    pub sp_usr: u32,
+    /// User/System-mode LR.
+    pub lr_usr: u32,
+    /// SVC-mode LR of the interrupted code (the kernel's own LR when it was interrupted).
+    pub lr_svc: u32,
+    /// Where execution resumes (the faulting instruction for aborts).
+    pub pc: u32,
+    /// SPSR: the interrupted CPSR.
+    pub cpsr: u32,
+}
+
+impl TrapFrame {
+    /// Mode the exception was taken from.
+    pub fn from_mode(&self) -> u32 {
+        self.cpsr & 0x1f
+    }
+
+    /// Whether the interrupted code ran in User mode.
+    pub fn from_user(&self) -> bool {
+        self.from_mode() == mode::USR
+    }
+}
+
+/// The exception that entered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ExceptionKind {
+    Undefined = 1,
+    Svc = 2,
+    PrefetchAbort = 3,
+    DataAbort = 4,
+    Irq = 6,
+    Fiq = 7,
+}
+
+core::arch::global_asm!(
+    r#"
+    .section .text.vectors, "ax"
+    .arm
+    .balign 32
+    .globl exception_vectors
+exception_vectors:
+    ldr     pc, [pc, #24]           // reset
+    ldr     pc, [pc, #24]           // undefined instruction
+    ldr     pc, [pc, #24]           // supervisor call
+    ldr     pc, [pc, #24]           // prefetch abort
+    ldr     pc, [pc, #24]           // data abort
+    ldr     pc, [pc, #24]           // (hypervisor trap, unused)
+    ldr     pc, [pc, #24]           // IRQ
+    ldr     pc, [pc, #24]           // FIQ
+    .word   exc_reset
+    .word   exc_undefined
+    .word   exc_svc
+    .word   exc_prefetch_abort
+    .word   exc_data_abort
+    .word   exc_reset
+    .word   exc_irq
+    .word   exc_fiq
+    .globl exception_vectors_end
+exception_vectors_end:
+
+    // \adjust: LR minus the return address (ARM ARM B1.8.3, table B1-7, ARM state): SVC and UND
+    // return to the next instruction (0), prefetch abort and IRQ/FIQ to LR-4, data abort
+    // re-executes the faulting instruction at LR-8.
+    .macro EXC_ENTRY name, kind, adjust
+\name:
+    .if \adjust
+    sub     lr, lr, #\adjust
+    .endif
+    srsdb   sp!, #{svc}             // push return address and SPSR to the SVC stack
+    cps     #{svc}
+    sub     sp, sp, #64
+    stmia   sp, {{r0-r12}}
+    add     r0, sp, #52
+    stmia   r0, {{sp, lr}}^         // user-mode SP and LR (no writeback with ^)
+    str     lr, [sp, #60]           // SVC-mode LR of the interrupted code
+    mov     r0, sp
+    mov     r1, #\kind
+    mov     r4, sp
+    bic     sp, sp, #7              // AAPCS: 8-byte aligned stack at the call
+    bl      exception_dispatch
+    mov     sp, r4
+    b       exception_return
+    .endm
+
+    EXC_ENTRY exc_undefined, 1, 0
+    EXC_ENTRY exc_svc, 2, 0
+    EXC_ENTRY exc_prefetch_abort, 3, 4
+    EXC_ENTRY exc_data_abort, 4, 8
+    EXC_ENTRY exc_irq, 6, 4
+    EXC_ENTRY exc_fiq, 7, 4
+
+    .globl exception_return
+exception_return:
+    ldr     lr, [sp, #60]
+    add     r0, sp, #52
+    ldmia   r0, {{sp, lr}}^
+    nop                             // no banked-register access right after LDM ^
+    ldmia   sp, {{r0-r12}}
+    add     sp, sp, #64
+    rfeia   sp!                     // pops pc and cpsr
+
+exc_reset:
+    wfe
+    b       exc_reset
+
+    // Probes: one instruction that may fault, listed in .extable with its fixup. They return 0 on
+    // success, or the fault status register value (never 0 for a real fault) on a fault.
+    .text
+    .globl probe_read_u32
+probe_read_u32:                     // (addr, out) -> status
+1:  ldr     r2, [r0]
+    str     r2, [r1]
+    mov     r0, #0
+    bx      lr
+    .globl probe_write_u32
+probe_write_u32:                    // (addr, value) -> status
+2:  str     r1, [r0]
+    mov     r0, #0
+    bx      lr
+    .globl probe_exec
+probe_exec:                         // (addr) -> status: branches to addr, expects `bx lr`
+    push    {{r4, lr}}
+    blx     r0
+3:  mov     r0, #0
+    pop     {{r4, pc}}
+probe_fixup:                        // r0 = fault status, set by the abort handler
+    bx      lr
+probe_exec_fixup:
+    pop     {{r4, pc}}
+
+    .section .extable, "a"
+    .balign 4
+    .word   1b, probe_fixup, 0      // data abort at this pc
+    .word   2b, probe_fixup, 0
+    .word   3b, probe_exec_fixup, 1 // prefetch abort whose SVC LR is this return address
+"#,
+    svc = const mode::SVC,
+);
+
+extern "C" {
+    static exception_vectors: u8;
+    static exception_vectors_end: u8;
+    static __extable_start: ExtableEntry;
+    static __extable_end_exclusive: ExtableEntry;
+    fn probe_read_u32(addr: u32, out: *mut u32) -> u32;
+    fn probe_write_u32(addr: u32, value: u32) -> u32;
+    fn probe_exec(addr: u32) -> u32;
+}
+
+/// The vector table as bytes (to copy it to the high vector page).
+pub fn vector_table() -> &'static [u8] {
+    // SAFETY: both symbols delimit the 64-byte table in .text, which is never written.
+    unsafe {
+        let start = core::ptr::addr_of!(exception_vectors);
+        let end = core::ptr::addr_of!(exception_vectors_end);
+        core::slice::from_raw_parts(start, end as usize - start as usize)
+    }
+}
+
+/// One exception-table entry: an instruction allowed to fault and where to resume.
+#[repr(C)]
+struct ExtableEntry {
+    insn: u32,
+    fixup: u32,
+    /// 0: data abort matched on `pc`; 1: prefetch abort matched on the SVC LR (a call site).
+    kind: u32,
+}
+
+fn extable() -> &'static [ExtableEntry] {
+    // SAFETY: link.ld keeps every .extable input section, word aligned, between the two symbols;
+    // entries are three words each and read-only.
+    unsafe {
+        let start = core::ptr::addr_of!(__extable_start);
+        let end = core::ptr::addr_of!(__extable_end_exclusive);
+        let n = (end as usize - start as usize) / core::mem::size_of::<ExtableEntry>();
+        core::slice::from_raw_parts(start, n)
+    }
+}
+
+fn find_fixup(key: u32, kind: u32) -> Option<u32> {
+    extable()
+        .iter()
+        .find(|e| e.insn == key && e.kind == kind)
+        .map(|e| e.fixup)
+}
+
+/// Reads a word at `addr`, returning the decoded fault instead of taking the kernel down.
+pub fn try_read(addr: u32) -> Result<u32, FaultStatus> {
+    let mut v = 0;
+    // SAFETY: probe_read_u32 is a leaf that loads from `addr`; a fault there is caught through
+    // the extable and reported, and `out` points to a live local.
+    let st = unsafe { probe_read_u32(addr, &mut v) };
+    if st == 0 {
+        Ok(v)
+    } else {
+        Err(FaultStatus::from_dfsr(st))
+    }
+}
+
+/// Writes a word at `addr`, returning the decoded fault instead of taking the kernel down.
+///
+/// # Safety
+/// If the write succeeds it changes memory at `addr`: the caller owns what is there.
+pub unsafe fn try_write(addr: u32, value: u32) -> Result<(), FaultStatus> {
+    // SAFETY: forwarded to the caller; a fault is caught through the extable.
+    let st = unsafe { probe_write_u32(addr, value) };
+    if st == 0 {
+        Ok(())
+    } else {
+        Err(FaultStatus::from_dfsr(st))
+    }
+}
+
+/// Branches to `addr`, which should hold `bx lr` if it is executable at all; returns the decoded
+/// prefetch abort if instruction fetch there faults.
+///
+/// # Safety
+/// If `addr` is executable, whatever is there runs.
+pub unsafe fn try_exec(addr: u32) -> Result<(), FaultStatus> {
+    // SAFETY: forwarded to the caller; a prefetch abort is caught through the extable.
+    let st = unsafe { probe_exec(addr) };
+    if st == 0 {
+        Ok(())
+    } else {
+        Err(FaultStatus::from_ifsr(st))
+    }
+}
+
+/// A fault as reported: what (decoded status) and where (address, PC, mode).
+#[derive(Debug, Clone, Copy)]
+pub struct AbortReport {
+    pub instruction: bool,
+    pub status: FaultStatus,
+    pub address: u32,
+    pub pc: u32,
+    pub mode: u32,
+}
+
+impl fmt::Display for AbortReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (what, reg) = if self.instruction {
+            ("prefetch abort", "IFAR")
+        } else {
+            ("data abort", "DFAR")
+        };
+        write!(
+            f,
+            "{what}: {} at {reg}={:#010x}, pc={:#010x}, mode={}",
+            self.status,
+            self.address,
+            self.pc,
+            mode::name(self.mode)
+        )
+    }
+}
+
+/// Hook for exceptions from User mode (processes); `None` until the process layer installs one.
+pub type UserHandler = fn(&mut TrapFrame, ExceptionKind);
+static USER_HANDLER: spin::Once<UserHandler> = spin::Once::new();
+/// Hook for IRQs.
+pub type IrqHandler = fn(&mut TrapFrame);
+static IRQ_HANDLER: spin::Once<IrqHandler> = spin::Once::new();
+
+/// Installs the handler for exceptions taken from User mode.
+pub fn set_user_handler(h: UserHandler) {
+    USER_HANDLER.call_once(|| h);
+}
+
+/// Installs the IRQ handler.
+pub fn set_irq_handler(h: IrqHandler) {
+    IRQ_HANDLER.call_once(|| h);
+}
+
+/// Called by every vector with the saved context.
+#[no_mangle]
+extern "C" fn exception_dispatch(frame: &mut TrapFrame, kind: u32) {
+    let kind = match kind {
+        1 => ExceptionKind::Undefined,
+        2 => ExceptionKind::Svc,
+        3 => ExceptionKind::PrefetchAbort,
+        4 => ExceptionKind::DataAbort,
+        6 => ExceptionKind::Irq,
+        _ => ExceptionKind::Fiq,
+    };
+    if kind == ExceptionKind::Irq {
+        if let Some(h) = IRQ_HANDLER.get() {
+            return h(frame);
+        }
+        panic!("IRQ with no handler installed");
+    }
+    if frame.from_user() {
+        if let Some(h) = USER_HANDLER.get() {
+            return h(frame, kind);
+        }
+    }
+    match kind {
+        ExceptionKind::DataAbort => {
+            let report = data_abort_report(frame);
+            if let Some(fixup) = find_fixup(frame.pc, 0) {
+                frame.r[0] = report.status.raw;
+                frame.pc = fixup;
+                return;
+            }
+            panic!("kernel {report}\n{frame}");
+        }
+        ExceptionKind::PrefetchAbort => {
+            let report = prefetch_abort_report(frame);
+            if let Some(fixup) = find_fixup(frame.lr_svc, 1) {
+                frame.r[0] = report.status.raw;
+                frame.pc = fixup;
+                return;
+            }
+            panic!("kernel {report}\n{frame}");
+        }
+        ExceptionKind::Undefined => {
+            let thumb = frame.cpsr & (1 << 5) != 0;
+            let at = frame.pc.wrapping_sub(if thumb { 2 } else { 4 });
+            panic!("undefined instruction at {at:#010x}\n{frame}");
+        }
+        ExceptionKind::Svc => panic!("SVC from kernel mode at {:#010x}\n{frame}", frame.pc - 4),
+        ExceptionKind::Fiq | ExceptionKind::Irq => panic!("unexpected {kind:?}\n{frame}"),
+    }
+}
+
+/// Decodes DFSR/DFAR for a data abort that just entered with `frame`.
+pub fn data_abort_report(frame: &TrapFrame) -> AbortReport {
+    AbortReport {
+        instruction: false,
+        status: FaultStatus::from_dfsr(Dfsr::read().raw_value()),
+        address: Dfar::read().0,
+        pc: frame.pc,
+        mode: frame.from_mode(),
+    }
+}
+
+/// Decodes IFSR/IFAR for a prefetch abort that just entered with `frame`.
+pub fn prefetch_abort_report(frame: &TrapFrame) -> AbortReport {
+    AbortReport {
+        instruction: true,
+        status: FaultStatus::from_ifsr(Ifsr::read().raw_value()),
+        address: Ifar::read().0,
+        pc: frame.pc,
+        mode: frame.from_mode(),
+    }
+}
+
+impl fmt::Display for TrapFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.r.iter().enumerate() {
+            write!(f, "r{i:<2}={r:#010x}{}", if i % 4 == 3 { "\n" } else { " " })?;
+        }
+        write!(
+            f,
+            "\nsp_usr={:#010x} lr_usr={:#010x} lr_svc={:#010x} pc={:#010x} cpsr={:#010x} ({})",
+            self.sp_usr,
+            self.lr_usr,
+            self.lr_svc,
+            self.pc,
+            self.cpsr,
+            mode::name(self.cpsr)
+        )
+    }
+}

@@ -1,0 +1,95 @@
+//! Interrupt masking, and a spin lock that masks IRQs while held so that an IRQ handler taking the
+//! same lock cannot deadlock against the code it interrupted.
+
+use core::ops::{Deref, DerefMut};
+
+/// Masks IRQs and returns whether they were enabled before.
+#[inline]
+pub fn disable() -> bool {
+    let cpsr: u32;
+    // SAFETY: reads CPSR and sets the I bit; no memory is touched, but it is ordered as a
+    // compiler barrier so no access moves out of the critical section.
+    unsafe {
+        core::arch::asm!("mrs {0}, cpsr", "cpsid i", out(reg) cpsr, options(nostack, preserves_flags));
+    }
+    cpsr & (1 << 7) == 0
+}
+
+/// Unmasks IRQs.
+#[inline]
+pub fn enable() {
+    // SAFETY: clears the I bit; a compiler barrier like `disable`.
+    unsafe { core::arch::asm!("cpsie i", options(nostack, preserves_flags)) }
+}
+
+/// Restores the mask state `disable` returned.
+#[inline]
+pub fn restore(was_enabled: bool) {
+    if was_enabled {
+        enable();
+    }
+}
+
+/// A `spin::Mutex` that keeps IRQs masked while it is held.
+pub struct IrqSafeMutex<T> {
+    inner: spin::Mutex<T>,
+}
+
+/// Guard of an [`IrqSafeMutex`]; unmasks IRQs (if they were on) after unlocking.
+pub struct IrqSafeGuard<'a, T> {
+    guard: Option<spin::MutexGuard<'a, T>>,
+    was_enabled: bool,
+}
+
+impl<T> IrqSafeMutex<T> {
+    /// A new unlocked mutex.
+    pub const fn new(value: T) -> Self {
+        Self {
+            inner: spin::Mutex::new(value),
+        }
+    }
+
+    /// Masks IRQs, then takes the lock.
+    pub fn lock(&self) -> IrqSafeGuard<'_, T> {
+        let was_enabled = disable();
+        IrqSafeGuard {
+            guard: Some(self.inner.lock()),
+            was_enabled,
+        }
+    }
+
+    /// Takes the lock if it is free (IRQs masked while held).
+    pub fn try_lock(&self) -> Option<IrqSafeGuard<'_, T>> {
+        let was_enabled = disable();
+        match self.inner.try_lock() {
+            Some(g) => Some(IrqSafeGuard {
+                guard: Some(g),
+                was_enabled,
+            }),
+            None => {
+                restore(was_enabled);
+                None
+            }
+        }
+    }
+}
+
+impl<T> Deref for IrqSafeGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.guard.as_ref().expect("guard is live until drop")
+    }
+}
+
+impl<T> DerefMut for IrqSafeGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.guard.as_mut().expect("guard is live until drop")
+    }
+}
+
+impl<T> Drop for IrqSafeGuard<'_, T> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        restore(self.was_enabled);
+    }
+}

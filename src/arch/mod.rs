@@ -1,0 +1,3 @@
+//! Architecture-specific code. Only ARMv7-A (AArch32) is supported.
+
+pub mod arm;

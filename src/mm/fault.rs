@@ -1,0 +1,185 @@
+//! Decoding of the short-descriptor fault status registers DFSR and IFSR (ARM ARM B3.13.3,
+//! table B3-23), so that a fault report says what went wrong and where in words.
+
+use core::fmt;
+
+/// What kind of fault the FS field reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    Alignment,
+    DebugEvent,
+    /// No valid descriptor for the address.
+    Translation,
+    AccessFlag,
+    Domain,
+    /// The descriptor forbids the access (write to read-only, user to privileged, execute XN).
+    Permission,
+    /// External abort on the translation table walk.
+    WalkExternalAbort,
+    WalkParity,
+    SyncExternalAbort,
+    AsyncExternalAbort,
+    SyncParity,
+    AsyncParity,
+    CacheMaintenance,
+    TlbConflict,
+    Lockdown,
+    CoprocessorAbort,
+    Unknown(u8),
+}
+
+/// Translation level the fault was found at, where the FS code tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultLevel {
+    /// First level: a section, or the L1 entry of a page table.
+    Section,
+    /// Second level: a small or large page.
+    Page,
+}
+
+/// A decoded DFSR or IFSR value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultStatus {
+    pub raw: u32,
+    pub kind: FaultKind,
+    pub level: Option<FaultLevel>,
+    /// DFSR.WnR: the access was a write (always false for IFSR).
+    pub write: bool,
+    /// DFSR.ExT: external abort type, implementation defined.
+    pub external: bool,
+    /// Domain field (bits 7:4); valid for translation-related faults on ARMv7 only in some cases.
+    pub domain: u8,
+}
+
+impl FaultStatus {
+    /// Decodes a DFSR value.
+    pub const fn from_dfsr(raw: u32) -> Self {
+        Self::decode(raw, raw & (1 << 11) != 0)
+    }
+
+    /// Decodes an IFSR value (instruction fetches never write).
+    pub const fn from_ifsr(raw: u32) -> Self {
+        Self::decode(raw, false)
+    }
+
+    const fn decode(raw: u32, write: bool) -> Self {
+        let fs = (((raw >> 10) & 1) << 4 | (raw & 0xf)) as u8;
+        use FaultKind::*;
+        use FaultLevel::*;
+        let (kind, level) = match fs {
+            0b00001 => (Alignment, None),
+            0b00010 => (DebugEvent, None),
+            0b00100 => (CacheMaintenance, None),
+            0b00101 => (Translation, Some(Section)),
+            0b00111 => (Translation, Some(Page)),
+            0b00011 => (AccessFlag, Some(Section)),
+            0b00110 => (AccessFlag, Some(Page)),
+            0b01001 => (Domain, Some(Section)),
+            0b01011 => (Domain, Some(Page)),
+            0b01101 => (Permission, Some(Section)),
+            0b01111 => (Permission, Some(Page)),
+            0b01100 => (WalkExternalAbort, Some(Section)),
+            0b01110 => (WalkExternalAbort, Some(Page)),
+            0b11100 => (WalkParity, Some(Section)),
+            0b11110 => (WalkParity, Some(Page)),
+            0b01000 => (SyncExternalAbort, None),
+            0b10110 => (AsyncExternalAbort, None),
+            0b11001 => (SyncParity, None),
+            0b11000 => (AsyncParity, None),
+            0b10000 => (TlbConflict, None),
+            0b10100 => (Lockdown, None),
+            0b11010 => (CoprocessorAbort, None),
+            other => (Unknown(other), None),
+        };
+        Self {
+            raw,
+            kind,
+            level,
+            write,
+            external: raw & (1 << 12) != 0,
+            domain: ((raw >> 4) & 0xf) as u8,
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Self::Alignment => "alignment fault",
+            Self::DebugEvent => "debug event",
+            Self::Translation => "translation fault",
+            Self::AccessFlag => "access flag fault",
+            Self::Domain => "domain fault",
+            Self::Permission => "permission fault",
+            Self::WalkExternalAbort => "external abort on table walk",
+            Self::WalkParity => "parity error on table walk",
+            Self::SyncExternalAbort => "synchronous external abort",
+            Self::AsyncExternalAbort => "asynchronous external abort",
+            Self::SyncParity => "synchronous parity error",
+            Self::AsyncParity => "asynchronous parity error",
+            Self::CacheMaintenance => "cache maintenance fault",
+            Self::TlbConflict => "TLB conflict abort",
+            Self::Lockdown => "lockdown abort",
+            Self::CoprocessorAbort => "coprocessor abort",
+            Self::Unknown(fs) => return write!(f, "unknown fault (FS={fs:#07b})"),
+        };
+        f.write_str(s)
+    }
+}
+
+impl fmt::Display for FaultStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.kind)?;
+        match self.level {
+            Some(FaultLevel::Section) => f.write_str(" (section / L1)")?,
+            Some(FaultLevel::Page) => f.write_str(" (page / L2)")?,
+            None => {}
+        }
+        if self.write {
+            f.write_str(", write")?;
+        } else {
+            f.write_str(", read")?;
+        }
+        if self.external {
+            f.write_str(", ExT")?;
+        }
+        write!(f, " [FSR={:#x}]", self.raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn translation_faults_tell_section_from_page() {
+        let s = FaultStatus::from_dfsr(0b0101);
+        assert_eq!(s.kind, FaultKind::Translation);
+        assert_eq!(s.level, Some(FaultLevel::Section));
+        assert!(!s.write);
+        let p = FaultStatus::from_dfsr(0b0111 | 1 << 11);
+        assert_eq!(p.kind, FaultKind::Translation);
+        assert_eq!(p.level, Some(FaultLevel::Page));
+        assert!(p.write);
+    }
+
+    #[test]
+    fn permission_fault_on_a_write_to_a_read_only_page() {
+        let s = FaultStatus::from_dfsr(0x80f);
+        assert_eq!(s.kind, FaultKind::Permission);
+        assert_eq!(s.level, Some(FaultLevel::Page));
+        assert!(s.write);
+        assert_eq!(
+            format!("{s}"),
+            "permission fault (page / L2), write [FSR=0x80f]"
+        );
+    }
+
+    #[test]
+    fn fs_bit_4_comes_from_bit_10() {
+        assert_eq!(FaultStatus::from_dfsr(1 << 10 | 0b0110).kind, FaultKind::AsyncExternalAbort);
+        assert_eq!(FaultStatus::from_dfsr(0b0001).kind, FaultKind::Alignment);
+        assert_eq!(FaultStatus::from_ifsr(0x80d).write, false);
+        assert_eq!(FaultStatus::from_dfsr(0b1001 | 3 << 4).domain, 3);
+    }
+}
