@@ -72,7 +72,10 @@ pub fn kernel_init(args: BootArgs) -> ! {
         arm_memory.0.as_u32() as u64 + arm_memory.1 as u64,
         arm_memory.1 >> 20
     );
-    println!("  UART clock   : {uart_clock} Hz, {} baud", crate::console::BAUD);
+    println!(
+        "  UART clock   : {uart_clock} Hz, {} baud",
+        crate::console::BAUD
+    );
     let img = image_layout();
     println!("  kernel image :");
     for (name, (s, e), perm) in [

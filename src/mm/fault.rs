@@ -177,9 +177,12 @@ mod tests {
 
     #[test]
     fn fs_bit_4_comes_from_bit_10() {
-        assert_eq!(FaultStatus::from_dfsr(1 << 10 | 0b0110).kind, FaultKind::AsyncExternalAbort);
+        assert_eq!(
+            FaultStatus::from_dfsr(1 << 10 | 0b0110).kind,
+            FaultKind::AsyncExternalAbort
+        );
         assert_eq!(FaultStatus::from_dfsr(0b0001).kind, FaultKind::Alignment);
-        assert_eq!(FaultStatus::from_ifsr(0x80d).write, false);
+        assert!(!FaultStatus::from_ifsr(0x80d).write);
         assert_eq!(FaultStatus::from_dfsr(0b1001 | 3 << 4).domain, 3);
     }
 }

@@ -84,7 +84,7 @@ pub const fn virt_to_phys(va: VirtAddr) -> Option<PhysAddr> {
 
 // The contract, checked at compile time.
 const _: () = {
-    assert!(KERNEL_L1_PHYS.as_u32() % L1_TABLE_SIZE == 0);
+    assert!(KERNEL_L1_PHYS.as_u32().is_multiple_of(L1_TABLE_SIZE));
     assert!(KERNEL_LOAD_PHYS.as_u32() >= KERNEL_L1_PHYS.as_u32() + L1_TABLE_SIZE);
     assert!(1u64 << (32 - TTBCR_N) == KERNEL_OFFSET as u64);
     assert!(KERNEL_OFFSET as u64 + DIRECT_MAP_MAX as u64 == HEAP_BASE.as_u32() as u64);
@@ -98,11 +98,20 @@ mod tests {
 
     #[test]
     fn direct_map_is_pa_plus_two_gib_and_stops_at_one_gib() {
-        assert_eq!(phys_to_virt(PhysAddr::new(0x4000)), Some(VirtAddr::new(0x8000_4000)));
-        assert_eq!(phys_to_virt(PhysAddr::new(0x3F20_1000)), Some(VirtAddr::new(0xBF20_1000)));
+        assert_eq!(
+            phys_to_virt(PhysAddr::new(0x4000)),
+            Some(VirtAddr::new(0x8000_4000))
+        );
+        assert_eq!(
+            phys_to_virt(PhysAddr::new(0x3F20_1000)),
+            Some(VirtAddr::new(0xBF20_1000))
+        );
         assert_eq!(phys_to_virt(PhysAddr::new(0x4000_0000)), None);
         assert_eq!(virt_to_phys(VirtAddr::new(0xC000_0000)), None);
-        assert_eq!(virt_to_phys(VirtAddr::new(0x8000_8000)), Some(PhysAddr::new(0x8000)));
+        assert_eq!(
+            virt_to_phys(VirtAddr::new(0x8000_8000)),
+            Some(PhysAddr::new(0x8000))
+        );
         assert_eq!(KERNEL_VIRT, VirtAddr::new(0x8000_8000));
     }
 }

@@ -132,8 +132,14 @@ pub fn image_layout() -> ImageLayout {
         rodata: (addr!(__rodata_start), addr!(__rodata_end_exclusive)),
         data: (addr!(__data_start), addr!(__data_end_exclusive)),
         bss: (addr!(__bss_start), addr!(__bss_end_exclusive)),
-        stack_guard: (addr!(__stack_guard_start), addr!(__stack_guard_end_exclusive)),
-        stacks: (addr!(__stack_guard_end_exclusive), addr!(__kernel_end_exclusive)),
+        stack_guard: (
+            addr!(__stack_guard_start),
+            addr!(__stack_guard_end_exclusive),
+        ),
+        stacks: (
+            addr!(__stack_guard_end_exclusive),
+            addr!(__kernel_end_exclusive),
+        ),
         end: addr!(__kernel_end_exclusive),
     }
 }

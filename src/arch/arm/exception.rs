@@ -374,7 +374,11 @@ pub fn prefetch_abort_report(frame: &TrapFrame) -> AbortReport {
 impl fmt::Display for TrapFrame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, r) in self.r.iter().enumerate() {
-            write!(f, "r{i:<2}={r:#010x}{}", if i % 4 == 3 { "\n" } else { " " })?;
+            write!(
+                f,
+                "r{i:<2}={r:#010x}{}",
+                if i % 4 == 3 { "\n" } else { " " }
+            )?;
         }
         write!(
             f,

@@ -18,7 +18,9 @@ pub fn core_id() -> u32 {
 pub fn cpsr() -> u32 {
     let v: u32;
     // SAFETY: reading CPSR has no side effects.
-    unsafe { core::arch::asm!("mrs {}, cpsr", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mrs {}, cpsr", out(reg) v, options(nomem, nostack, preserves_flags))
+    };
     v
 }
 

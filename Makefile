@@ -1,0 +1,103 @@
+# pi2-vm: a Raspberry Pi 2 kernel built around its virtual memory.
+#
+#   make          kernel ELF and kernel7.img (in build/)
+#   make run      boot it in QEMU (raspi2b), serial on this terminal; quit with Ctrl-A then X
+#   make test     host tests, then the on-target tests under QEMU (ELF and kernel7.img)
+#   make bench    host benchmarks, then instruction counts on the target (qemu -icount shift=0)
+#   make sdcard   build/sdcard.img: FAT32 with the Pi firmware, kernel7.img and config.txt
+#   make gdb      QEMU paused, gdb-multiarch attached with symbols
+#   make clean
+
+SHELL    := /bin/bash
+TARGET   := armv7a-none-eabi
+BUILD    := build
+CARGO    ?= cargo
+ELF      := target/$(TARGET)/release/kernel
+IMG      := $(BUILD)/kernel7.img
+QEMU     := qemu-system-arm
+QEMU_M   := -M raspi2b -m 1G
+# Evaluated when a recipe runs (after `deps` may have installed one).
+OBJCOPY  ?= $(shell command -v llvm-objcopy || command -v arm-none-eabi-objcopy || echo objcopy-not-found)
+SRCS     := $(shell find src boot -type f) Cargo.toml link.ld .cargo/config.toml
+
+.PHONY: all run test host-test target-test bench sdcard gdb clean deps deps-sdcard
+
+all: $(IMG)
+
+# --- set-up -------------------------------------------------------------------------------------
+# Installs what is missing (as root, or with password-less sudo), or stops with the command to run.
+deps:
+	@tests/deps.sh build qemu
+
+deps-sdcard:
+	@tests/deps.sh sdcard
+
+# --- build --------------------------------------------------------------------------------------
+$(ELF): $(SRCS)
+	$(CARGO) build --release --target $(TARGET) --bin kernel
+
+$(IMG): $(ELF) | deps
+	@mkdir -p $(BUILD)
+	cp $(ELF) $(BUILD)/kernel.elf
+	$(OBJCOPY) -O binary $(ELF) $@
+	@echo "built $(BUILD)/kernel.elf and $@"
+
+# Test and benchmark kernels: the same kernel with the ktest/kbench feature, kept apart.
+$(BUILD)/ktest.elf: $(SRCS) | deps
+	@mkdir -p $(BUILD)
+	$(CARGO) build --release --target $(TARGET) --bin kernel --features ktest --target-dir target/ktest
+	cp target/ktest/$(TARGET)/release/kernel $@
+
+$(BUILD)/ktest.img: $(BUILD)/ktest.elf
+	$(OBJCOPY) -O binary $< $@
+
+$(BUILD)/kbench.elf: $(SRCS) | deps
+	@mkdir -p $(BUILD)
+	$(CARGO) build --release --target $(TARGET) --bin kernel --features kbench --target-dir target/kbench
+	cp target/kbench/$(TARGET)/release/kernel $@
+
+# --- run ----------------------------------------------------------------------------------------
+run: deps $(IMG)
+	@echo "Booting in QEMU raspi2b. Quit with Ctrl-A then X."
+	$(QEMU) $(QEMU_M) -nographic -kernel $(BUILD)/kernel.elf
+
+# --- test ---------------------------------------------------------------------------------------
+test: deps
+	@$(MAKE) --no-print-directory host-test
+	@$(MAKE) --no-print-directory target-test
+
+host-test:
+	@echo "== host tests (cargo test) =="
+	@mkdir -p $(BUILD)
+	@$(CARGO) test 2>&1 | tee $(BUILD)/host-test.log; status=$${PIPESTATUS[0]}; \
+	  awk '/^test result:/ { p += $$4; f += $$6 } END { printf "host: %d passed, %d failed\n", p, f }' $(BUILD)/host-test.log; \
+	  exit $$status
+
+target-test: $(BUILD)/ktest.elf $(BUILD)/ktest.img
+	@echo "== on-target tests under QEMU: ELF, all four cores started at the entry =="
+	@tests/qemu-run.sh elf $(BUILD)/ktest.elf $(BUILD)/ktest-elf.log
+	@echo "== on-target tests under QEMU: kernel7.img loaded at 0x8000 as the firmware does =="
+	@tests/qemu-run.sh image $(BUILD)/ktest.img $(BUILD)/ktest-img.log
+
+# --- bench --------------------------------------------------------------------------------------
+bench: deps $(BUILD)/kbench.elf
+	@echo "== host benchmarks =="
+	$(CARGO) bench --bench pmm
+	@echo "== target benchmarks: instructions, PMCCNTR under qemu -icount shift=0 =="
+	@tests/qemu-run.sh elf $(BUILD)/kbench.elf $(BUILD)/kbench.log -icount shift=0
+
+# --- SD card ------------------------------------------------------------------------------------
+sdcard: $(IMG) deps-sdcard
+	tests/mksdcard.sh $(IMG) boot/config.txt $(BUILD)/sdcard.img
+
+# --- debug --------------------------------------------------------------------------------------
+gdb: deps $(IMG)
+	@echo "QEMU waits for gdb on :1234; the session starts at _start (physical 0x8000)."
+	$(QEMU) $(QEMU_M) -nographic -kernel $(BUILD)/kernel.elf -S -s & \
+	  qemu=$$!; \
+	  gdb-multiarch -q $(BUILD)/kernel.elf -ex 'target remote :1234' -ex 'break kernel_entry'; \
+	  kill $$qemu 2>/dev/null || true
+
+clean:
+	$(CARGO) clean
+	rm -rf $(BUILD)
