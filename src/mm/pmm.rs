@@ -233,7 +233,8 @@ impl<'a> Pmm<'a> {
 
     /// Allocates `count` contiguous frames whose first frame number is a multiple of `align`
     /// frames (a power of two) and which all end at or below `limit` (exclusive; rounded down to a
-    /// frame) when given. The lowest such run is taken.
+    /// frame) when given. The lowest such run is taken, except that a request for one frame with
+    /// no alignment and no limit is served as [`Pmm::alloc_frame`] (next-fit).
     pub fn alloc_contiguous(
         &mut self,
         count: u32,
