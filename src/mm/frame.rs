@@ -23,6 +23,10 @@ pub enum PmmError {
     OutOfMemory,
     /// The storage handed over for the bitmap is too small for the memory it must describe.
     BitmapTooSmall,
+    /// Reserving a range that holds frames currently allocated to someone.
+    InUse,
+    /// The fixed-capacity table of reserved ranges is full (the range touches none of them).
+    TooManyReserved,
 }
 
 impl fmt::Display for PmmError {
@@ -36,6 +40,8 @@ impl fmt::Display for PmmError {
             Self::BadAlignment => "alignment is not a power of two",
             Self::OutOfMemory => "out of physical memory",
             Self::BitmapTooSmall => "bitmap storage too small",
+            Self::InUse => "frame is allocated",
+            Self::TooManyReserved => "too many reserved ranges",
         })
     }
 }
