@@ -298,6 +298,17 @@ impl MapSize {
     }
 }
 
+/// Where a virtual address leads: the result of a table walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translation {
+    /// The physical address of the byte (base of the mapping plus the offset inside it).
+    pub pa: PhysAddr,
+    /// Size of the mapping that translated it.
+    pub size: MapSize,
+    /// Its attributes, `None` when they are outside [`MapFlags`]'s model.
+    pub flags: Option<MapFlags>,
+}
+
 /// An L1 section descriptor.
 #[derive(Clone, Copy)]
 pub struct SectionDesc(LocalRegisterCopy<u32, L1_SECTION::Register>);
