@@ -329,8 +329,10 @@ mod host {
                     None,
                 ),
                 L1Entry::Table(t) => {
-                    if !m.tlb.walk.contains_key(&(section, walk_tag)) {
-                        m.tlb.walk.insert((section, walk_tag), (l1_desc, l1));
+                    if let alloc::collections::btree_map::Entry::Vacant(e) =
+                        m.tlb.walk.entry((section, walk_tag))
+                    {
+                        e.insert((l1_desc, l1));
                         m.tlb.add_ref(l1_desc, Level::L1);
                     }
                     let l2_desc = t.base().as_u32() + 4 * (page & 0xff);
