@@ -18,3 +18,7 @@ pub mod window;
 
 pub use addr::{Frame, Page, PhysAddr, VirtAddr, PAGE_SIZE};
 pub use frame::{FrameAllocator, PmmError};
+pub use desc::{Access, MapFlags, MemoryType};
+pub use tlb::{Asid, Tlb};
+pub use vas::{AddressSpace, MapError};
+pub use window::{KernelWindow, WindowError};

@@ -1,1 +1,1481 @@
-//! (in progress)
+//! Address spaces: the kernel half (TTBR1) and user spaces (TTBR0), built from short descriptors.
+//!
+//! # How the tables are laid out
+//!
+//! With TTBCR.N = 1 (ARM ARM B3.5.4 "Selecting between TTBR0 and TTBR1") a virtual address below
+//! 2 GiB is translated through TTBR0, whose L1 table then has only 2048 entries (8 KiB, 8 KiB
+//! aligned); the rest through TTBR1, whose table is a full 16 KiB one of which only entries
+//! 2048..4095 are ever used. So:
+//!
+//! * the **kernel space** adopts the 16 KiB table at physical 0x4000 that the boot stub built and
+//!   manages its upper half (slots 2048..4095), with global entries;
+//! * a **user space** owns an 8 KiB table (two contiguous frames, 8 KiB aligned) for slots
+//!   0..2047, with non-global entries tagged by its ASID and PXN on every entry, so the kernel
+//!   never executes user memory.
+//!
+//! # L2 tables without a heap
+//!
+//! The kernel heap grows by mapping pages through this code, so nothing here may allocate from
+//! the heap. An L2 table is 1 KiB, a frame holds four: the frame serves the four consecutive L1
+//! slots `slot & !3 ..= slot | 3`, and slot `s` uses quarter `s & 3`. A slot that needs a table
+//! looks at its three siblings' L1 entries: if one points into a frame, its quarter of that frame
+//! is the table (it is all zero: an unused quarter always is); otherwise a fresh frame is taken.
+//!
+//! Each space owns one more frame holding a 16-bit count of valid entries for each of its 2048
+//! slots, kept incrementally. When a slot's count drops to 0 its L1 entry is cleared (and
+//! invalidated: ARMv7 walk caches may hold L1 entries, B3.10.2) and, when none of the four
+//! siblings still points into the frame, the frame goes back to the allocator. Mapping or
+//! unmapping one page thus never scans a table or divides: one L1 read, one L2 read and write, one
+//! count update, and the TLB maintenance.
+//!
+//! # TLB maintenance
+//!
+//! Every operation completes its own maintenance through the [`Tlb`] trait (see
+//! [`tlb`](super::tlb) for the sequence): a call that returns has published its descriptor
+//! writes, invalidated what it replaced for the right (VA, ASID) and synchronised, so the
+//! maintenance cannot be forgotten by a caller. Range operations issue one invalidation per entry
+//! and synchronise once. A frame returned by an unmap is no longer reachable through any TLB.
+//! Replacing a valid entry by one with another output address or memory type is done
+//! break-before-make (B3.10.1): fault entry, invalidate, sync, new entry.
+//!
+//! Errors are values; a refused call changes nothing (a range operation that fails halfway undoes
+//! what it did).
+
+use super::addr::{Frame, Page, PhysAddr, VirtAddr, PAGE_SIZE, SECTION_SIZE};
+use super::desc::{
+    L1Entry, L2Entry, MapFlags, MapSize, SectionDesc, SmallPageDesc, TableDesc, Translation,
+};
+use super::frame::{FrameAllocator, PmmError};
+use super::layout;
+use super::phys::PhysMem;
+use super::tlb::{Asid, Tlb, TlbTag};
+use core::fmt;
+
+/// Why an address-space operation was refused. A refused call changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapError {
+    /// An address or length is not aligned to the mapping size.
+    Unaligned,
+    /// Something is already mapped there.
+    AlreadyMapped,
+    /// Nothing is mapped there.
+    NotMapped,
+    /// No frame for an L1 table, L2 table or the count frame.
+    OutOfMemory,
+    /// The address (range) is not in this space (a user space ends at 2 GiB, the kernel space
+    /// starts there), or wraps past 4 GiB.
+    OutsideSpace,
+    /// A range of zero bytes.
+    ZeroSize,
+    /// The range is mapped with another granule (a page operation on a section, or a range that
+    /// covers only part of a section).
+    GranuleMismatch,
+    /// The attributes break a rule: writable and executable (W^X), or executable Device memory.
+    BadAttributes,
+    /// The adopted kernel table holds L2 tables or supersections this code did not make.
+    ForeignTable,
+    /// The frame allocator refused to take a frame back (a broken invariant).
+    Pmm(PmmError),
+}
+
+impl From<PmmError> for MapError {
+    fn from(e: PmmError) -> Self {
+        match e {
+            PmmError::OutOfMemory => Self::OutOfMemory,
+            e => Self::Pmm(e),
+        }
+    }
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unaligned => f.write_str("address or length not aligned"),
+            Self::AlreadyMapped => f.write_str("already mapped"),
+            Self::NotMapped => f.write_str("not mapped"),
+            Self::OutOfMemory => f.write_str("out of memory for translation tables"),
+            Self::OutsideSpace => f.write_str("outside this address space"),
+            Self::ZeroSize => f.write_str("zero-sized range"),
+            Self::GranuleMismatch => f.write_str("mapped with another granule"),
+            Self::BadAttributes => f.write_str("attributes break W^X or execute Device memory"),
+            Self::ForeignTable => f.write_str("table holds entries this code did not make"),
+            Self::Pmm(e) => write!(f, "frame allocator: {e}"),
+        }
+    }
+}
+
+/// How a range operation may map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granule {
+    /// 4 KiB pages only.
+    Pages,
+    /// 1 MiB sections only: addresses and length must be 1 MiB aligned.
+    Sections,
+    /// Sections where VA, PA and the remaining length allow, pages elsewhere.
+    Auto,
+}
+
+/// One run of mappings, as reported by [`AddressSpace::for_each_mapping`]: `len` bytes at `va`
+/// mapped to contiguous physical memory at `pa` with the same size and attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    /// First virtual address.
+    pub va: VirtAddr,
+    /// First physical address.
+    pub pa: PhysAddr,
+    /// Length in bytes.
+    pub len: u32,
+    /// Size of each descriptor in the run.
+    pub size: MapSize,
+    /// Attributes, `None` when outside [`MapFlags`]'s model.
+    pub flags: Option<MapFlags>,
+}
+
+/// A set of translation tables: the kernel half or one user space.
+///
+/// `M` reaches physical memory, `T` maintains the TLB; both are small handles (zero-sized on the
+/// target). Frames come from, and go back to, the allocator passed to each call.
+pub struct AddressSpace<M: PhysMem, T: Tlb> {
+    mem: M,
+    tlb: T,
+    l1: PhysAddr,
+    counts: PhysAddr,
+    first_slot: usize,
+    end_slot: usize,
+    asid: Option<Asid>,
+}
+
+const L2_TABLE_SIZE: u32 = 1024;
+const SLOTS_PER_SPACE: usize = 2048;
+
+impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
+    /// Takes over the upper half (slots 2048..4095) of the kernel's L1 table at
+    /// [`layout::KERNEL_L1_PHYS`]. Existing sections (the boot map) are kept and managed; existing
+    /// L2 tables or supersections are refused, since their counts and frames are unknown.
+    pub fn adopt_kernel<A: FrameAllocator>(
+        mem: M,
+        tlb: T,
+        alloc: &mut A,
+    ) -> Result<Self, MapError> {
+        let l1 = layout::KERNEL_L1_PHYS;
+        for slot in SLOTS_PER_SPACE..2 * SLOTS_PER_SPACE {
+            let raw = mem.read_u32(PhysAddr::new(l1.as_u32() + 4 * slot as u32));
+            if !matches!(L1Entry::decode(raw), L1Entry::Fault | L1Entry::Section(_)) {
+                return Err(MapError::ForeignTable);
+            }
+        }
+        let mut space = Self {
+            mem,
+            tlb,
+            l1,
+            counts: PhysAddr::new(0),
+            first_slot: SLOTS_PER_SPACE,
+            end_slot: 2 * SLOTS_PER_SPACE,
+            asid: None,
+        };
+        let counts = alloc.alloc_frame()?;
+        space.mem.zero_frame(counts);
+        space.counts = counts.start();
+        Ok(space)
+    }
+
+    /// A new, empty user space (TTBR0 table of 8 KiB) whose entries are tagged with `asid`.
+    pub fn new_user<A: FrameAllocator>(
+        mem: M,
+        tlb: T,
+        asid: Asid,
+        alloc: &mut A,
+    ) -> Result<Self, MapError> {
+        let l1 = alloc.alloc_contiguous(2, 2, None)?;
+        let counts = match alloc.alloc_frame() {
+            Ok(f) => f,
+            Err(e) => {
+                alloc.free_contiguous(l1, 2)?;
+                return Err(e.into());
+            }
+        };
+        let mut space = Self {
+            mem,
+            tlb,
+            l1: l1.start(),
+            counts: counts.start(),
+            first_slot: 0,
+            end_slot: SLOTS_PER_SPACE,
+            asid: Some(asid),
+        };
+        space.mem.zero_frame(l1);
+        space.mem.zero_frame(Frame::from_number(l1.number() + 1));
+        space.mem.zero_frame(counts);
+        space.tlb.publish(l1.start(), 2 * PAGE_SIZE);
+        space.tlb.sync();
+        Ok(space)
+    }
+
+    /// Physical address of the L1 table: the value for TTBR0 (user) or TTBR1 (kernel), to be
+    /// combined with the walk attributes by the caller.
+    pub fn l1_phys(&self) -> PhysAddr {
+        self.l1
+    }
+
+    /// The ASID of a user space; `None` for the kernel space.
+    pub fn asid(&self) -> Option<Asid> {
+        self.asid
+    }
+
+    /// The physical-memory handle.
+    pub fn mem(&self) -> &M {
+        &self.mem
+    }
+
+    /// The TLB handle.
+    pub fn tlb_mut(&mut self) -> &mut T {
+        &mut self.tlb
+    }
+
+    /// First virtual address of the space.
+    pub fn start(&self) -> VirtAddr {
+        VirtAddr::new((self.first_slot as u32) << 20)
+    }
+
+    // ----- small helpers -------------------------------------------------------------------
+
+    #[inline]
+    fn tag(&self) -> TlbTag {
+        match self.asid {
+            Some(a) => TlbTag::Asid(a),
+            None => TlbTag::Global,
+        }
+    }
+
+    /// The space decides global and PXN: kernel entries are global and may execute at PL1,
+    /// user entries are non-global and PXN.
+    #[inline]
+    fn normalize(&self, flags: MapFlags) -> Result<MapFlags, MapError> {
+        if !flags.is_sane() {
+            return Err(MapError::BadAttributes);
+        }
+        let user = self.asid.is_some();
+        Ok(MapFlags {
+            global: !user,
+            pxn: user,
+            ..flags
+        })
+    }
+
+    #[inline]
+    fn in_space(&self, va: VirtAddr) -> bool {
+        let s = va.l1_index();
+        s >= self.first_slot && s < self.end_slot
+    }
+
+    /// Checks `[va, va + len)` lies in the space; `len > 0`.
+    fn check_range(&self, va: VirtAddr, len: u32, align: u32) -> Result<(), MapError> {
+        if len == 0 {
+            return Err(MapError::ZeroSize);
+        }
+        if !va.is_aligned(align) || len & (align - 1) != 0 {
+            return Err(MapError::Unaligned);
+        }
+        let last = va.checked_add(len - 1).ok_or(MapError::OutsideSpace)?;
+        if !self.in_space(va) || !self.in_space(last) {
+            return Err(MapError::OutsideSpace);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn l1_pa(&self, slot: usize) -> PhysAddr {
+        PhysAddr::new(self.l1.as_u32() + 4 * slot as u32)
+    }
+
+    #[inline]
+    fn count_pa(&self, slot: usize) -> PhysAddr {
+        PhysAddr::new(self.counts.as_u32() + 2 * (slot - self.first_slot) as u32)
+    }
+
+    #[inline]
+    fn l1_entry(&self, slot: usize) -> L1Entry {
+        L1Entry::decode(self.mem.read_u32(self.l1_pa(slot)))
+    }
+
+    #[inline]
+    fn write_published(&mut self, pa: PhysAddr, value: u32) {
+        self.mem.write_u32(pa, value);
+        self.tlb.publish(pa, 4);
+    }
+
+    /// The frame of L2 tables that serves `slot`'s group of four, if a sibling has one.
+    fn sibling_l2_frame(&self, slot: usize) -> Option<PhysAddr> {
+        let group = slot & !3;
+        (group..group + 4)
+            .filter(|&s| s != slot)
+            .find_map(|s| match self.l1_entry(s) {
+                L1Entry::Table(t) => Some(t.base().align_down(PAGE_SIZE)),
+                _ => None,
+            })
+    }
+
+    /// An all-zero L2 table for `slot`, whose L1 entry is a fault: a quarter of the group's
+    /// frame, or of a fresh one.
+    fn l2_for_empty_slot<A: FrameAllocator>(
+        &mut self,
+        slot: usize,
+        alloc: &mut A,
+    ) -> Result<PhysAddr, MapError> {
+        let frame = match self.sibling_l2_frame(slot) {
+            Some(f) => f,
+            None => {
+                let f = alloc.alloc_frame()?;
+                self.mem.zero_frame(f);
+                self.tlb.publish(f.start(), PAGE_SIZE);
+                f.start()
+            }
+        };
+        Ok(PhysAddr::new(
+            frame.as_u32() + (slot as u32 & 3) * L2_TABLE_SIZE,
+        ))
+    }
+
+    /// One more (`+1`) or one fewer (`-1`) valid entry in `slot`'s table; returns the new count.
+    #[inline]
+    fn adjust_count(&mut self, slot: usize, up: bool) -> u16 {
+        let pa = self.count_pa(slot);
+        let c = self.mem.read_u16(pa);
+        let c = if up { c + 1 } else { c - 1 };
+        self.mem.write_u16(pa, c);
+        c
+    }
+
+    /// `slot`'s table has no valid entry left: clear its L1 entry, invalidate it (walk caches)
+    /// and give the frame back when no sibling uses it any more. `va` lies in the slot.
+    fn release_slot<A: FrameAllocator>(
+        &mut self,
+        slot: usize,
+        table: PhysAddr,
+        va: VirtAddr,
+        alloc: &mut A,
+    ) -> Result<(), MapError> {
+        self.write_published(self.l1_pa(slot), 0);
+        self.tlb.invalidate_page(va, self.tag());
+        if self.sibling_l2_frame(slot).is_none() {
+            // The frame may be reused at once: the walker must be done with it first.
+            self.tlb.sync();
+            alloc.free_frame(Frame::containing(table))?;
+        }
+        Ok(())
+    }
+
+    // ----- pages ---------------------------------------------------------------------------
+
+    fn map_page_nosync<A: FrameAllocator>(
+        &mut self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        flags: MapFlags,
+        alloc: &mut A,
+    ) -> Result<(), MapError> {
+        let slot = va.l1_index();
+        let l1_pa = self.l1_pa(slot);
+        let (table, fresh) = match L1Entry::decode(self.mem.read_u32(l1_pa)) {
+            L1Entry::Table(t) => (t.base(), false),
+            L1Entry::Fault => (self.l2_for_empty_slot(slot, alloc)?, true),
+            _ => return Err(MapError::AlreadyMapped),
+        };
+        let l2_pa = PhysAddr::new(table.as_u32() + 4 * va.l2_index() as u32);
+        if !fresh && self.mem.read_u32(l2_pa) & 0b11 != 0 {
+            return Err(MapError::AlreadyMapped);
+        }
+        self.write_published(l2_pa, SmallPageDesc::new(pa, flags).raw());
+        if fresh {
+            let user = self.asid.is_some();
+            self.write_published(l1_pa, TableDesc::new(table, user).raw());
+        }
+        self.adjust_count(slot, true);
+        Ok(())
+    }
+
+    /// Looks up the small-page descriptor of `va`: (slot, table, descriptor address, value).
+    fn find_page(&self, va: VirtAddr) -> Result<(usize, PhysAddr, PhysAddr, u32), MapError> {
+        if !self.in_space(va) {
+            return Err(MapError::OutsideSpace);
+        }
+        let slot = va.l1_index();
+        match self.l1_entry(slot) {
+            L1Entry::Table(t) => {
+                let l2_pa = PhysAddr::new(t.base().as_u32() + 4 * va.l2_index() as u32);
+                let raw = self.mem.read_u32(l2_pa);
+                match L2Entry::decode(raw) {
+                    L2Entry::SmallPage(_) => Ok((slot, t.base(), l2_pa, raw)),
+                    L2Entry::Fault => Err(MapError::NotMapped),
+                    L2Entry::LargePage(_) => Err(MapError::GranuleMismatch),
+                }
+            }
+            L1Entry::Fault => Err(MapError::NotMapped),
+            _ => Err(MapError::GranuleMismatch),
+        }
+    }
+
+    fn unmap_page_nosync<A: FrameAllocator>(
+        &mut self,
+        va: VirtAddr,
+        alloc: &mut A,
+    ) -> Result<PhysAddr, MapError> {
+        let (slot, table, l2_pa, raw) = self.find_page(va)?;
+        self.write_published(l2_pa, 0);
+        self.tlb.invalidate_page(va, self.tag());
+        if self.adjust_count(slot, false) == 0 {
+            self.release_slot(slot, table, va, alloc)?;
+        }
+        Ok(PhysAddr::new(raw & !(PAGE_SIZE - 1)))
+    }
+
+    /// The small page that `find_page` found.
+    fn small_page(raw: u32) -> SmallPageDesc {
+        match L2Entry::decode(raw) {
+            L2Entry::SmallPage(p) => p,
+            _ => unreachable!("find_page returns small pages only"),
+        }
+    }
+
+    /// Replaces a valid descriptor at `desc_pa` (translating `va`) with `new`: in place when
+    /// only permissions differ, break-before-make otherwise. Synchronises.
+    fn replace_valid(&mut self, va: VirtAddr, desc_pa: PhysAddr, same_output: bool, new: u32) {
+        if !same_output {
+            self.write_published(desc_pa, 0);
+            self.tlb.invalidate_page(va, self.tag());
+            self.tlb.sync();
+        }
+        self.write_published(desc_pa, new);
+        self.tlb.invalidate_page(va, self.tag());
+        self.tlb.sync();
+    }
+
+    /// Maps the 4 KiB `page` to `frame`.
+    pub fn map_page<A: FrameAllocator>(
+        &mut self,
+        page: Page,
+        frame: Frame,
+        flags: MapFlags,
+        alloc: &mut A,
+    ) -> Result<(), MapError> {
+        let va = page.start();
+        if !self.in_space(va) {
+            return Err(MapError::OutsideSpace);
+        }
+        let flags = self.normalize(flags)?;
+        self.map_page_nosync(va, frame.start(), flags, alloc)?;
+        // A fault entry is never cached: no invalidation, only make the new entry take effect.
+        self.tlb.sync();
+        Ok(())
+    }
+
+    /// Unmaps the 4 KiB `page` and returns the frame it mapped (now unreachable through the
+    /// TLB). May give an emptied L2 frame back to `alloc`.
+    pub fn unmap_page<A: FrameAllocator>(
+        &mut self,
+        page: Page,
+        alloc: &mut A,
+    ) -> Result<Frame, MapError> {
+        let pa = self.unmap_page_nosync(page.start(), alloc)?;
+        self.tlb.sync();
+        Ok(Frame::containing(pa))
+    }
+
+    /// Changes the attributes of the mapped 4 KiB `page` (break-before-make when the memory
+    /// type changes).
+    pub fn protect_page(&mut self, page: Page, flags: MapFlags) -> Result<(), MapError> {
+        let va = page.start();
+        let (_, _, l2_pa, raw) = self.find_page(va)?;
+        let flags = self.normalize(flags)?;
+        let old = Self::small_page(raw);
+        let new = SmallPageDesc::new(old.base(), flags);
+        self.replace_valid(va, l2_pa, old.output_bits() == new.output_bits(), new.raw());
+        Ok(())
+    }
+
+    /// Makes the mapped 4 KiB `page` point at `frame` with `flags`, break-before-make, and
+    /// returns the frame it mapped before.
+    pub fn remap_page(
+        &mut self,
+        page: Page,
+        frame: Frame,
+        flags: MapFlags,
+    ) -> Result<Frame, MapError> {
+        let va = page.start();
+        let (_, _, l2_pa, raw) = self.find_page(va)?;
+        let flags = self.normalize(flags)?;
+        let old = Self::small_page(raw);
+        let new = SmallPageDesc::new(frame.start(), flags);
+        self.replace_valid(va, l2_pa, old.output_bits() == new.output_bits(), new.raw());
+        Ok(Frame::containing(PhysAddr::new(raw)))
+    }
+
+    // ----- sections ------------------------------------------------------------------------
+
+    fn map_section_nosync(
+        &mut self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        flags: MapFlags,
+    ) -> Result<(), MapError> {
+        let slot = va.l1_index();
+        if !matches!(self.l1_entry(slot), L1Entry::Fault) {
+            return Err(MapError::AlreadyMapped);
+        }
+        self.write_published(self.l1_pa(slot), SectionDesc::new(pa, flags).raw());
+        Ok(())
+    }
+
+    fn find_section(&self, va: VirtAddr) -> Result<(usize, SectionDesc), MapError> {
+        if !va.is_aligned(SECTION_SIZE) {
+            return Err(MapError::Unaligned);
+        }
+        if !self.in_space(va) {
+            return Err(MapError::OutsideSpace);
+        }
+        let slot = va.l1_index();
+        match self.l1_entry(slot) {
+            L1Entry::Section(s) => Ok((slot, s)),
+            L1Entry::Fault => Err(MapError::NotMapped),
+            _ => Err(MapError::GranuleMismatch),
+        }
+    }
+
+    fn unmap_section_nosync(&mut self, va: VirtAddr) -> Result<PhysAddr, MapError> {
+        let (slot, s) = self.find_section(va)?;
+        self.write_published(self.l1_pa(slot), 0);
+        self.tlb.invalidate_page(va, self.tag());
+        Ok(s.base())
+    }
+
+    /// Maps the 1 MiB at `va` to the 1 MiB at `pa` with one section descriptor.
+    pub fn map_section(
+        &mut self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        flags: MapFlags,
+    ) -> Result<(), MapError> {
+        if !va.is_aligned(SECTION_SIZE) || !pa.is_aligned(SECTION_SIZE) {
+            return Err(MapError::Unaligned);
+        }
+        if !self.in_space(va) {
+            return Err(MapError::OutsideSpace);
+        }
+        let flags = self.normalize(flags)?;
+        self.map_section_nosync(va, pa, flags)?;
+        self.tlb.sync();
+        Ok(())
+    }
+
+    /// Unmaps the section at `va` and returns the physical address it mapped.
+    pub fn unmap_section(&mut self, va: VirtAddr) -> Result<PhysAddr, MapError> {
+        let pa = self.unmap_section_nosync(va)?;
+        self.tlb.sync();
+        Ok(pa)
+    }
+
+    /// Changes the attributes of the section at `va` (break-before-make when the memory type
+    /// changes).
+    pub fn protect_section(&mut self, va: VirtAddr, flags: MapFlags) -> Result<(), MapError> {
+        let (slot, s) = self.find_section(va)?;
+        let flags = self.normalize(flags)?;
+        let new = SectionDesc::new(s.base(), flags);
+        let same = s.output_bits() == new.output_bits();
+        self.replace_valid(va, self.l1_pa(slot), same, new.raw());
+        Ok(())
+    }
+
+    // ----- lookups -------------------------------------------------------------------------
+
+    /// Walks the tables for `va` as the MMU would (ignoring the TLB).
+    pub fn translate(&self, va: VirtAddr) -> Option<Translation> {
+        if !self.in_space(va) {
+            return None;
+        }
+        let v = va.as_u32();
+        match self.l1_entry(va.l1_index()) {
+            L1Entry::Section(s) => Some(Translation {
+                pa: PhysAddr::new(s.base().as_u32() | (v & (SECTION_SIZE - 1))),
+                size: MapSize::Section,
+                flags: s.flags(),
+            }),
+            L1Entry::Table(t) => {
+                let l2_pa = PhysAddr::new(t.base().as_u32() + 4 * va.l2_index() as u32);
+                match L2Entry::decode(self.mem.read_u32(l2_pa)) {
+                    L2Entry::SmallPage(p) => Some(Translation {
+                        pa: PhysAddr::new(p.base().as_u32() | va.page_offset()),
+                        size: MapSize::Page,
+                        flags: p.flags(t.pxn()),
+                    }),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Calls `f` for every run of mappings, in address order. A run is a maximal sequence of
+    /// descriptors of the same size and attributes mapping contiguous virtual to contiguous
+    /// physical memory.
+    pub fn for_each_mapping(&self, mut f: impl FnMut(Mapping)) {
+        let mut run: Option<Mapping> = None;
+        let mut emit = |m: Mapping, run: &mut Option<Mapping>| {
+            if let Some(r) = run {
+                let contiguous = r.size == m.size
+                    && r.flags == m.flags
+                    && r.va.as_u32().wrapping_add(r.len) == m.va.as_u32()
+                    && r.pa.as_u32().wrapping_add(r.len) == m.pa.as_u32();
+                if contiguous {
+                    r.len += m.len;
+                    return;
+                }
+                f(*r);
+            }
+            *run = Some(m);
+        };
+        for slot in self.first_slot..self.end_slot {
+            let base = (slot as u32) << 20;
+            match self.l1_entry(slot) {
+                L1Entry::Section(s) => emit(
+                    Mapping {
+                        va: VirtAddr::new(base),
+                        pa: s.base(),
+                        len: SECTION_SIZE,
+                        size: MapSize::Section,
+                        flags: s.flags(),
+                    },
+                    &mut run,
+                ),
+                L1Entry::Table(t) => {
+                    for i in 0..256u32 {
+                        let raw = self.mem.read_u32(PhysAddr::new(t.base().as_u32() + 4 * i));
+                        if let L2Entry::SmallPage(p) = L2Entry::decode(raw) {
+                            emit(
+                                Mapping {
+                                    va: VirtAddr::new(base | i << 12),
+                                    pa: p.base(),
+                                    len: PAGE_SIZE,
+                                    size: MapSize::Page,
+                                    flags: p.flags(t.pxn()),
+                                },
+                                &mut run,
+                            );
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(r) = run {
+            f(r);
+        }
+    }
+
+    // ----- ranges --------------------------------------------------------------------------
+
+    /// Maps `len` bytes at `va` to `pa`, with the descriptor sizes `granule` allows. On failure
+    /// everything mapped by this call is unmapped again.
+    pub fn map_range<A: FrameAllocator>(
+        &mut self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        len: u32,
+        flags: MapFlags,
+        granule: Granule,
+        alloc: &mut A,
+    ) -> Result<(), MapError> {
+        let align = match granule {
+            Granule::Sections => SECTION_SIZE,
+            _ => PAGE_SIZE,
+        };
+        self.check_range(va, len, align)?;
+        if !pa.is_aligned(align) {
+            return Err(MapError::Unaligned);
+        }
+        pa.checked_add(len - 1).ok_or(MapError::OutsideSpace)?;
+        let flags = self.normalize(flags)?;
+        let mut done = 0;
+        while done < len {
+            let v = VirtAddr::new(va.as_u32() + done);
+            let p = PhysAddr::new(pa.as_u32() + done);
+            let section = granule != Granule::Pages
+                && v.is_aligned(SECTION_SIZE)
+                && p.is_aligned(SECTION_SIZE)
+                && len - done >= SECTION_SIZE;
+            let r = if section {
+                self.map_section_nosync(v, p, flags).map(|_| SECTION_SIZE)
+            } else {
+                self.map_page_nosync(v, p, flags, alloc).map(|_| PAGE_SIZE)
+            };
+            match r {
+                Ok(n) => done += n,
+                Err(e) => {
+                    if done > 0 {
+                        self.unmap_checked_range(va, done, alloc)?;
+                    }
+                    self.tlb.sync();
+                    return Err(e);
+                }
+            }
+        }
+        self.tlb.sync();
+        Ok(())
+    }
+
+    /// Checks that all of `[va, va + len)` is mapped, by whole sections or pages.
+    fn check_mapped(&self, va: VirtAddr, len: u32) -> Result<(), MapError> {
+        self.check_range(va, len, PAGE_SIZE)?;
+        let mut done = 0;
+        while done < len {
+            let v = VirtAddr::new(va.as_u32() + done);
+            match self.l1_entry(v.l1_index()) {
+                L1Entry::Section(_) => {
+                    if !v.is_aligned(SECTION_SIZE) || len - done < SECTION_SIZE {
+                        return Err(MapError::GranuleMismatch);
+                    }
+                    done += SECTION_SIZE;
+                }
+                _ => {
+                    self.find_page(v)?;
+                    done += PAGE_SIZE;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Unmaps a range already checked by `check_mapped`; does not sync.
+    fn unmap_checked_range<A: FrameAllocator>(
+        &mut self,
+        va: VirtAddr,
+        len: u32,
+        alloc: &mut A,
+    ) -> Result<(), MapError> {
+        let mut done = 0;
+        while done < len {
+            let v = VirtAddr::new(va.as_u32() + done);
+            if let L1Entry::Section(_) = self.l1_entry(v.l1_index()) {
+                self.unmap_section_nosync(v)?;
+                done += SECTION_SIZE;
+            } else {
+                self.unmap_page_nosync(v, alloc)?;
+                done += PAGE_SIZE;
+            }
+        }
+        Ok(())
+    }
+
+    /// Unmaps `len` bytes at `va`, all of which must be mapped (sections wholly inside the
+    /// range). The frames stay the caller's.
+    pub fn unmap_range<A: FrameAllocator>(
+        &mut self,
+        va: VirtAddr,
+        len: u32,
+        alloc: &mut A,
+    ) -> Result<(), MapError> {
+        self.check_mapped(va, len)?;
+        let r = self.unmap_checked_range(va, len, alloc);
+        self.tlb.sync();
+        r
+    }
+
+    /// Changes the attributes of `len` bytes at `va`, all of which must be mapped (sections
+    /// wholly inside the range).
+    pub fn protect_range(
+        &mut self,
+        va: VirtAddr,
+        len: u32,
+        flags: MapFlags,
+    ) -> Result<(), MapError> {
+        self.check_mapped(va, len)?;
+        self.normalize(flags)?;
+        let mut done = 0;
+        while done < len {
+            let v = VirtAddr::new(va.as_u32() + done);
+            if let L1Entry::Section(_) = self.l1_entry(v.l1_index()) {
+                self.protect_section(v, flags)?;
+                done += SECTION_SIZE;
+            } else {
+                self.protect_page(Page::containing(v), flags)?;
+                done += PAGE_SIZE;
+            }
+        }
+        Ok(())
+    }
+
+    // ----- teardown ------------------------------------------------------------------------
+
+    /// Gives every frame of the space back: L2 frames, the count frame and (user space) the L1
+    /// table. The space must not be live in any TTBR. A user space's ASID is invalidated, so it
+    /// may be reused; the kernel space clears its half and invalidates the whole TLB.
+    pub fn destroy<A: FrameAllocator>(mut self, alloc: &mut A) -> Result<(), MapError> {
+        let mut result = Ok(());
+        if let Some(a) = self.asid {
+            // Nothing of this ASID may stay cached once its frames are reused.
+            self.tlb.invalidate_asid(a);
+            self.tlb.sync();
+        }
+        let mut l2_frames = [PhysAddr::new(0); 4];
+        for group in (self.first_slot..self.end_slot).step_by(4) {
+            let mut n = 0;
+            for slot in group..group + 4 {
+                if let L1Entry::Table(t) = self.l1_entry(slot) {
+                    let f = t.base().align_down(PAGE_SIZE);
+                    if !l2_frames[..n].contains(&f) {
+                        l2_frames[n] = f;
+                        n += 1;
+                    }
+                }
+            }
+            if n == 0 {
+                continue;
+            }
+            if self.asid.is_none() {
+                // The kernel table stays in use: clear the group and forget it before freeing.
+                for slot in group..group + 4 {
+                    if let L1Entry::Table(_) = self.l1_entry(slot) {
+                        self.write_published(self.l1_pa(slot), 0);
+                    }
+                }
+                self.tlb.invalidate_all();
+                self.tlb.sync();
+            }
+            for f in &l2_frames[..n] {
+                if let Err(e) = alloc.free_frame(Frame::containing(*f)) {
+                    result = Err(e.into());
+                }
+            }
+        }
+        if self.asid.is_none() {
+            for slot in self.first_slot..self.end_slot {
+                if let L1Entry::Section(_) = self.l1_entry(slot) {
+                    self.write_published(self.l1_pa(slot), 0);
+                }
+            }
+            self.tlb.invalidate_all();
+            self.tlb.sync();
+        }
+        if let Err(e) = alloc.free_frame(Frame::containing(self.counts)) {
+            result = Err(e.into());
+        }
+        if self.asid.is_some() {
+            if let Err(e) = alloc.free_contiguous(Frame::containing(self.l1), 2) {
+                result = Err(e.into());
+            }
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mm::desc::{Access, MemoryType};
+    use crate::mm::phys::{HostFrames, HostRam};
+    use crate::mm::tlb::EmulatedTlb;
+
+    type Space = AddressSpace<HostRam, EmulatedTlb>;
+
+    const RAM: u32 = 8 << 20;
+    const A1: Asid = Asid::new(1);
+    const A2: Asid = Asid::new(2);
+
+    struct Rig {
+        ram: HostRam,
+        tlb: EmulatedTlb,
+        alloc: HostFrames,
+    }
+
+    impl Rig {
+        fn new() -> Self {
+            let ram = HostRam::new(RAM);
+            let tlb = EmulatedTlb::new(&ram);
+            let alloc = HostFrames::new(Frame::from_number(0x100), (RAM >> 12) - 0x100);
+            Self { ram, tlb, alloc }
+        }
+
+        fn kernel(&mut self) -> Space {
+            Space::adopt_kernel(self.ram.clone(), self.tlb.clone(), &mut self.alloc).unwrap()
+        }
+
+        fn user(&mut self, asid: Asid) -> Space {
+            Space::new_user(self.ram.clone(), self.tlb.clone(), asid, &mut self.alloc).unwrap()
+        }
+
+        /// Translation through the emulated MMU and TLB, as the CPU would see it.
+        fn mmu(&mut self, space: &Space, va: u32) -> Option<Translation> {
+            let (ttbr0, asid) = match space.asid() {
+                Some(a) => (space.l1_phys(), a),
+                None => (PhysAddr::new(0x8000), Asid::new(0)),
+            };
+            self.tlb
+                .translate(ttbr0, asid, layout::KERNEL_L1_PHYS, VirtAddr::new(va))
+        }
+
+        fn mmu_pa(&mut self, space: &Space, va: u32) -> Option<u32> {
+            self.mmu(space, va).map(|t| t.pa.as_u32())
+        }
+    }
+
+    fn page(va: u32) -> Page {
+        Page::from_start(VirtAddr::new(va)).unwrap()
+    }
+
+    fn frame(pa: u32) -> Frame {
+        Frame::from_start(PhysAddr::new(pa)).unwrap()
+    }
+
+    #[test]
+    fn a_mapped_page_translates_to_its_frame_with_its_flags() {
+        let mut r = Rig::new();
+        let mut u = r.user(A1);
+        u.map_page(
+            page(0x1000),
+            frame(0x7_0000),
+            MapFlags::USER_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        let t = u.translate(VirtAddr::new(0x1234)).unwrap();
+        assert_eq!(t.pa, PhysAddr::new(0x7_0234));
+        assert_eq!(t.size, MapSize::Page);
+        assert_eq!(t.flags, Some(MapFlags::USER_DATA));
+        assert_eq!(r.mmu(&u, 0x1234), Some(t));
+        assert_eq!(u.translate(VirtAddr::new(0x2000)), None);
+    }
+
+    #[test]
+    fn the_space_sets_global_and_pxn_by_half() {
+        let mut r = Rig::new();
+        let mut k = r.kernel();
+        let mut u = r.user(A1);
+        k.map_page(
+            page(0xC000_0000),
+            frame(0x7_0000),
+            MapFlags::USER_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        u.map_page(
+            page(0x1000),
+            frame(0x7_0000),
+            MapFlags::KERNEL_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        let kf = k
+            .translate(VirtAddr::new(0xC000_0000))
+            .unwrap()
+            .flags
+            .unwrap();
+        assert!(kf.global && !kf.pxn);
+        let uf = u.translate(VirtAddr::new(0x1000)).unwrap().flags.unwrap();
+        assert!(!uf.global && uf.pxn);
+    }
+
+    #[test]
+    fn mapping_over_a_mapping_is_refused_and_changes_nothing() {
+        let mut r = Rig::new();
+        let mut u = r.user(A1);
+        u.map_page(
+            page(0x1000),
+            frame(0x7_0000),
+            MapFlags::USER_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        assert_eq!(
+            u.map_page(
+                page(0x1000),
+                frame(0x8_0000),
+                MapFlags::USER_DATA,
+                &mut r.alloc
+            ),
+            Err(MapError::AlreadyMapped)
+        );
+        u.map_section(
+            VirtAddr::new(0x10_0000),
+            PhysAddr::new(0x10_0000),
+            MapFlags::USER_DATA,
+        )
+        .unwrap();
+        assert_eq!(
+            u.map_page(
+                page(0x10_5000),
+                frame(0x8_0000),
+                MapFlags::USER_DATA,
+                &mut r.alloc
+            ),
+            Err(MapError::AlreadyMapped)
+        );
+        assert_eq!(
+            u.map_section(VirtAddr::new(0), PhysAddr::new(0), MapFlags::USER_DATA),
+            Err(MapError::AlreadyMapped)
+        );
+        assert_eq!(
+            u.translate(VirtAddr::new(0x1000)).unwrap().pa,
+            PhysAddr::new(0x7_0000)
+        );
+    }
+
+    #[test]
+    fn each_space_refuses_addresses_of_the_other_half() {
+        let mut r = Rig::new();
+        let mut k = r.kernel();
+        let mut u = r.user(A1);
+        let f = frame(0x7_0000);
+        assert_eq!(
+            u.map_page(page(0x8000_0000), f, MapFlags::USER_DATA, &mut r.alloc),
+            Err(MapError::OutsideSpace)
+        );
+        assert_eq!(
+            k.map_page(page(0x7FFF_F000), f, MapFlags::KERNEL_DATA, &mut r.alloc),
+            Err(MapError::OutsideSpace)
+        );
+        assert_eq!(
+            u.map_range(
+                VirtAddr::new(0x7FFF_F000),
+                PhysAddr::new(0x7_0000),
+                0x2000,
+                MapFlags::USER_DATA,
+                Granule::Pages,
+                &mut r.alloc
+            ),
+            Err(MapError::OutsideSpace)
+        );
+        assert_eq!(
+            k.map_range(
+                VirtAddr::new(0xFFFF_F000),
+                PhysAddr::new(0x7_0000),
+                0x2000,
+                MapFlags::KERNEL_DATA,
+                Granule::Pages,
+                &mut r.alloc
+            ),
+            Err(MapError::OutsideSpace)
+        );
+        // Page 0 is the process layer's business.
+        u.map_page(page(0), f, MapFlags::USER_DATA, &mut r.alloc)
+            .unwrap();
+    }
+
+    #[test]
+    fn w_x_and_executable_device_memory_are_refused() {
+        let mut r = Rig::new();
+        let mut k = r.kernel();
+        let wx = MapFlags::KERNEL_DATA.with_executable(true);
+        assert_eq!(
+            k.map_page(page(0xC000_0000), frame(0x7_0000), wx, &mut r.alloc),
+            Err(MapError::BadAttributes)
+        );
+        let dx = MapFlags::KERNEL_TEXT.with_memory(MemoryType::Device);
+        assert_eq!(
+            k.map_section(VirtAddr::new(0xC000_0000), PhysAddr::new(0), dx),
+            Err(MapError::BadAttributes)
+        );
+    }
+
+    #[test]
+    fn unmap_invalidates_the_tlb_entry_of_that_asid() {
+        let mut r = Rig::new();
+        let mut u1 = r.user(A1);
+        let mut u2 = r.user(A2);
+        for u in [&mut u1, &mut u2] {
+            u.map_page(
+                page(0x5000),
+                frame(0x7_0000),
+                MapFlags::USER_DATA,
+                &mut r.alloc,
+            )
+            .unwrap();
+            u.map_page(
+                page(0x6000),
+                frame(0x7_1000),
+                MapFlags::USER_DATA,
+                &mut r.alloc,
+            )
+            .unwrap();
+        }
+        assert_eq!(r.mmu_pa(&u1, 0x5000), Some(0x7_0000));
+        assert_eq!(r.mmu_pa(&u2, 0x5000), Some(0x7_0000));
+        assert_eq!(
+            u1.unmap_page(page(0x5000), &mut r.alloc),
+            Ok(frame(0x7_0000))
+        );
+        assert_eq!(r.mmu_pa(&u1, 0x5000), None);
+        assert_eq!(
+            r.mmu_pa(&u2, 0x5000),
+            Some(0x7_0000),
+            "other ASID untouched"
+        );
+        assert_eq!(r.tlb.pending_invalidations(), 0);
+        assert_eq!(r.tlb.unpublished_words(), 0);
+    }
+
+    #[test]
+    fn kernel_unmap_invalidates_the_global_entry_for_every_asid() {
+        let mut r = Rig::new();
+        let mut k = r.kernel();
+        let u = r.user(A1);
+        k.map_page(
+            page(0xC000_0000),
+            frame(0x7_0000),
+            MapFlags::KERNEL_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        assert_eq!(r.mmu_pa(&u, 0xC000_0000), Some(0x7_0000));
+        k.unmap_page(page(0xC000_0000), &mut r.alloc).unwrap();
+        assert_eq!(r.mmu_pa(&u, 0xC000_0000), None);
+        assert_eq!(r.mmu_pa(&k, 0xC000_0000), None);
+    }
+
+    #[test]
+    fn protect_changes_permissions_and_the_tlb_sees_it() {
+        let mut r = Rig::new();
+        let mut u = r.user(A1);
+        u.map_page(
+            page(0x5000),
+            frame(0x7_0000),
+            MapFlags::USER_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        r.mmu(&u, 0x5000);
+        u.protect_page(page(0x5000), MapFlags::USER_RODATA).unwrap();
+        let f = r.mmu(&u, 0x5000).unwrap().flags.unwrap();
+        assert_eq!(f.access, Access::UserRead);
+        assert!(r.tlb.violations().is_empty());
+    }
+
+    #[test]
+    fn remapping_a_page_is_break_before_make() {
+        let mut r = Rig::new();
+        let mut k = r.kernel();
+        k.map_page(
+            page(0xC000_0000),
+            frame(0x7_0000),
+            MapFlags::KERNEL_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        r.mmu(&k, 0xC000_0000);
+        let old = k
+            .remap_page(page(0xC000_0000), frame(0x9_0000), MapFlags::KERNEL_DATA)
+            .unwrap();
+        assert_eq!(old, frame(0x7_0000));
+        assert_eq!(r.mmu_pa(&k, 0xC000_0000), Some(0x9_0000));
+        // A new memory type, same frame: also break-before-make.
+        k.protect_page(page(0xC000_0000), MapFlags::KERNEL_DMA)
+            .unwrap();
+        let t = r.mmu(&k, 0xC000_0000).unwrap();
+        assert_eq!(t.flags.unwrap().memory, MemoryType::NormalNonCacheable);
+        k.protect_section(VirtAddr::new(0xC000_0000), MapFlags::KERNEL_DATA)
+            .unwrap_err();
+        assert!(r.tlb.violations().is_empty(), "{:?}", r.tlb.violations());
+    }
+
+    #[test]
+    fn four_slots_share_one_l2_frame() {
+        let mut r = Rig::new();
+        let mut u = r.user(A1);
+        let before = r.alloc.free_count();
+        for mb in 0..4u32 {
+            u.map_page(
+                page(mb << 20),
+                frame(0x7_0000),
+                MapFlags::USER_DATA,
+                &mut r.alloc,
+            )
+            .unwrap();
+        }
+        assert_eq!(before - r.alloc.free_count(), 1);
+        u.map_page(
+            page(4 << 20),
+            frame(0x7_0000),
+            MapFlags::USER_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        assert_eq!(before - r.alloc.free_count(), 2);
+    }
+
+    #[test]
+    fn l2_frame_is_freed_when_its_last_entry_goes() {
+        let mut r = Rig::new();
+        let mut u = r.user(A1);
+        let before = r.alloc.free_count();
+        u.map_page(
+            page(0x1000),
+            frame(0x7_0000),
+            MapFlags::USER_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        u.map_page(
+            page(0x10_1000),
+            frame(0x7_0000),
+            MapFlags::USER_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        u.map_page(
+            page(0x2000),
+            frame(0x7_0000),
+            MapFlags::USER_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        u.unmap_page(page(0x1000), &mut r.alloc).unwrap();
+        u.unmap_page(page(0x2000), &mut r.alloc).unwrap();
+        assert_eq!(
+            before - r.alloc.free_count(),
+            1,
+            "sibling slot still uses the frame"
+        );
+        u.unmap_page(page(0x10_1000), &mut r.alloc).unwrap();
+        assert_eq!(r.alloc.free_count(), before);
+    }
+
+    #[test]
+    fn an_emptied_l1_entry_is_invalidated_from_the_walk_cache() {
+        let mut r = Rig::new();
+        let mut u = r.user(A1);
+        u.map_page(
+            page(0x30_1000),
+            frame(0x7_0000),
+            MapFlags::USER_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        assert!(r.mmu(&u, 0x30_1000).is_some()); // walk cache holds the table entry
+        u.unmap_page(page(0x30_1000), &mut r.alloc).unwrap();
+        u.map_section(
+            VirtAddr::new(0x30_0000),
+            PhysAddr::new(0x50_0000),
+            MapFlags::USER_DATA,
+        )
+        .unwrap();
+        assert_eq!(r.mmu_pa(&u, 0x30_2000), Some(0x50_2000));
+        assert!(r.tlb.violations().is_empty());
+    }
+
+    #[test]
+    fn sections_map_unmap_and_protect() {
+        let mut r = Rig::new();
+        let mut k = r.kernel();
+        let va = VirtAddr::new(0xC010_0000);
+        assert_eq!(
+            k.map_section(
+                VirtAddr::new(0xC010_1000),
+                PhysAddr::new(0),
+                MapFlags::KERNEL_DATA
+            ),
+            Err(MapError::Unaligned)
+        );
+        k.map_section(va, PhysAddr::new(0x20_0000), MapFlags::KERNEL_DATA)
+            .unwrap();
+        assert_eq!(r.mmu_pa(&k, 0xC018_0004), Some(0x28_0004));
+        k.protect_section(va, MapFlags::KERNEL_RODATA).unwrap();
+        assert_eq!(
+            r.mmu(&k, 0xC018_0004).unwrap().flags,
+            Some(MapFlags::KERNEL_RODATA)
+        );
+        assert_eq!(
+            k.unmap_page(page(0xC010_0000), &mut r.alloc),
+            Err(MapError::GranuleMismatch)
+        );
+        assert_eq!(k.unmap_section(va), Ok(PhysAddr::new(0x20_0000)));
+        assert_eq!(r.mmu_pa(&k, 0xC018_0004), None);
+        assert_eq!(k.unmap_section(va), Err(MapError::NotMapped));
+    }
+
+    #[test]
+    fn a_range_uses_sections_where_aligned_and_pages_elsewhere() {
+        let mut r = Rig::new();
+        let mut k = r.kernel();
+        let va = VirtAddr::new(0xC00F_F000);
+        let pa = PhysAddr::new(0x00FF_F000);
+        k.map_range(
+            va,
+            pa,
+            0x20_2000,
+            MapFlags::KERNEL_DATA,
+            Granule::Auto,
+            &mut r.alloc,
+        )
+        .unwrap();
+        let mut runs = [None; 4];
+        let mut n = 0;
+        k.for_each_mapping(|m| {
+            runs[n] = Some((m.va.as_u32(), m.pa.as_u32(), m.len, m.size));
+            n += 1;
+        });
+        assert_eq!(
+            &runs[..n],
+            &[
+                Some((0xC00F_F000, 0x00FF_F000, 0x1000, MapSize::Page)),
+                Some((0xC010_0000, 0x0100_0000, 0x20_0000, MapSize::Section)),
+                Some((0xC030_0000, 0x0120_0000, 0x1000, MapSize::Page)),
+            ]
+        );
+        k.unmap_range(va, 0x20_2000, &mut r.alloc).unwrap();
+        assert_eq!(k.translate(VirtAddr::new(0xC020_0000)), None);
+    }
+
+    #[test]
+    fn a_failed_range_map_undoes_what_it_did() {
+        let mut r = Rig::new();
+        let mut u = r.user(A1);
+        let before = r.alloc.free_count();
+        r.alloc.set_budget(Some(1));
+        let e = u.map_range(
+            VirtAddr::new(0x3F_F000),
+            PhysAddr::new(0x7_0000),
+            0x40_2000,
+            MapFlags::USER_DATA,
+            Granule::Pages,
+            &mut r.alloc,
+        );
+        assert_eq!(e, Err(MapError::OutOfMemory));
+        r.alloc.set_budget(None);
+        assert_eq!(r.alloc.free_count(), before);
+        let mut any = false;
+        u.for_each_mapping(|_| any = true);
+        assert!(!any);
+        // Overlap halfway: also undone.
+        u.map_page(
+            page(0x5000),
+            frame(0x7_0000),
+            MapFlags::USER_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        let e = u.map_range(
+            VirtAddr::new(0x1000),
+            PhysAddr::new(0x7_0000),
+            0x8000,
+            MapFlags::USER_DATA,
+            Granule::Pages,
+            &mut r.alloc,
+        );
+        assert_eq!(e, Err(MapError::AlreadyMapped));
+        assert_eq!(u.translate(VirtAddr::new(0x1000)), None);
+        assert!(u.translate(VirtAddr::new(0x5000)).is_some());
+    }
+
+    #[test]
+    fn a_range_op_on_part_of_a_section_or_a_hole_is_refused_whole() {
+        let mut r = Rig::new();
+        let mut u = r.user(A1);
+        u.map_section(
+            VirtAddr::new(0x10_0000),
+            PhysAddr::new(0x10_0000),
+            MapFlags::USER_DATA,
+        )
+        .unwrap();
+        u.map_page(
+            page(0x20_0000),
+            frame(0x7_0000),
+            MapFlags::USER_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        assert_eq!(
+            u.unmap_range(VirtAddr::new(0x10_0000), 0x8_0000, &mut r.alloc),
+            Err(MapError::GranuleMismatch)
+        );
+        assert_eq!(
+            u.unmap_range(VirtAddr::new(0x10_0000), 0x10_2000, &mut r.alloc),
+            Err(MapError::NotMapped)
+        );
+        assert_eq!(
+            u.protect_range(VirtAddr::new(0x10_0000), 0x10_2000, MapFlags::USER_RODATA),
+            Err(MapError::NotMapped)
+        );
+        assert!(u.translate(VirtAddr::new(0x10_0000)).is_some());
+        u.protect_range(VirtAddr::new(0x10_0000), 0x10_1000, MapFlags::USER_RODATA)
+            .unwrap();
+        assert_eq!(
+            u.translate(VirtAddr::new(0x20_0000)).unwrap().flags,
+            Some(MapFlags::USER_RODATA)
+        );
+    }
+
+    #[test]
+    fn out_of_memory_changes_nothing() {
+        let mut r = Rig::new();
+        let mut u = r.user(A1);
+        r.alloc.set_budget(Some(0));
+        assert_eq!(
+            u.map_page(
+                page(0x1000),
+                frame(0x7_0000),
+                MapFlags::USER_DATA,
+                &mut r.alloc
+            ),
+            Err(MapError::OutOfMemory)
+        );
+        assert_eq!(u.translate(VirtAddr::new(0x1000)), None);
+        assert!(matches!(
+            Space::new_user(r.ram.clone(), r.tlb.clone(), A2, &mut r.alloc),
+            Err(MapError::OutOfMemory)
+        ));
+        r.alloc.set_budget(Some(1));
+        let before = r.alloc.free_count();
+        assert!(Space::new_user(r.ram.clone(), r.tlb.clone(), A2, &mut r.alloc).is_err());
+        assert_eq!(r.alloc.free_count(), before);
+    }
+
+    #[test]
+    fn destroy_returns_every_frame_and_forgets_the_asid() {
+        let mut r = Rig::new();
+        let before = r.alloc.free_count();
+        let mut u = r.user(A1);
+        let mut k = r.kernel();
+        u.map_range(
+            VirtAddr::new(0x1000),
+            PhysAddr::new(0x7_0000),
+            0x50_0000,
+            MapFlags::USER_DATA,
+            Granule::Pages,
+            &mut r.alloc,
+        )
+        .unwrap();
+        k.map_range(
+            VirtAddr::new(0xC000_0000),
+            PhysAddr::new(0x7_0000),
+            0x30_0000,
+            MapFlags::KERNEL_DATA,
+            Granule::Auto,
+            &mut r.alloc,
+        )
+        .unwrap();
+        assert!(r.mmu(&u, 0x1000).is_some());
+        u.destroy(&mut r.alloc).unwrap();
+        k.destroy(&mut r.alloc).unwrap();
+        assert_eq!(r.alloc.free_count(), before);
+        let u = r.user(A1);
+        assert_eq!(r.mmu(&u, 0x1000), None, "ASID reused without stale entries");
+    }
+
+    #[test]
+    fn adopting_a_kernel_table_keeps_sections_and_refuses_foreign_tables() {
+        let mut r = Rig::new();
+        let boot = SectionDesc::new(PhysAddr::new(0), MapFlags::KERNEL_TEXT).raw();
+        r.ram.write_u32(PhysAddr::new(0x4000 + 4 * 0x800), boot);
+        let k = r.kernel();
+        assert_eq!(
+            k.translate(VirtAddr::new(0x8000_8000)).unwrap().pa,
+            PhysAddr::new(0x8000)
+        );
+        r.ram.write_u32(
+            PhysAddr::new(0x4000 + 4 * 0x801),
+            TableDesc::new(PhysAddr::new(0x10_0000), false).raw(),
+        );
+        assert!(matches!(
+            Space::adopt_kernel(r.ram.clone(), r.tlb.clone(), &mut r.alloc),
+            Err(MapError::ForeignTable)
+        ));
+    }
+}
