@@ -208,7 +208,10 @@ mod tests {
             VirtAddr::new(0x1234).align_up(PAGE_SIZE),
             Some(VirtAddr::new(0x2000))
         );
-        assert_eq!(VirtAddr::new(0x1234).align_down(PAGE_SIZE), VirtAddr::new(0x1000));
+        assert_eq!(
+            VirtAddr::new(0x1234).align_down(PAGE_SIZE),
+            VirtAddr::new(0x1000)
+        );
         assert_eq!(Page::from_number(0xf_ffff).checked_add(1), None);
     }
 

@@ -98,11 +98,20 @@ mod tests {
 
     #[test]
     fn direct_map_is_pa_plus_two_gib_and_stops_at_one_gib() {
-        assert_eq!(phys_to_virt(PhysAddr::new(0x4000)), Some(VirtAddr::new(0x8000_4000)));
-        assert_eq!(phys_to_virt(PhysAddr::new(0x3F20_1000)), Some(VirtAddr::new(0xBF20_1000)));
+        assert_eq!(
+            phys_to_virt(PhysAddr::new(0x4000)),
+            Some(VirtAddr::new(0x8000_4000))
+        );
+        assert_eq!(
+            phys_to_virt(PhysAddr::new(0x3F20_1000)),
+            Some(VirtAddr::new(0xBF20_1000))
+        );
         assert_eq!(phys_to_virt(PhysAddr::new(0x4000_0000)), None);
         assert_eq!(virt_to_phys(VirtAddr::new(0xC000_0000)), None);
-        assert_eq!(virt_to_phys(VirtAddr::new(0x8000_8000)), Some(PhysAddr::new(0x8000)));
+        assert_eq!(
+            virt_to_phys(VirtAddr::new(0x8000_8000)),
+            Some(PhysAddr::new(0x8000))
+        );
         assert_eq!(KERNEL_VIRT, VirtAddr::new(0x8000_8000));
     }
 }
