@@ -17,8 +17,8 @@ pub mod vas;
 pub mod window;
 
 pub use addr::{Frame, Page, PhysAddr, VirtAddr, PAGE_SIZE};
-pub use frame::{FrameAllocator, PmmError};
 pub use desc::{Access, MapFlags, MemoryType};
+pub use frame::{FrameAllocator, PmmError};
 pub use tlb::{Asid, Tlb};
 pub use vas::{AddressSpace, MapError};
 pub use window::{KernelWindow, WindowError};

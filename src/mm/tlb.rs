@@ -119,6 +119,7 @@ mod host {
         translation: Translation,
         l1_desc: u32,
         l2_desc: Option<u32>,
+        filled: u64,
     }
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,16 +129,27 @@ mod host {
         All,
     }
 
+    /// An invalidation and the write sequence number when it was issued.
+    #[derive(Debug, Clone, Copy)]
+    struct Issued {
+        what: Invalidation,
+        seq: u64,
+    }
+
     /// State of the emulated TLB: leaf entries keyed by (size, page or section number, tag), walk
     /// cache entries keyed by (L1 slot, tag), and the descriptors they were read from.
     #[derive(Default)]
     pub(crate) struct TlbState {
         leaves: BTreeMap<(MapSize, u32, TlbTag), Leaf>,
-        walk: BTreeMap<(u32, TlbTag), (u32, u32)>,
+        walk: BTreeMap<(u32, TlbTag), (u32, u32, u64)>,
         refs: BTreeMap<u32, (u32, Level)>,
-        pending: Vec<Invalidation>,
+        pending: Vec<Issued>,
         violations: Vec<BbmViolation>,
         hits: u64,
+        /// Sequence number of tracked descriptor writes.
+        seq: u64,
+        /// For descriptors some entry was read from: when they were written.
+        written: BTreeMap<u32, Vec<u64>>,
     }
 
     impl TlbState {
@@ -164,7 +176,7 @@ mod host {
         }
 
         fn remove_walk(&mut self, key: (u32, TlbTag)) {
-            if let Some((desc, _)) = self.walk.remove(&key) {
+            if let Some((desc, _, _)) = self.walk.remove(&key) {
                 self.drop_ref(desc);
             }
         }
@@ -172,9 +184,11 @@ mod host {
         /// Called by `HostRam` for every tracked word write: is a cached descriptor being replaced
         /// by a conflicting valid one?
         pub(crate) fn check_write(&mut self, pa: u32, old: u32, new: u32) {
+            self.seq += 1;
             let Some(&(_, level)) = self.refs.get(&pa) else {
                 return;
             };
+            self.written.entry(pa).or_default().push(self.seq);
             let conflict = match level {
                 Level::L1 => match (L1Entry::decode(old), L1Entry::decode(new)) {
                     (_, L1Entry::Fault) | (L1Entry::Fault, _) => false,
@@ -201,8 +215,25 @@ mod host {
             }
         }
 
-        fn apply(&mut self, inv: Invalidation) {
-            match inv {
+        /// Whether an entry read from `descs` survives an invalidation issued at `seq`: the
+        /// walker may have refetched it between the invalidation and a later write of one of
+        /// its descriptors, so such an invalidation does not count for it.
+        fn refilled(&self, seq: u64, filled: u64, descs: [Option<u32>; 2]) -> bool {
+            let writes = |d: &u32| self.written.get(d).map_or(&[][..], Vec::as_slice);
+            let still_there = descs
+                .iter()
+                .flatten()
+                .all(|d| !writes(d).iter().any(|&w| w > filled && w <= seq));
+            let changed_later = descs
+                .iter()
+                .flatten()
+                .any(|d| writes(d).iter().any(|&w| w > seq));
+            still_there && changed_later
+        }
+
+        fn apply(&mut self, issued: Issued) {
+            let seq = issued.seq;
+            match issued.what {
                 Invalidation::Page(va, tag) => {
                     let page = va >> PAGE_SHIFT;
                     let section = va >> SECTION_SHIFT;
@@ -222,6 +253,10 @@ mod host {
                                 .map(|(k, _)| *k),
                         )
                         .filter(|k| matches(k.2))
+                        .filter(|k| {
+                            let l = &self.leaves[k];
+                            !self.refilled(seq, l.filled, [Some(l.l1_desc), l.l2_desc])
+                        })
                         .collect();
                     for k in leaf_keys {
                         self.remove_leaf(k);
@@ -232,6 +267,10 @@ mod host {
                         .take_while(|(k, _)| k.0 == section)
                         .map(|(k, _)| *k)
                         .filter(|k| matches(k.1))
+                        .filter(|k| {
+                            let w = self.walk[k];
+                            !self.refilled(seq, w.2, [Some(w.0), None])
+                        })
                         .collect();
                     for k in walk_keys {
                         self.remove_walk(k);
@@ -239,21 +278,43 @@ mod host {
                 }
                 Invalidation::Asid(a) => {
                     let tag = TlbTag::Asid(a);
-                    let leaf_keys: Vec<_> =
-                        self.leaves.keys().filter(|k| k.2 == tag).copied().collect();
+                    let leaf_keys: Vec<_> = self
+                        .leaves
+                        .iter()
+                        .filter(|(k, l)| {
+                            k.2 == tag
+                                && !self.refilled(seq, l.filled, [Some(l.l1_desc), l.l2_desc])
+                        })
+                        .map(|(k, _)| *k)
+                        .collect();
                     for k in leaf_keys {
                         self.remove_leaf(k);
                     }
-                    let walk_keys: Vec<_> =
-                        self.walk.keys().filter(|k| k.1 == tag).copied().collect();
+                    let walk_keys: Vec<_> = self
+                        .walk
+                        .iter()
+                        .filter(|(k, w)| k.1 == tag && !self.refilled(seq, w.2, [Some(w.0), None]))
+                        .map(|(k, _)| *k)
+                        .collect();
                     for k in walk_keys {
                         self.remove_walk(k);
                     }
                 }
                 Invalidation::All => {
-                    self.leaves.clear();
-                    self.walk.clear();
-                    self.refs.clear();
+                    let leaf_keys: Vec<_> = self.leaves.keys().copied().collect();
+                    for k in leaf_keys {
+                        let l = self.leaves[&k];
+                        if !self.refilled(seq, l.filled, [Some(l.l1_desc), l.l2_desc]) {
+                            self.remove_leaf(k);
+                        }
+                    }
+                    let walk_keys: Vec<_> = self.walk.keys().copied().collect();
+                    for k in walk_keys {
+                        let w = self.walk[&k];
+                        if !self.refilled(seq, w.2, [Some(w.0), None]) {
+                            self.remove_walk(k);
+                        }
+                    }
                 }
             }
         }
@@ -261,9 +322,12 @@ mod host {
 
     /// The host [`Tlb`]: an emulated MMU (table walk, TLB, walk cache) over a [`HostRam`].
     ///
-    /// It learns translations only on [`EmulatedTlb::translate`] (the hardware may also fill
-    /// speculatively at any time; the model does not), forgets them only on an invalidation
-    /// completed by [`Tlb::sync`], and its walker reads only published descriptor writes.
+    /// It learns translations only on [`EmulatedTlb::translate`], forgets them only on an
+    /// invalidation completed by [`Tlb::sync`], and its walker reads only published descriptor
+    /// writes. The hardware may also walk speculatively at any time; the model stands for that
+    /// in one place: an invalidation does not remove an entry whose descriptor was written
+    /// *after* the invalidation was issued, since the walker could have refetched the old value
+    /// in between. So the order must be: write, publish, invalidate, sync.
     #[derive(Clone)]
     pub struct EmulatedTlb {
         machine: Rc<RefCell<Machine>>,
@@ -316,7 +380,7 @@ mod host {
                 (ttbr1.as_u32() + 4 * section, TlbTag::Global)
             };
             let (l1_desc, l1) = match m.tlb.walk.get(&(section, walk_tag)) {
-                Some(&(d, value)) => (d, value),
+                Some(&(d, value, _)) => (d, value),
                 None => (l1_desc, m.walker_read(l1_desc)),
             };
             let (translation, l2_desc) = match L1Entry::decode(l1) {
@@ -332,7 +396,7 @@ mod host {
                     if let alloc::collections::btree_map::Entry::Vacant(e) =
                         m.tlb.walk.entry((section, walk_tag))
                     {
-                        e.insert((l1_desc, l1));
+                        e.insert((l1_desc, l1, m.tlb.seq));
                         m.tlb.add_ref(l1_desc, Level::L1);
                     }
                     let l2_desc = t.base().as_u32() + 4 * (page & 0xff);
@@ -367,6 +431,7 @@ mod host {
                     translation,
                     l1_desc,
                     l2_desc,
+                    filled: m.tlb.seq,
                 },
             );
             Some(translation)
@@ -406,23 +471,29 @@ mod host {
 
         fn invalidate_page(&mut self, va: VirtAddr, tag: TlbTag) {
             let mut m = self.machine.borrow_mut();
-            m.tlb.pending.push(Invalidation::Page(va.as_u32(), tag));
+            let seq = m.tlb.seq;
+            m.tlb.pending.push(Issued {
+                what: Invalidation::Page(va.as_u32(), tag),
+                seq,
+            });
         }
 
         fn invalidate_asid(&mut self, asid: Asid) {
-            self.machine
-                .borrow_mut()
-                .tlb
-                .pending
-                .push(Invalidation::Asid(asid));
+            let mut m = self.machine.borrow_mut();
+            let seq = m.tlb.seq;
+            m.tlb.pending.push(Issued {
+                what: Invalidation::Asid(asid),
+                seq,
+            });
         }
 
         fn invalidate_all(&mut self) {
-            self.machine
-                .borrow_mut()
-                .tlb
-                .pending
-                .push(Invalidation::All);
+            let mut m = self.machine.borrow_mut();
+            let seq = m.tlb.seq;
+            m.tlb.pending.push(Issued {
+                what: Invalidation::All,
+                seq,
+            });
         }
 
         fn sync(&mut self) {
@@ -431,6 +502,9 @@ mod host {
             for inv in pending {
                 m.tlb.apply(inv);
             }
+            let m = &mut *m;
+            let refs = &m.tlb.refs;
+            m.tlb.written.retain(|d, _| refs.contains_key(d));
         }
     }
 
@@ -550,6 +624,26 @@ mod host {
                 m.tlb.leaves.clear();
             }
             assert!(tlb.translate(TTBR0, A1, TTBR1, va).is_some());
+        }
+
+        #[test]
+        fn an_invalidation_issued_before_the_write_does_not_count() {
+            let (mut ram, mut tlb) = machine();
+            let l1 = PhysAddr::new(TTBR1.as_u32() + 4 * 0xC00);
+            let desc = SectionDesc::new(PhysAddr::new(0x30_0000), MapFlags::KERNEL_DATA).raw();
+            set(&mut ram, &mut tlb, l1, desc);
+            let va = VirtAddr::new(0xC000_0000);
+            tlb.translate(TTBR0, A1, TTBR1, va);
+            tlb.invalidate_page(va, TlbTag::Global);
+            set(&mut ram, &mut tlb, l1, 0);
+            tlb.sync();
+            assert!(
+                tlb.translate(TTBR0, A1, TTBR1, va).is_some(),
+                "may have been refetched"
+            );
+            tlb.invalidate_page(va, TlbTag::Global);
+            tlb.sync();
+            assert!(tlb.translate(TTBR0, A1, TTBR1, va).is_none());
         }
 
         #[test]

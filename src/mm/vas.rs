@@ -174,7 +174,7 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
             asid: None,
         };
         let counts = alloc.alloc_frame()?;
-        space.mem.zero_frame(counts);
+        space.zero_data_frame(counts);
         space.counts = counts.start();
         Ok(space)
     }
@@ -205,7 +205,7 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
         };
         space.mem.zero_frame(l1);
         space.mem.zero_frame(Frame::from_number(l1.number() + 1));
-        space.mem.zero_frame(counts);
+        space.zero_data_frame(counts);
         space.tlb.publish(l1.start(), 2 * PAGE_SIZE);
         space.tlb.sync();
         Ok(space)
@@ -238,6 +238,14 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
     }
 
     // ----- small helpers -------------------------------------------------------------------
+
+    /// Zeroes a frame the walker never reads (the counts). It may have been an L2 table in a
+    /// previous life, so the zeroes are published like table writes: the walker's view of
+    /// physical memory never lags behind (one DSB, once per space).
+    fn zero_data_frame(&mut self, frame: Frame) {
+        self.mem.zero_frame(frame);
+        self.tlb.publish(frame.start(), PAGE_SIZE);
+    }
 
     #[inline]
     fn tag(&self) -> TlbTag {
