@@ -105,6 +105,8 @@ pub fn kernel_init(args: BootArgs) -> ! {
 
     #[cfg(not(feature = "ktest"))]
     {
+        crate::vm::vm2_start();
+        crate::vm::print_memory_map();
         println!("kernel up: {} MiB of ARM RAM", info.arm_memory.1 >> 20);
         extern "Rust" {
             fn kernel_main(info: &BootInfo) -> !;

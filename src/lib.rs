@@ -19,6 +19,11 @@ pub mod console;
 pub mod init;
 #[cfg(all(target_os = "none", feature = "ktest"))]
 pub mod ktest;
+#[cfg(target_os = "none")]
+pub mod vm;
+
+#[cfg(target_os = "none")]
+extern crate alloc;
 
 #[cfg(target_os = "none")]
 pub use init::kernel_init;

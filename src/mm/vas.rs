@@ -150,18 +150,25 @@ const SLOTS_PER_SPACE: usize = 2048;
 
 impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
     /// Takes over the upper half (slots 2048..4095) of the kernel's L1 table at
-    /// [`layout::KERNEL_L1_PHYS`]. Existing sections (the boot map) are kept and managed; existing
-    /// L2 tables or supersections are refused, since their counts and frames are unknown.
+    /// [`layout::KERNEL_L1_PHYS`], as the boot code left it. Sections are kept and managed. L2
+    /// tables are adopted if they follow this module's layout (a table for slot `s` is quarter
+    /// `s & 3` of one frame shared by the group `s & !3`, and the quarters of that frame no slot
+    /// points to are all zero), and their valid entries are counted; anything else
+    /// (supersections, large pages, tables laid out otherwise) is refused with `ForeignTable`.
     pub fn adopt_kernel<A: FrameAllocator>(
         mem: M,
         tlb: T,
         alloc: &mut A,
     ) -> Result<Self, MapError> {
         let l1 = layout::KERNEL_L1_PHYS;
+        let entry = |slot: usize| {
+            L1Entry::decode(mem.read_u32(PhysAddr::new(l1.as_u32() + 4 * slot as u32)))
+        };
         for slot in SLOTS_PER_SPACE..2 * SLOTS_PER_SPACE {
-            let raw = mem.read_u32(PhysAddr::new(l1.as_u32() + 4 * slot as u32));
-            if !matches!(L1Entry::decode(raw), L1Entry::Fault | L1Entry::Section(_)) {
-                return Err(MapError::ForeignTable);
+            match entry(slot) {
+                L1Entry::Fault | L1Entry::Section(_) => {}
+                L1Entry::Table(t) => Self::check_adoptable_table(&mem, &entry, slot, t)?,
+                _ => return Err(MapError::ForeignTable),
             }
         }
         let mut space = Self {
@@ -176,7 +183,55 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
         let counts = alloc.alloc_frame()?;
         space.zero_data_frame(counts);
         space.counts = counts.start();
+        for slot in SLOTS_PER_SPACE..2 * SLOTS_PER_SPACE {
+            if let L1Entry::Table(t) = space.l1_entry(slot) {
+                let valid = (0..256u32)
+                    .filter(|i| {
+                        let raw = space.mem.read_u32(PhysAddr::new(t.base().as_u32() + 4 * i));
+                        matches!(L2Entry::decode(raw), L2Entry::SmallPage(_))
+                    })
+                    .count() as u16;
+                let pa = space.count_pa(slot);
+                space.mem.write_u16(pa, valid);
+            }
+        }
         Ok(space)
+    }
+
+    /// Whether the table `t` of `slot` follows the quarter-frame layout and holds small pages only.
+    fn check_adoptable_table(
+        mem: &M,
+        entry: &impl Fn(usize) -> L1Entry,
+        slot: usize,
+        t: TableDesc,
+    ) -> Result<(), MapError> {
+        let frame = t.base().align_down(PAGE_SIZE);
+        if t.base().as_u32() != frame.as_u32() + (slot as u32 & 3) * L2_TABLE_SIZE || t.pxn() {
+            return Err(MapError::ForeignTable);
+        }
+        let group = slot & !3;
+        for s in group..group + 4 {
+            let quarter = PhysAddr::new(frame.as_u32() + (s as u32 & 3) * L2_TABLE_SIZE);
+            match entry(s) {
+                L1Entry::Table(u) if u.base().align_down(PAGE_SIZE) == frame => {}
+                L1Entry::Table(_) => return Err(MapError::ForeignTable),
+                _ => {
+                    // A quarter no slot uses must be zero: it will be handed out as a new table.
+                    if (0..256u32)
+                        .any(|i| mem.read_u32(PhysAddr::new(quarter.as_u32() + 4 * i)) != 0)
+                    {
+                        return Err(MapError::ForeignTable);
+                    }
+                }
+            }
+        }
+        if (0..256u32).any(|i| {
+            let raw = mem.read_u32(PhysAddr::new(t.base().as_u32() + 4 * i));
+            matches!(L2Entry::decode(raw), L2Entry::LargePage(_))
+        }) {
+            return Err(MapError::ForeignTable);
+        }
+        Ok(())
     }
 
     /// A new, empty user space (TTBR0 table of 8 KiB) whose entries are tagged with `asid`.
@@ -1481,6 +1536,55 @@ mod tests {
             PhysAddr::new(0x4000 + 4 * 0x801),
             TableDesc::new(PhysAddr::new(0x10_0000), false).raw(),
         );
+        assert!(matches!(
+            Space::adopt_kernel(r.ram.clone(), r.tlb.clone(), &mut r.alloc),
+            Err(MapError::ForeignTable)
+        ));
+    }
+
+    #[test]
+    fn an_adopted_table_in_quarter_layout_is_counted_and_freed_with_its_last_page() {
+        let mut r = Rig::new();
+        // One frame of L2 tables serving slots 0x800..0x803; slot 0x801 uses quarter 1, with
+        // two pages, as the boot code's W^X tables do.
+        let l2 = r.alloc.alloc_frame().unwrap();
+        let q1 = l2.start().as_u32() + 0x400;
+        for (i, pa) in [0x1000u32, 0x2000].into_iter().enumerate() {
+            let d = SmallPageDesc::new(PhysAddr::new(pa), MapFlags::KERNEL_DATA).raw();
+            r.ram.write_u32(PhysAddr::new(q1 + 4 * i as u32), d);
+        }
+        let desc = TableDesc::new(PhysAddr::new(q1), false).raw();
+        r.ram.write_u32(PhysAddr::new(0x4000 + 4 * 0x801), desc);
+        r.tlb.publish(l2.start(), PAGE_SIZE);
+        r.tlb.publish(layout::KERNEL_L1_PHYS, layout::L1_TABLE_SIZE);
+        let free_before = r.alloc.free_count();
+        let mut k = r.kernel();
+        assert_eq!(r.mmu_pa(&k, 0x8010_1000), Some(0x2000));
+        // A new page in the same slot is counted with the adopted ones.
+        k.map_page(
+            page(0x8010_5000),
+            frame(0x5000),
+            MapFlags::KERNEL_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        for va in [0x8010_0000, 0x8010_1000, 0x8010_5000] {
+            k.unmap_page(page(va), &mut r.alloc).unwrap();
+        }
+        assert_eq!(r.mmu_pa(&k, 0x8010_0000), None);
+        // The counts frame is held, the adopted L2 frame came back with the last page.
+        assert_eq!(r.alloc.free_count(), free_before);
+        assert!(r.tlb.violations().is_empty());
+    }
+
+    #[test]
+    fn adopting_a_table_whose_unused_quarters_are_not_zero_is_refused() {
+        let mut r = Rig::new();
+        let l2 = r.alloc.alloc_frame().unwrap();
+        let q0 = l2.start().as_u32();
+        r.ram.write_u32(PhysAddr::new(q0 + 0x800), 0x1234_0002); // quarter 2: nobody's
+        let desc = TableDesc::new(PhysAddr::new(q0), false).raw();
+        r.ram.write_u32(PhysAddr::new(0x4000 + 4 * 0x800), desc);
         assert!(matches!(
             Space::adopt_kernel(r.ram.clone(), r.tlb.clone(), &mut r.alloc),
             Err(MapError::ForeignTable)

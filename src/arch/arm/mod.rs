@@ -6,6 +6,7 @@ pub mod cache;
 pub mod cp15;
 pub mod exception;
 pub mod irq;
+pub mod mmu;
 pub mod semihosting;
 pub mod tlb;
 

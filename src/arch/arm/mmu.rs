@@ -1,0 +1,191 @@
+//! Driving the MMU: the CP15 implementation of the `mm` TLB trait, TTBR0/ASID switching, and the
+//! one operation the portable code cannot do, replacing live L1 entries that map the code doing
+//! the replacing.
+
+use super::barrier::{dsb, isb};
+use super::boot::TTBR_WALK_ATTRS;
+use super::cp15::{Contextidr, IdMmfr3, Ttbcr, Ttbr0};
+use super::{cache, tlb};
+use crate::mm::layout;
+use crate::mm::tlb::{Asid, Tlb, TlbTag};
+use crate::mm::{PhysAddr, VirtAddr};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// TTBCR.PD0: no table walks through TTBR0 (an access below 2 GiB faults without a walk).
+const TTBCR_PD0: u32 = 1 << 4;
+
+static COHERENT_WALKS: AtomicBool = AtomicBool::new(false);
+
+/// Reads ID_MMFR3.CohWalk once: 1 means table walks snoop the L1 D-cache (Cortex-A7 does), so
+/// publishing a descriptor needs only a DSB; 0 means each written line must be cleaned to PoC.
+pub fn probe_walk_coherency() -> bool {
+    let coherent = (IdMmfr3::read() >> 20) & 0xf == 1;
+    COHERENT_WALKS.store(coherent, Ordering::Relaxed);
+    coherent
+}
+
+/// TLB maintenance with CP15 (inner-shareable forms). Zero-sized: every call inlines.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CpuTlb;
+
+impl Tlb for CpuTlb {
+    #[inline]
+    fn publish(&mut self, first: PhysAddr, bytes: u32) {
+        if !COHERENT_WALKS.load(Ordering::Relaxed) {
+            if let Some(va) = layout::phys_to_virt(first) {
+                // Ends with a DSB.
+                cache::clean_to_poc(va, bytes);
+                return;
+            }
+        }
+        // ARM ARM B3.10.1: the DSB makes the descriptor store visible to the walker before
+        // any following TLB maintenance or access that may walk.
+        dsb();
+    }
+
+    #[inline]
+    fn invalidate_page(&mut self, va: VirtAddr, tag: TlbTag) {
+        match tag {
+            TlbTag::Global => tlb::invalidate_page_all_asids(va),
+            TlbTag::Asid(a) => tlb::invalidate_page(va, a.get()),
+        }
+    }
+
+    #[inline]
+    fn invalidate_asid(&mut self, asid: Asid) {
+        tlb::invalidate_asid(asid.get());
+    }
+
+    #[inline]
+    fn invalidate_all(&mut self) {
+        tlb::invalidate_all();
+    }
+
+    #[inline]
+    fn sync(&mut self) {
+        tlb::complete();
+    }
+}
+
+/// Points TTBR0 at a user table and makes `asid` current, by the sequence of ARM ARM B3.10.4
+/// ("Synchronization of changes of ASID and TTBR"): switch to the reserved ASID 0, which no
+/// mapping uses, change TTBR0, then set the new ASID, with an ISB after each step, so no walk or
+/// fetch can ever combine the new table with the old ASID or the old table with the new ASID.
+/// Enables TTBR0 walks (clears TTBCR.PD0).
+pub fn switch_user(l1: PhysAddr, asid: Asid) {
+    // SAFETY: CONTEXTIDR/TTBR0/TTBCR writes follow the ARM ARM sequence above; `l1` is an 8 KiB
+    // aligned user table with only non-global, PXN entries, so the kernel half is untouched.
+    unsafe {
+        Contextidr::write(0);
+        isb();
+        Ttbr0::write(l1.as_u32() | TTBR_WALK_ATTRS);
+        isb();
+        Contextidr::write(u32::from(asid.get()));
+        Ttbcr::write(layout::TTBCR_N);
+    }
+    isb();
+}
+
+/// Leaves no user space current: TTBR0 walks off (TTBCR.PD0 = 1) and the reserved ASID 0.
+pub fn switch_kernel_only() {
+    // SAFETY: disabling TTBR0 walks and selecting ASID 0 only removes user translations; TLB
+    // entries of the old ASID stay tagged with it and cannot match ASID 0.
+    unsafe {
+        Ttbcr::write(layout::TTBCR_N | TTBCR_PD0);
+        isb();
+        Contextidr::write(0);
+    }
+    isb();
+}
+
+/// The current ASID (CONTEXTIDR\[7:0\]).
+pub fn current_asid() -> u8 {
+    (Contextidr::read() & 0xff) as u8
+}
+
+/// Translates `va` as a privileged read would (ATS1CPR), or `None` if that faults.
+pub fn translate_privileged_read(va: VirtAddr) -> Option<PhysAddr> {
+    // SAFETY: ATS1CPR only asks the MMU and writes the result to PAR; the ISB makes PAR valid.
+    unsafe { super::cp15::Ats1Cpr::write(va.as_u32()) };
+    isb();
+    let par = super::cp15::Par::read();
+    if par & 1 != 0 {
+        None
+    } else if par & (1 << 1) != 0 {
+        // Supersection result.
+        Some(PhysAddr::new(
+            (par & 0xff00_0000) | (va.as_u32() & 0x00ff_ffff),
+        ))
+    } else {
+        Some(PhysAddr::new((par & !0xfff) | va.page_offset()))
+    }
+}
+
+core::arch::global_asm!(
+    r#"
+    .text
+    .arm
+    .balign 4
+    // mmu_bbm_replace_l1(entries_pa, values_pa, count): replaces `count` consecutive live L1
+    // entries at physical `entries_pa` with the words at physical `values_pa`, break-before-make
+    // (ARM ARM B3.10.1): all to fault, DSB, invalidate TLBs and walk caches, DSB, ISB; then the
+    // new values, DSB, invalidate again, DSB, ISB.
+    //
+    // It must run from the identity map (it is called at its physical address) when the entries
+    // map the kernel's own code: between the two halves nothing at those addresses translates.
+    // So it touches no stack and no high address, and interrupts must be masked.
+    .globl mmu_bbm_replace_l1
+mmu_bbm_replace_l1:
+    mov     r3, #0
+    mov     r12, #0
+1:  str     r3, [r0, r12, lsl #2]
+    add     r12, r12, #1
+    cmp     r12, r2
+    blo     1b
+    dsb
+    mcr     p15, 0, r3, c8, c3, 0       // TLBIALLIS
+    mcr     p15, 0, r3, c7, c1, 6       // BPIALLIS
+    dsb
+    isb
+    mov     r12, #0
+2:  ldr     r3, [r1, r12, lsl #2]
+    str     r3, [r0, r12, lsl #2]
+    add     r12, r12, #1
+    cmp     r12, r2
+    blo     2b
+    dsb
+    mov     r3, #0
+    mcr     p15, 0, r3, c8, c3, 0       // TLBIALLIS
+    mcr     p15, 0, r3, c7, c1, 6       // BPIALLIS
+    dsb
+    isb
+    bx      lr
+"#
+);
+
+extern "C" {
+    fn mmu_bbm_replace_l1(entries_pa: u32, values_pa: u32, count: u32);
+}
+
+/// Replaces the live L1 entries `first_slot..first_slot + values.len()` of the kernel table
+/// break-before-make, running the replacement from the identity map so that it may change the
+/// mapping of the kernel itself.
+///
+/// # Safety
+/// The identity map of the kernel image must still be present (TTBR0 = the boot table), IRQs
+/// and FIQs masked, and the new entries must map the kernel image and stack exactly as before
+/// (same physical addresses), only with finer granularity or other permissions.
+pub unsafe fn replace_kernel_l1_entries(first_slot: usize, values: &[u32]) {
+    let entries_pa = layout::KERNEL_L1_PHYS.as_u32() + 4 * first_slot as u32;
+    let values_pa = layout::virt_to_phys(VirtAddr::new(values.as_ptr() as u32))
+        .expect("values live in the kernel image or on its stack");
+    let code_pa = layout::virt_to_phys(VirtAddr::new(mmu_bbm_replace_l1 as *const () as u32))
+        .expect("the kernel text is in the direct map");
+    // SAFETY: the routine is position independent and is entered at its physical address, which
+    // the identity map translates; it only uses registers and the two physical buffers (both in
+    // the identity-mapped image). The caller guarantees the rest (see above).
+    unsafe {
+        let at_pa: extern "C" fn(u32, u32, u32) = core::mem::transmute(code_pa.as_usize());
+        at_pa(entries_pa, values_pa.as_u32(), values.len() as u32);
+    }
+}
