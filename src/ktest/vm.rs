@@ -1,0 +1,231 @@
+//! What only the real MMU can show: after `vm2_start` the identity map is gone, W^X holds, the
+//! direct map is where the memory map says, the heap grows and stops at the MMIO window, and a
+//! user address space can be made, entered and destroyed without losing a frame.
+
+use super::Entry;
+use crate::arch::arm::boot::image_layout;
+use crate::arch::arm::exception::{try_exec, try_read, try_write};
+use crate::arch::arm::mmu::{self, CpuTlb};
+use crate::bsp::raspi2 as board;
+use crate::init::BootInfo;
+use crate::mm::addr::SECTION_SIZE;
+use crate::mm::desc::MapFlags;
+use crate::mm::fault::{FaultKind, FaultLevel};
+use crate::mm::phys::DirectMap;
+use crate::mm::tlb::Asid;
+use crate::mm::vas::AddressSpace;
+use crate::mm::window::WindowError;
+use crate::mm::{layout, Page, PhysAddr, VirtAddr, PAGE_SIZE};
+use crate::vm::{self, VmError};
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+pub const ENTRIES: &[Entry] = &[
+    Entry::Step("vm2_start", start),
+    Entry::Test("vm::former_identity_addresses_fault", former_identity_addresses_fault),
+    Entry::Test("vm::kernel_text_and_rodata_are_not_writable", text_and_rodata_not_writable),
+    Entry::Test("vm::heap_and_direct_map_are_not_executable", heap_and_direct_map_not_executable),
+    Entry::Test("vm::stack_guard_page_is_unmapped", stack_guard_page_is_unmapped),
+    Entry::Test("vm::direct_map_is_pa_plus_2_gib_for_all_ram", direct_map_is_pa_plus_2_gib),
+    Entry::Test("vm::vectors_are_high_and_read_only", vectors_are_high_and_read_only),
+    Entry::Test("vm::heap_grows_over_many_mib_and_reuses_freed_memory", heap_grows_and_reuses),
+    Entry::Test("vm::mmio_reuses_a_mapping_of_the_same_registers", mmio_reuses_a_mapping),
+    Entry::Test("vm::heap_and_mmio_fail_cleanly_when_they_would_cross", heap_and_mmio_collide_cleanly),
+    Entry::Test("vm::user_space_is_created_entered_and_destroyed_without_leaks", user_space_lifecycle),
+];
+
+fn start(_info: &BootInfo) {
+    vm::vm2_start();
+    vm::print_memory_map();
+}
+
+fn former_identity_addresses_fault() {
+    for addr in [0x8000, 0x4000, board::UART0_PHYS.as_u32(), 0x0010_0000] {
+        let st = try_read(addr).expect_err("a former identity address must fault");
+        assert_eq!(st.kind, FaultKind::Translation, "{addr:#x}: {st}");
+        assert_eq!(st.level, Some(FaultLevel::Section), "{addr:#x}: {st}");
+    }
+}
+
+fn text_and_rodata_not_writable() {
+    let img = image_layout();
+    for addr in [img.text.0, img.text.1 - 4, img.rodata.0] {
+        let before = try_read(addr).expect("readable");
+        // SAFETY: the write is expected to fault; if it did not, the test fails below anyway.
+        let st = unsafe { try_write(addr, !before) }.expect_err("must not be writable");
+        assert_eq!(st.kind, FaultKind::Permission, "{addr:#x}: {st}");
+        assert!(st.write);
+        assert_eq!(try_read(addr), Ok(before), "the refused write changed memory");
+    }
+}
+
+/// `bx lr`: returns at once if it ever runs.
+const BX_LR: u32 = 0xe12f_ff1e;
+
+fn heap_and_direct_map_not_executable() {
+    let on_heap = Box::new([BX_LR; 4]);
+    // SAFETY: the code is a bare return; the fetch is expected to fault (XN).
+    let st = unsafe { try_exec(on_heap.as_ptr() as u32) }.expect_err("heap must be XN");
+    assert_eq!(st.kind, FaultKind::Permission, "heap: {st}");
+
+    let frame = vm::alloc_frame().expect("a frame");
+    let va = layout::phys_to_virt(frame.start()).unwrap();
+    // SAFETY: the frame is ours; its direct-map address is RW.
+    unsafe { (va.as_usize() as *mut u32).write_volatile(BX_LR) };
+    // SAFETY: as above.
+    let st = unsafe { try_exec(va.as_u32()) }.expect_err("direct map must be XN");
+    assert_eq!(st.kind, FaultKind::Permission, "direct map: {st}");
+    vm::with_pmm(|p| p.free_frame(frame)).unwrap();
+
+    // Data and stack too.
+    let img = image_layout();
+    // SAFETY: expected to fault.
+    assert!(unsafe { try_exec(img.data.0) }.is_err(), ".data must be XN");
+    // SAFETY: expected to fault.
+    assert!(unsafe { try_exec(img.stacks.0) }.is_err(), "stacks must be XN");
+}
+
+fn stack_guard_page_is_unmapped() {
+    let img = image_layout();
+    let st = try_read(img.stack_guard.0).expect_err("guard page must fault");
+    assert_eq!(st.kind, FaultKind::Translation);
+    assert_eq!(st.level, Some(FaultLevel::Page));
+}
+
+fn direct_map_is_pa_plus_2_gib() {
+    let ram_end = vm::info().unwrap().ram_end.as_u32();
+    let mut pa = 0;
+    while pa < ram_end {
+        for probe in [pa, pa + SECTION_SIZE - PAGE_SIZE] {
+            let va = VirtAddr::new(probe + layout::KERNEL_OFFSET);
+            assert_eq!(
+                mmu::translate_privileged_read(va),
+                Some(PhysAddr::new(probe)),
+                "{va:?}"
+            );
+        }
+        pa += SECTION_SIZE;
+    }
+    // Not one byte more: the end of RAM and the peripherals are not in the direct map.
+    let past = layout::KERNEL_OFFSET + ram_end;
+    assert!(try_read(past).is_err(), "{past:#x} is past the end of RAM");
+    let periph = layout::phys_to_virt(board::UART0_PHYS).unwrap().as_u32();
+    assert!(try_read(periph).is_err(), "peripherals must not be in the direct map");
+}
+
+fn vectors_are_high_and_read_only() {
+    let sctlr = aarch32_cpu::register::Sctlr::read().raw_value();
+    assert!(sctlr & (1 << 13) != 0, "SCTLR.V");
+    let va = layout::HIGH_VECTORS.as_u32();
+    let first = try_read(va).expect("vector page mapped");
+    assert_eq!(first, crate::arch::arm::exception::vector_table()[..4]
+        .iter()
+        .rev()
+        .fold(0u32, |w, b| w << 8 | u32::from(*b)));
+    // SAFETY: expected to fault.
+    let st = unsafe { try_write(va, 0) }.expect_err("vector page must be read-only");
+    assert_eq!(st.kind, FaultKind::Permission);
+}
+
+fn heap_grows_and_reuses() {
+    const MIB: usize = 1 << 20;
+    const CHUNKS: usize = 48;
+    let heap_before = vm::heap_size();
+    let mut chunks: Vec<Vec<u32>> = Vec::new();
+    for c in 0..CHUNKS {
+        let mut v = Vec::with_capacity(MIB / 4);
+        v.extend((0..MIB / 4).map(|i| (c * MIB + i) as u32 ^ 0x5a5a_5a5a));
+        chunks.push(v);
+    }
+    for (c, v) in chunks.iter().enumerate() {
+        assert!(v.iter().enumerate().all(|(i, &w)| w == (c * MIB + i) as u32 ^ 0x5a5a_5a5a));
+    }
+    let grown = vm::heap_size();
+    assert!(grown - heap_before >= (CHUNKS * MIB) as u32, "heap grew {} bytes", grown - heap_before);
+    println!("(heap {} MiB) ", grown >> 20);
+    drop(chunks);
+    // Freed memory is reused: the same again needs no more growth.
+    let mut again: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..CHUNKS {
+        again.push(alloc::vec![0xa5; MIB]);
+    }
+    assert_eq!(vm::heap_size(), grown, "reuse must not grow the heap");
+}
+
+fn mmio_reuses_a_mapping() {
+    let uart = vm::devices().unwrap().uart0;
+    let again = vm::map_mmio("uart0-again", board::UART0_PHYS, 0x48).unwrap();
+    assert_eq!(again, uart);
+}
+
+fn heap_and_mmio_collide_cleanly() {
+    let (heap_top, mmio_bottom) = vm::with_kernel_vm(|k, _| (k.window.heap().end, k.window.mmio_bottom()));
+    // Fill the window with a large device mapping of an unused bus range (never accessed), so
+    // only 2 MiB stay between the heap top and the MMIO bottom.
+    let gap = mmio_bottom.as_u32() - heap_top.as_u32();
+    let span = (gap - 2 * SECTION_SIZE) & !(PAGE_SIZE - 1);
+    let va_start = mmio_bottom.as_u32() - span;
+    let pa = 0x4100_0000 + (va_start & (SECTION_SIZE - 1));
+    let filler = vm::map_mmio("test-filler", PhysAddr::new(pa), span).expect("filler mapping");
+    let free = vm::free_frames();
+    let heap = vm::heap_size();
+
+    // The heap cannot take 4 MiB now: a clean error, nothing lost.
+    let mut v: Vec<u8> = Vec::new();
+    assert!(v.try_reserve_exact(4 << 20).is_err(), "heap must stop at the MMIO window");
+    assert_eq!(vm::heap_size(), heap);
+    assert_eq!(vm::free_frames(), free);
+    assert_eq!(vm::grow_heap(4 << 20), Err(VmError::Window(WindowError::HeapWouldCrossMmio)));
+
+    // Nor can a new MMIO mapping reach into the heap.
+    let e = vm::map_mmio("too-big", PhysAddr::new(0x7000_0000), 4 << 20);
+    assert_eq!(e, Err(VmError::Window(WindowError::MmioWouldCrossHeap)));
+    assert_eq!(vm::free_frames(), free);
+
+    vm::unmap_last_mmio(filler).expect("remove the filler");
+    assert!(v.try_reserve_exact(4 << 20).is_ok(), "room again after the filler went");
+}
+
+fn user_space_lifecycle() {
+    let free_before = vm::free_frames();
+    let mut ctx = crate::mm::asid::ContextId::NEW;
+    let asid = vm::ASIDS.lock().switch_to(0, &mut ctx).unwrap().asid;
+    let asid = Asid::new(asid.get());
+    const BASE: u32 = 0x0040_0000;
+    const PAGES: u32 = 4;
+    // SAFETY: the direct map is live; the space only touches frames the PMM gives it.
+    let mem = unsafe { DirectMap::new() };
+    let mut space = vm::with_pmm(|p| AddressSpace::new_user(mem, CpuTlb, asid, p)).unwrap();
+    let mut frames = Vec::new();
+    for i in 0..PAGES {
+        let f = vm::alloc_frame().unwrap();
+        let page = Page::containing(VirtAddr::new(BASE + i * PAGE_SIZE));
+        vm::with_pmm(|p| space.map_page(page, f, MapFlags::USER_DATA, p)).unwrap();
+        frames.push(f);
+    }
+    mmu::switch_user(space.l1_phys(), asid);
+    assert_eq!(mmu::current_asid(), asid.get());
+    for i in 0..PAGES {
+        let va = BASE + i * PAGE_SIZE;
+        // SAFETY: mapped user RW just above; privileged access to a user page is allowed.
+        unsafe { try_write(va + 8, 0xc0de_0000 + i) }.expect("user page writable");
+        // The same bytes through the direct map of the frame.
+        let direct = layout::phys_to_virt(frames[i as usize].start()).unwrap().as_u32();
+        assert_eq!(try_read(direct + 8), Ok(0xc0de_0000 + i));
+    }
+    for addr in [0, BASE + PAGES * PAGE_SIZE, 0x7fff_f000] {
+        let st = try_read(addr).expect_err("unmapped user address must fault");
+        assert_eq!(st.kind, FaultKind::Translation, "{addr:#x}: {st}");
+    }
+    mmu::switch_kernel_only();
+    assert!(try_read(BASE).is_err(), "no user space is current");
+    for f in &frames {
+        let page_va = BASE + frames.iter().position(|g| g == f).unwrap() as u32 * PAGE_SIZE;
+        let got = vm::with_pmm(|p| space.unmap_page(Page::containing(VirtAddr::new(page_va)), p));
+        assert_eq!(got, Ok(*f));
+        vm::with_pmm(|p| p.free_frame(*f)).unwrap();
+    }
+    vm::with_pmm(|p| space.destroy(p)).unwrap();
+    vm::ASIDS.lock().release(&mut ctx).unwrap();
+    assert_eq!(vm::free_frames(), free_before, "frames leaked");
+}
