@@ -131,7 +131,7 @@ impl Model {
         while done < len {
             let v = va + done;
             if self.sections.contains_key(&(space, v >> 20)) {
-                if v % SECTION_SIZE != 0 || len - done < SECTION_SIZE {
+                if !v.is_multiple_of(SECTION_SIZE) || len - done < SECTION_SIZE {
                     return Err(MapError::GranuleMismatch);
                 }
                 done += SECTION_SIZE;
