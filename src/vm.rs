@@ -436,13 +436,33 @@ pub fn grow_heap(bytes: u32) -> Result<(VirtAddr, VirtAddr), VmError> {
 }
 
 /// The heap's rescue: called with the heap lock held when an allocation does not fit. Must not
-/// allocate. Grows the heap enough for `layout` (plus its alignment slack).
+/// allocate.
+///
+/// A buddy allocator serves a request from one block of `size` (the request rounded up to a power
+/// of two, at least its alignment) aligned to `size`, so the growth must contain such a block:
+/// from the current top up to the next multiple of `size`, plus `size`. The pieces below the
+/// aligned block are not lost: they join the heap as smaller blocks.
 fn grow_heap_for(heap: &mut Heap<32>, layout: &Layout) {
-    let need = (layout.size() + layout.align()) as u32;
+    let block = layout.size().max(layout.align()).next_power_of_two() as u32;
+    let top = heap_top().as_u32();
+    let Some(aligned) = top.checked_next_multiple_of(block) else {
+        return;
+    };
+    let Some(need) = (aligned - top).checked_add(block) else {
+        return;
+    };
     if let Ok((start, end)) = grow_heap(need) {
         // SAFETY: [start, end) was just mapped RW for the kernel and belongs to nobody else.
         unsafe { heap.add_to_heap(start.as_usize(), end.as_usize()) };
     }
+}
+
+/// The current top of the heap.
+pub fn heap_top() -> VirtAddr {
+    KERNEL_VM
+        .lock()
+        .as_ref()
+        .map_or(layout::HEAP_BASE, |vm| vm.window.heap().end)
 }
 
 /// Bytes the heap has been given so far.

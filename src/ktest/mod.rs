@@ -7,6 +7,7 @@
 //! timeout around QEMU, so a hang fails too.)
 
 mod boot;
+mod vm;
 
 use crate::arch::arm::semihosting;
 use crate::init::BootInfo;
@@ -20,8 +21,10 @@ pub enum Entry {
     Step(&'static str, fn(&BootInfo)),
 }
 
-fn entries() -> &'static [Entry] {
-    boot::ENTRIES
+/// Every entry, in order: the boot tests see the machine as the boot stub left it, the VM tests
+/// run after the `vm2_start` step.
+fn entries() -> impl Iterator<Item = &'static Entry> {
+    boot::ENTRIES.iter().chain(vm::ENTRIES)
 }
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -38,10 +41,9 @@ pub fn run(info: &BootInfo) -> ! {
 
 fn resume() -> ! {
     let info = INFO.get().expect("set by run");
-    let list = entries();
     loop {
         let i = NEXT.fetch_add(1, Ordering::SeqCst);
-        let Some(entry) = list.get(i) else { break };
+        let Some(entry) = entries().nth(i) else { break };
         match entry {
             Entry::Test(name, f) => {
                 print!("test {name} ... ");
@@ -67,9 +69,9 @@ pub fn after_panic() -> ! {
     println!("FAILED");
     FAILED.fetch_add(1, Ordering::SeqCst);
     let i = NEXT.load(Ordering::SeqCst).saturating_sub(1);
-    if matches!(entries().get(i), Some(Entry::Step(..))) {
+    if matches!(entries().nth(i), Some(Entry::Step(..))) {
         println!("a step failed: the remaining tests cannot run");
-        NEXT.store(entries().len(), Ordering::SeqCst);
+        NEXT.store(entries().count(), Ordering::SeqCst);
     }
     extern "C" {
         static __svc_stack_top: u8;

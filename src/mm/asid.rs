@@ -38,6 +38,11 @@ const ASID_BITS: u32 = 8;
 pub struct Asid(u8);
 
 impl Asid {
+    /// The ASID with this value (0 is the kernel's reserved ASID).
+    pub const fn new(value: u8) -> Self {
+        Self(value)
+    }
+
     /// The ASID the kernel runs with while switching; never given to an address space.
     pub const KERNEL: Asid = Asid(0);
 
@@ -188,6 +193,17 @@ impl<const CPUS: usize> AsidAllocator<CPUS> {
             asid: Asid((id & ASID_MASK) as u8),
             flush_tlb,
         })
+    }
+
+    /// CPU `cpu` runs no user address space any more (TTBR0 walks off, the reserved ASID 0
+    /// current): nothing of it has to survive a rollover, and the space it ran may be released.
+    pub fn leave(&mut self, cpu: usize) -> Result<(), AsidError> {
+        if cpu >= CPUS {
+            return Err(AsidError::NoSuchCpu);
+        }
+        self.active[cpu] = 0;
+        self.reserved[cpu] = 0;
+        Ok(())
     }
 
     /// The address space with context `ctx` is being destroyed. Frees its ASID if the context is
@@ -548,5 +564,20 @@ mod tests {
             last = a.generation();
         }
         assert!(last >= 8);
+    }
+
+    #[test]
+    fn a_space_can_be_released_once_its_cpu_has_left_it() {
+        let mut a = AsidAllocator::<1>::new();
+        let mut ctx = ContextId::NEW;
+        let asid = a.switch_to(0, &mut ctx).unwrap().asid;
+        let before = ctx;
+        assert_eq!(a.release(&mut ctx), Err(AsidError::Running));
+        assert_eq!(ctx, before, "a refused release changes nothing");
+        a.leave(0).unwrap();
+        assert!(!a.is_running(ctx));
+        assert_eq!(a.release(&mut ctx), Ok(Some(asid)));
+        assert_eq!(a.asids_in_use(), 0);
+        assert_eq!(a.leave(1), Err(AsidError::NoSuchCpu));
     }
 }

@@ -27,21 +27,7 @@
 use super::addr::PhysAddr;
 use super::addr::VirtAddr;
 
-/// An address-space identifier (CONTEXTIDR.ASID, 8 bits): tags non-global TLB entries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Asid(u8);
-
-impl Asid {
-    /// The ASID with this value.
-    pub const fn new(value: u8) -> Self {
-        Self(value)
-    }
-
-    /// Its value.
-    pub const fn get(self) -> u8 {
-        self.0
-    }
-}
+pub use super::asid::Asid;
 
 /// Which TLB entries of a virtual address an invalidation targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
