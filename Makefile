@@ -82,7 +82,7 @@ target-test: $(BUILD)/ktest.elf $(BUILD)/ktest.img
 # --- bench --------------------------------------------------------------------------------------
 bench: deps $(BUILD)/kbench.elf
 	@echo "== host benchmarks =="
-	$(CARGO) bench --bench pmm
+	$(CARGO) bench --bench pmm --bench vas
 	@echo "== target benchmarks: instructions, PMCCNTR under qemu -icount shift=0 =="
 	@tests/qemu-run.sh elf $(BUILD)/kbench.elf $(BUILD)/kbench.log -icount shift=0
 

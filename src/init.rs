@@ -103,7 +103,10 @@ pub fn kernel_init(args: BootArgs) -> ! {
     #[cfg(feature = "ktest")]
     crate::ktest::run(&info);
 
-    #[cfg(not(feature = "ktest"))]
+    #[cfg(feature = "kbench")]
+    crate::kbench::run(&info);
+
+    #[cfg(not(any(feature = "ktest", feature = "kbench")))]
     {
         crate::vm::vm2_start();
         crate::vm::print_memory_map();

@@ -17,6 +17,8 @@ pub mod bsp;
 pub mod console;
 #[cfg(target_os = "none")]
 pub mod init;
+#[cfg(all(target_os = "none", feature = "kbench"))]
+pub mod kbench;
 #[cfg(all(target_os = "none", feature = "ktest"))]
 pub mod ktest;
 #[cfg(target_os = "none")]

@@ -115,3 +115,15 @@ cp15_reg!(
     /// CTR: cache type (minimum D-cache and I-cache line sizes).
     Ctr, 0, 0, 0, 1, rw
 );
+cp15_reg!(
+    /// PMCR: performance monitors control (E enables, C resets the cycle counter, D divides by 64).
+    Pmcr, 9, 0, 12, 0, rw
+);
+cp15_reg!(
+    /// PMCNTENSET: counter enable set (bit 31: the cycle counter).
+    Pmcntenset, 9, 0, 12, 1, rw
+);
+cp15_reg!(
+    /// PMCCNTR: the cycle counter (instructions under `qemu -icount shift=0`).
+    Pmccntr, 9, 0, 13, 0, rw
+);

@@ -7,6 +7,7 @@ pub mod cp15;
 pub mod exception;
 pub mod irq;
 pub mod mmu;
+pub mod pmu;
 pub mod semihosting;
 pub mod tlb;
 

@@ -1,0 +1,110 @@
+//! On-target benchmarks, built with `--features kbench` and run by `make bench` under
+//! `qemu -icount shift=0`, where PMCCNTR counts instructions. Each line is `cost <case> <n>`.
+
+use crate::arch::arm::mmu::CpuTlb;
+use crate::arch::arm::{pmu, semihosting};
+use crate::init::BootInfo;
+use crate::mm::desc::MapFlags;
+use crate::mm::phys::DirectMap;
+use crate::mm::vas::AddressSpace;
+use crate::mm::{Page, VirtAddr, PAGE_SIZE};
+use crate::vm;
+
+const ROUNDS: u32 = 1000;
+
+fn report(case: &str, n: u32) {
+    println!("cost {case} {n}");
+}
+
+/// Runs every benchmark and exits QEMU.
+pub fn run(_info: &BootInfo) -> ! {
+    pmu::enable();
+    // Calibration: 1000 rounds of SUBS+BNE are 2000 instructions; under -icount shift=0 the
+    // counter must say so (on a board it says cycles).
+    let calib = pmu::measure(|| {
+        // SAFETY: a register-only countdown loop.
+        unsafe {
+            core::arch::asm!("1: subs {n}, {n}, #1", "bne 1b", n = inout(reg) 1000u32 => _, options(nomem, nostack))
+        }
+    });
+    report("calibration_2000_instructions", calib);
+    report("vm2_start", pmu::measure(|| vm::vm2_start()));
+
+    // PMM: one frame allocated and freed, under the lock (taken once, outside the count).
+    vm::with_pmm(|p| {
+        let total = pmu::measure(|| {
+            for _ in 0..ROUNDS {
+                let f = p.alloc_frame().unwrap();
+                p.free_frame(f).unwrap();
+            }
+        });
+        report("pmm_alloc_free_1", total / ROUNDS);
+    });
+
+    // Kernel space: map+unmap of one 4 KiB page, TLB maintenance included, in a slot whose L2
+    // table stays (an anchor page keeps it); and the first map of a slot (new table).
+    vm::with_kernel_vm(|k, p| {
+        let anchor = Page::containing(VirtAddr::new(0xE000_0000));
+        let page = Page::containing(VirtAddr::new(0xE000_1000));
+        let af = p.alloc_frame().unwrap();
+        let f = p.alloc_frame().unwrap();
+        let new_table = pmu::measure(|| {
+            k.space
+                .map_page(anchor, af, MapFlags::KERNEL_DATA, p)
+                .unwrap();
+        });
+        let total = pmu::measure(|| {
+            for _ in 0..ROUNDS {
+                k.space.map_page(page, f, MapFlags::KERNEL_DATA, p).unwrap();
+                k.space.unmap_page(page, p).unwrap();
+            }
+        });
+        report("map_unmap_4k", total / ROUNDS);
+        report("map_4k_with_new_l2_table", new_table);
+        k.space.unmap_page(anchor, p).unwrap();
+        p.free_frame(af).unwrap();
+        p.free_frame(f).unwrap();
+    });
+
+    // User space (non-global, by ASID) map+unmap.
+    {
+        // SAFETY: the direct map is live; the space only touches frames the PMM gives it.
+        let mem = unsafe { DirectMap::new() };
+        let mut space =
+            vm::with_pmm(|p| AddressSpace::new_user(mem, CpuTlb, crate::mm::Asid::new(1), p))
+                .unwrap();
+        vm::with_pmm(|p| {
+            let anchor = Page::containing(VirtAddr::new(0x0010_0000));
+            let page = Page::containing(VirtAddr::new(0x0010_1000));
+            let f = p.alloc_frame().unwrap();
+            space.map_page(anchor, f, MapFlags::USER_DATA, p).unwrap();
+            let total = pmu::measure(|| {
+                for _ in 0..ROUNDS {
+                    space.map_page(page, f, MapFlags::USER_DATA, p).unwrap();
+                    space.unmap_page(page, p).unwrap();
+                }
+            });
+            report("map_unmap_4k_user", total / ROUNDS);
+            space.unmap_page(anchor, p).unwrap();
+            p.free_frame(f).unwrap();
+            space.destroy(p).unwrap();
+        });
+    }
+
+    // Heap growth: one step of HEAP_GROW_MIN bytes (16 pages mapped, frames from the PMM).
+    let steps = 16;
+    let total = pmu::measure(|| {
+        for _ in 0..steps {
+            vm::grow_heap(vm::HEAP_GROW_MIN).unwrap();
+        }
+    });
+    report("heap_grow_step_64k", total / steps);
+    report(
+        "heap_grow_per_page",
+        total / steps / (vm::HEAP_GROW_MIN / PAGE_SIZE),
+    );
+
+    println!("kbench: done");
+    crate::console::flush();
+    semihosting::exit(0)
+}
