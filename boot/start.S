@@ -40,26 +40,45 @@ _start:
     and     r4, r9, #0x1f
     cmp     r4, #{MODE_HYP}
     bne     1f
-    // Before leaving HYP, give PL1 what only PL2 can grant (ARM ARM B4.1.26, B8.1.2):
+    // Before leaving HYP, give PL1 what only PL2 can grant, and trap nothing to HYP (ARM ARM
+    // B4.1, the CNTHCTL, HCR, HCPTR, HDCR and HSTR register descriptions):
     // CNTHCTL.PL1PCEN | PL1PCTEN lets SVC use the physical timer and counter; CNTVOFF = 0 makes
-    // the virtual counter equal the physical one; HSTR = 0 traps no CP15 access to HYP.
+    // the virtual counter equal the physical one; HCR = 0 (no stage 2, no traps, no virtual
+    // interrupts); HCPTR = 0 (no coprocessor traps); HDCR keeps only HPMN (all counters to PL1);
+    // HSTR = 0 traps no CP15 access. The firmware leaves most at reset values, a chain-loader
+    // may not.
     mrc     p15, 4, r4, c14, c1, 0          // CNTHCTL
     orr     r4, r4, #3
     mcr     p15, 4, r4, c14, c1, 0
     mov     r4, #0
     mov     r5, #0
     mcrr    p15, 4, r4, r5, c14             // CNTVOFF
+    mcr     p15, 4, r4, c1, c1, 0           // HCR
+    mcr     p15, 4, r4, c1, c1, 2           // HCPTR
     mcr     p15, 4, r4, c1, c1, 3           // HSTR
-    // ERET to SVC with A, I and F masked (ARM ARM B9.3.3: ERET from HYP restores SPSR_hyp and
-    // branches to ELR_hyp; writing CPSR.M from HYP with MSR/CPS is UNPREDICTABLE).
+    mrc     p15, 4, r5, c1, c1, 1           // HDCR
+    and     r5, r5, #0x1f                   // keep HPMN only
+    mcr     p15, 4, r5, c1, c1, 1
+    // Return to SVC with A, I and F masked: ERET from HYP restores CPSR from SPSR_hyp and
+    // branches to ELR_hyp (ARM ARM B9.3, ERET). In HYP, SPSR_hyp is the current mode's SPSR, so
+    // it is written as `spsr_cxsf`: the banked form `MSR SPSR_hyp` is UNPREDICTABLE from HYP mode
+    // (B9.3, MSR (Banked register)), while ELR_hyp may be written from HYP. Writing CPSR.M
+    // from HYP with MSR/CPS is UNPREDICTABLE, hence the ERET.
     ldr     r4, =({MODE_SVC} | {PSR_A} | {PSR_I} | {PSR_F})
-    msr     spsr_hyp, r4
+    msr     spsr_cxsf, r4
     adr     r4, 1f
     msr     elr_hyp, r4
     eret
 1:
     // Secure SVC (QEMU), or SVC after the ERET above. Make sure of SVC with everything masked.
     cpsid   aif, #{MODE_SVC}
+
+    // The Pi firmware leaves the virtual timer enabled with its interrupt unmasked (CNTV_CTL is
+    // not banked): stop it, and the physical one, until the kernel programs them.
+    mov     r4, #0
+    mcr     p15, 0, r4, c14, c3, 1          // CNTV_CTL
+    mcr     p15, 0, r4, c14, c2, 1          // CNTP_CTL
+    isb
 
     // MMU, caches, alignment checks and high vectors off, whatever the previous owner left.
     mrc     p15, 0, r4, c1, c0, 0           // SCTLR

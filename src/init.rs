@@ -130,7 +130,10 @@ fn panic(info: &PanicInfo) -> ! {
         info.message()
     ));
     #[cfg(feature = "ktest")]
-    crate::ktest::after_panic();
+    {
+        crate::ktest::record_panic(format_args!("{}", info.message()));
+        crate::ktest::after_panic();
+    }
     #[cfg(not(feature = "ktest"))]
     arm::halt()
 }

@@ -19,6 +19,9 @@ pub enum Entry {
     Test(&'static str, fn()),
     /// A step the following tests need; a failing step fails the run.
     Step(&'static str, fn(&BootInfo)),
+    /// A test that passes only if it panics with a message containing the given text (a kernel
+    /// fault must end in a panic that reports it).
+    ShouldPanic(&'static str, fn(), &'static str),
 }
 
 /// Every entry, in order: the boot tests see the machine as the boot stub left it, the VM tests
@@ -55,6 +58,12 @@ fn resume() -> ! {
                 println!("step {name}");
                 f(info);
             }
+            Entry::ShouldPanic(name, f, _) => {
+                print!("test {name} ... ");
+                f();
+                println!("did not panic");
+                FAILED.fetch_add(1, Ordering::SeqCst);
+            }
         }
     }
     let (p, f) = (PASSED.load(Ordering::SeqCst), FAILED.load(Ordering::SeqCst));
@@ -66,9 +75,27 @@ fn resume() -> ! {
 /// Called by the panic handler in test builds: counts the failure and resumes the runner on a
 /// fresh SVC stack (the panicking frames are abandoned, never returned to).
 pub fn after_panic() -> ! {
-    println!("FAILED");
-    FAILED.fetch_add(1, Ordering::SeqCst);
     let i = NEXT.load(Ordering::SeqCst).saturating_sub(1);
+    let expected = match entries().nth(i) {
+        Some(Entry::ShouldPanic(_, _, needle)) => Some(*needle),
+        _ => None,
+    };
+    let message = PANIC_MESSAGE.lock();
+    match expected {
+        Some(needle) if message.as_str().contains(needle) => {
+            println!("ok (panicked as expected)");
+            PASSED.fetch_add(1, Ordering::SeqCst);
+        }
+        Some(needle) => {
+            println!("FAILED: the panic did not say {needle:?}");
+            FAILED.fetch_add(1, Ordering::SeqCst);
+        }
+        None => {
+            println!("FAILED");
+            FAILED.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    drop(message);
     if matches!(entries().nth(i), Some(Entry::Step(..))) {
         println!("a step failed: the remaining tests cannot run");
         NEXT.store(entries().count(), Ordering::SeqCst);
@@ -91,4 +118,44 @@ pub fn after_panic() -> ! {
 
 extern "C" fn resume_trampoline() -> ! {
     resume()
+}
+
+/// The start of the last panic message, kept so `ShouldPanic` entries can check it.
+static PANIC_MESSAGE: spin::Mutex<MessageBuf> = spin::Mutex::new(MessageBuf {
+    len: 0,
+    bytes: [0; 512],
+});
+
+struct MessageBuf {
+    len: usize,
+    bytes: [u8; 512],
+}
+
+impl MessageBuf {
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+impl core::fmt::Write for MessageBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for &b in s.as_bytes() {
+            if self.len == self.bytes.len() {
+                break;
+            }
+            self.bytes[self.len] = b;
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Called by the panic handler: keeps the message for `after_panic`.
+pub fn record_panic(args: core::fmt::Arguments) {
+    // The panic may have happened with this lock held (it never is: only this function and
+    // `after_panic` take it, neither panics); use it without waiting.
+    if let Some(mut m) = PANIC_MESSAGE.try_lock() {
+        m.len = 0;
+        let _ = core::fmt::Write::write_fmt(&mut *m, args);
+    }
 }

@@ -61,7 +61,46 @@ pub const ENTRIES: &[Entry] = &[
         "vm::user_space_is_created_entered_and_destroyed_without_leaks",
         user_space_lifecycle,
     ),
+    Entry::ShouldPanic(
+        "vm::a_kernel_fault_panics_with_dfsr_and_dfar_decoded",
+        kernel_fault_panics,
+        "kernel data abort: translation fault (section / L1), read [FSR=0x5] at DFAR=0x00001234",
+    ),
+    Entry::ShouldPanic(
+        "vm::a_write_to_rodata_reports_a_permission_fault",
+        rodata_write_panics,
+        "permission fault (page / L2), write",
+    ),
+    Entry::ShouldPanic(
+        "vm::kernel_stack_overflow_hits_the_guard_page_and_is_reported",
+        overflow_the_stack,
+        "kernel stack overflow",
+    ),
 ];
+
+fn kernel_fault_panics() {
+    // SAFETY: deliberately faults (nothing is mapped at 0x1234 after vm2_start); the test expects
+    // the resulting panic.
+    let v = unsafe { core::ptr::read_volatile(0x1234 as *const u32) };
+    println!("read {v:#x}");
+}
+
+fn rodata_write_panics() {
+    static CONSTANT: u32 = 7;
+    // SAFETY: deliberately faults (.rodata is read-only); the test expects the panic.
+    unsafe { core::ptr::write_volatile(core::ptr::addr_of!(CONSTANT) as *mut u32, 8) };
+}
+
+fn overflow_the_stack() {
+    // Recursing until the guard page stops it is the point.
+    #[allow(unconditional_recursion)]
+    #[inline(never)]
+    fn deeper(n: u32) -> u32 {
+        let frame = core::hint::black_box([n; 64]);
+        frame[(n % 64) as usize] + deeper(n + 1)
+    }
+    println!("{}", deeper(0));
+}
 
 fn start(_info: &BootInfo) {
     vm::vm2_start();

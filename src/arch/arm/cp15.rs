@@ -10,6 +10,25 @@
 use aarch32_cpu::register::{SysReg, SysRegRead, SysRegWrite};
 
 macro_rules! cp15_reg {
+    ($(#[$doc:meta])* $name:ident, $crn:literal, $op1:literal, $crm:literal, $op2:literal, r) => {
+        $(#[$doc])*
+        pub struct $name;
+        impl SysReg for $name {
+            const CP: u32 = 15;
+            const CRN: u32 = $crn;
+            const OP1: u32 = $op1;
+            const CRM: u32 = $crm;
+            const OP2: u32 = $op2;
+        }
+        impl SysRegRead for $name {}
+        impl $name {
+            /// Reads the register.
+            #[inline]
+            pub fn read() -> u32 {
+                <Self as SysRegRead>::read_raw()
+            }
+        }
+    };
     ($(#[$doc:meta])* $name:ident, $crn:literal, $op1:literal, $crm:literal, $op2:literal, rw) => {
         cp15_reg!($(#[$doc])* $name, $crn, $op1, $crm, $op2, w);
         impl SysRegRead for $name {}
@@ -109,11 +128,11 @@ cp15_reg!(
 );
 cp15_reg!(
     /// ID_MMFR3: bits 23:20 (CohWalk) say whether table walks are coherent with the D-cache.
-    IdMmfr3, 0, 0, 1, 7, rw
+    IdMmfr3, 0, 0, 1, 7, r
 );
 cp15_reg!(
     /// CTR: cache type (minimum D-cache and I-cache line sizes).
-    Ctr, 0, 0, 0, 1, rw
+    Ctr, 0, 0, 0, 1, r
 );
 cp15_reg!(
     /// PMCR: performance monitors control (E enables, C resets the cycle counter, D divides by 64).

@@ -63,6 +63,7 @@ core::arch::global_asm!(
     r#"
     .section .text.vectors, "ax"
     .arm
+    .arch_extension virt            // MRS/MSR of banked registers (SP_svc)
     .balign 32
     .globl exception_vectors
 exception_vectors:
@@ -88,10 +89,28 @@ exception_vectors_end:
     // \adjust: LR minus the return address (ARM ARM B1.8.3, table B1-7, ARM state): SVC and UND
     // return to the next instruction (0), prefetch abort and IRQ/FIQ to LR-4, data abort
     // re-executes the faulting instruction at LR-8.
-    .macro EXC_ENTRY name, kind, adjust
+    // \check_stack: aborts first look at SP_svc. If it is at the bottom of the kernel stack (or
+    // in the guard page below it), the abort is most likely the kernel stack overflowing, and
+    // pushing the frame there would fault again from Abort mode, forever, losing LR_abt and
+    // SPSR_abt. The report is then made from the top of the stack instead (the overflowed frames
+    // are abandoned: the kernel panics).
+    .macro EXC_ENTRY name, kind, adjust, check_stack
 \name:
     .if \adjust
     sub     lr, lr, #\adjust
+    .endif
+    .if \check_stack
+    stmdb   sp!, {{r0, r1}}         // on this mode's own stack
+    mrs     r0, sp_svc
+    ldr     r1, =__stack_guard_start
+    cmp     r0, r1
+    blo     1f                      // not the boot kernel stack
+    ldr     r1, =__svc_stack_bottom + 256
+    cmp     r0, r1
+    bhs     1f
+    ldr     r0, =__svc_stack_top
+    msr     sp_svc, r0
+1:  ldmia   sp!, {{r0, r1}}
     .endif
     srsdb   sp!, #{svc}             // push return address and SPSR to the SVC stack
     cps     #{svc}
@@ -109,12 +128,12 @@ exception_vectors_end:
     b       exception_return
     .endm
 
-    EXC_ENTRY exc_undefined, 1, 0
-    EXC_ENTRY exc_svc, 2, 0
-    EXC_ENTRY exc_prefetch_abort, 3, 4
-    EXC_ENTRY exc_data_abort, 4, 8
-    EXC_ENTRY exc_irq, 6, 4
-    EXC_ENTRY exc_fiq, 7, 4
+    EXC_ENTRY exc_undefined, 1, 0, 0
+    EXC_ENTRY exc_svc, 2, 0, 0
+    EXC_ENTRY exc_prefetch_abort, 3, 4, 1
+    EXC_ENTRY exc_data_abort, 4, 8, 1
+    EXC_ENTRY exc_irq, 6, 4, 0
+    EXC_ENTRY exc_fiq, 7, 4, 0
 
     .globl exception_return
 exception_return:
@@ -124,6 +143,7 @@ exception_return:
     nop                             // no banked-register access right after LDM ^
     ldmia   sp, {{r0-r12}}
     add     sp, sp, #64
+    clrex                           // no exclusive reservation survives (ARM ARM A3.4.4)
     rfeia   sp!                     // pops pc and cpsr
 
 exc_reset:
@@ -203,6 +223,17 @@ fn extable() -> &'static [ExtableEntry] {
         core::slice::from_raw_parts(start, n)
     }
 }
+
+/// Resumes `frame` at `fixup` (ARM code) with `status` in r0.
+fn resume_at_fixup(frame: &mut TrapFrame, fixup: u32, status: u32) {
+    frame.r[0] = status;
+    frame.pc = fixup;
+    // The fixups are ARM code: leave Thumb state and any IT block the fault happened in.
+    frame.cpsr &= !(PSR_T | PSR_IT);
+}
+
+const PSR_T: u32 = 1 << 5;
+const PSR_IT: u32 = 0x0600_fc00;
 
 fn find_fixup(key: u32, kind: u32) -> Option<u32> {
     extable()
@@ -324,18 +355,17 @@ extern "C" fn exception_dispatch(frame: &mut TrapFrame, kind: u32) {
         ExceptionKind::DataAbort => {
             let report = data_abort_report(frame);
             if let Some(fixup) = find_fixup(frame.pc, 0) {
-                frame.r[0] = report.status.raw;
-                frame.pc = fixup;
-                return;
+                return resume_at_fixup(frame, fixup, report.status.raw);
+            }
+            if in_stack_guard(report.address) {
+                panic!("kernel stack overflow: {report}\n{frame}");
             }
             panic!("kernel {report}\n{frame}");
         }
         ExceptionKind::PrefetchAbort => {
             let report = prefetch_abort_report(frame);
             if let Some(fixup) = find_fixup(frame.lr_svc, 1) {
-                frame.r[0] = report.status.raw;
-                frame.pc = fixup;
-                return;
+                return resume_at_fixup(frame, fixup, report.status.raw);
             }
             panic!("kernel {report}\n{frame}");
         }
@@ -344,9 +374,18 @@ extern "C" fn exception_dispatch(frame: &mut TrapFrame, kind: u32) {
             let at = frame.pc.wrapping_sub(if thumb { 2 } else { 4 });
             panic!("undefined instruction at {at:#010x}\n{frame}");
         }
-        ExceptionKind::Svc => panic!("SVC from kernel mode at {:#010x}\n{frame}", frame.pc - 4),
+        ExceptionKind::Svc => {
+            let thumb = frame.cpsr & PSR_T != 0;
+            let at = frame.pc.wrapping_sub(if thumb { 2 } else { 4 });
+            panic!("SVC from kernel mode at {at:#010x}\n{frame}")
+        }
         ExceptionKind::Fiq | ExceptionKind::Irq => panic!("unexpected {kind:?}\n{frame}"),
     }
+}
+
+fn in_stack_guard(addr: u32) -> bool {
+    let g = super::boot::image_layout().stack_guard;
+    (g.0..g.1).contains(&addr)
 }
 
 /// Decodes DFSR/DFAR for a data abort that just entered with `frame`.

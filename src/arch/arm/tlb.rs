@@ -54,7 +54,7 @@ pub fn complete() {
     isb();
 }
 
-/// Full local flush as done on an ASID rollover: DSB, TLBIALL, BPIALL, DSB, ISB.
+/// Full flush as done on an ASID rollover: DSB, TLBIALLIS, BPIALLIS, DSB, ISB.
 pub fn flush_all() {
     dsb();
     invalidate_all();

@@ -63,11 +63,19 @@ impl Pl011 {
         Self { regs }
     }
 
-    /// Disables, flushes, programs the baud rate and 8N1 with FIFOs, masks its interrupts, enables.
+    /// Lets what the firmware queued drain, disables, flushes the FIFOs, programs the baud rate and
+    /// 8N1 with FIFOs, masks its interrupts, enables (PL011 TRM 3.3.8, UARTCR programming steps).
     pub fn init(&mut self, clock_hz: u32, baud: u32) {
         let r = &self.regs;
+        // BUSY stays set while the TX FIFO holds data, even with the UART disabled: drain first
+        // (bounded, in case the UART was never enabled and cannot drain).
+        for _ in 0..1_000_000 {
+            if r.fr.is_set(FR::TXFE) && !r.fr.is_set(FR::BUSY) {
+                break;
+            }
+        }
         r.cr.set(0);
-        while r.fr.is_set(FR::BUSY) {}
+        r.lcrh.set(0); // FEN = 0 flushes the FIFOs
         r.icr.set(0x7ff);
         let (ibrd, fbrd) = baud_divisor(clock_hz, baud);
         r.ibrd.set(ibrd);
