@@ -109,7 +109,6 @@ pub fn kernel_init(args: BootArgs) -> ! {
     #[cfg(not(any(feature = "ktest", feature = "kbench")))]
     {
         crate::vm::vm2_start();
-        crate::vm::print_memory_map();
         println!("kernel up: {} MiB of ARM RAM", info.arm_memory.1 >> 20);
         extern "Rust" {
             fn kernel_main(info: &BootInfo) -> !;

@@ -120,7 +120,7 @@ pub fn info() -> Option<&'static VmInfo> {
 /// Brings up the kernel's virtual memory; see ARCHITECTURE.md ("Boot flow", step 3). Called once,
 /// on core 0, with interrupts masked, while the boot map (identity + remap) is still in place;
 /// returns with the identity map gone, TTBR0 walks off, and the heap, the MMIO window and the
-/// high vectors in service.
+/// high vectors in service, after printing the resulting memory map.
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn vm2_start() {
@@ -231,6 +231,8 @@ pub extern "C" fn vm2_start() {
     });
     *PMM.lock() = Some(pmm);
     *KERNEL_VM.lock() = Some(vm);
+
+    print_memory_map();
 }
 
 fn l1_entry_pa(slot: usize) -> PhysAddr {

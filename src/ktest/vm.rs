@@ -104,7 +104,6 @@ fn overflow_the_stack() {
 
 fn start(_info: &BootInfo) {
     vm::vm2_start();
-    vm::print_memory_map();
 }
 
 fn former_identity_addresses_fault() {
