@@ -14,14 +14,15 @@ enum Op {
 }
 
 /// Operation sequences, with weights of creation and destruction against 70 for switches.
-fn ops(cpus: usize, create: u32, destroy: u32) -> impl Strategy<Value = Vec<Op>> {
+fn ops(cpus: usize, create: u32, destroy: u32, len: usize) -> impl Strategy<Value = Vec<Op>> {
     let op = prop_oneof![
         create => Just(Op::Create),
         // One CPU number past the end, to check it is refused.
-        70 => (0..=cpus, any::<usize>()).prop_map(|(cpu, pick)| Op::Switch { cpu, pick }),
+        63 => (0..cpus, any::<usize>()).prop_map(|(cpu, pick)| Op::Switch { cpu, pick }),
+        7 => any::<usize>().prop_map(move |pick| Op::Switch { cpu: cpus, pick }),
         destroy => any::<usize>().prop_map(|pick| Op::Destroy { pick }),
     ];
-    proptest::collection::vec(op, 1000..2500)
+    proptest::collection::vec(op, len..len + 1500)
 }
 
 struct Space {
@@ -211,28 +212,28 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
 
     #[test]
-    fn one_cpu_agrees_with_the_model(max_live in 1usize..400, ops in ops(1, 20, 10)) {
+    fn one_cpu_agrees_with_the_model(max_live in 1usize..400, ops in ops(1, 20, 10, 1000)) {
         run::<1>(max_live, &ops);
     }
 
     #[test]
     fn one_cpu_with_more_live_spaces_than_asids_agrees_with_the_model(
         max_live in 300usize..400,
-        ops in ops(1, 4, 1),
+        ops in ops(1, 4, 1, 2000),
     ) {
         let rollovers = run::<1>(max_live, &with_live_spaces(max_live, ops));
         prop_assert!(rollovers > 0);
     }
 
     #[test]
-    fn four_cpus_agree_with_the_model(max_live in 1usize..400, ops in ops(4, 20, 10)) {
+    fn four_cpus_agree_with_the_model(max_live in 1usize..400, ops in ops(4, 20, 10, 1000)) {
         run::<4>(max_live, &ops);
     }
 
     #[test]
     fn four_cpus_with_more_live_spaces_than_asids_agree_with_the_model(
         max_live in 300usize..400,
-        ops in ops(4, 4, 1),
+        ops in ops(4, 4, 1, 2000),
     ) {
         let rollovers = run::<4>(max_live, &with_live_spaces(max_live, ops));
         prop_assert!(rollovers > 0);

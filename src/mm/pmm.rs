@@ -63,7 +63,7 @@ fn bit_range(lo: u32, hi: u32) -> u32 {
 
 /// The words covering frames `start..end` (non-empty), each with the mask of the frames it holds.
 #[inline]
-fn chunks(start: u32, end: u32) -> impl DoubleEndedIterator<Item = (usize, u32)> {
+fn chunks(start: u32, end: u32) -> impl Iterator<Item = (usize, u32)> {
     debug_assert!(start < end);
     let first = start / BITS;
     let last = (end - 1) / BITS;
@@ -76,6 +76,36 @@ fn chunks(start: u32, end: u32) -> impl DoubleEndedIterator<Item = (usize, u32)>
         };
         (w as usize, bit_range(lo, hi))
     })
+}
+
+/// A run of frames `[start, end)` split at word boundaries: the masks of its first and last
+/// words (the same word, with `head == tail`, for a run inside one word) and whole words between.
+struct Span {
+    first: usize,
+    last: usize,
+    head: u32,
+    tail: u32,
+}
+
+impl Span {
+    #[inline]
+    fn new(start: u32, end: u32) -> Self {
+        debug_assert!(start < end);
+        let first = (start / BITS) as usize;
+        let last = ((end - 1) / BITS) as usize;
+        let mut head = u32::MAX << (start % BITS);
+        let mut tail = u32::MAX >> (BITS - 1 - (end - 1) % BITS);
+        if first == last {
+            head &= tail;
+            tail = head;
+        }
+        Self {
+            first,
+            last,
+            head,
+            tail,
+        }
+    }
 }
 
 /// A physical memory manager over frames `0..total_frames()`, keeping its bitmap in borrowed
@@ -187,24 +217,34 @@ impl<'a> Pmm<'a> {
     }
 
     /// Allocates one frame.
+    #[inline]
     pub fn alloc_frame(&mut self) -> Result<Frame, PmmError> {
-        if self.free == 0 {
-            return Err(PmmError::OutOfMemory);
+        let mut w = self.hint;
+        let mut word = self.bitmap[w];
+        if word == 0 {
+            if self.free == 0 {
+                return Err(PmmError::OutOfMemory);
+            }
+            w = self
+                .next_nonempty_word(w)
+                .or_else(|| self.next_nonempty_word(0))
+                .ok_or(PmmError::OutOfMemory)?;
+            word = self.bitmap[w];
+            self.hint = w;
         }
-        let w = self
-            .next_nonempty_word(self.hint)
-            .or_else(|| self.next_nonempty_word(0))
-            .ok_or(PmmError::OutOfMemory)?;
-        let word = self.bitmap[w];
         let bit = word.trailing_zeros();
-        self.set_word(w, word & !(1 << bit));
+        let value = word & (word - 1);
+        self.bitmap[w] = value;
+        if value == 0 {
+            self.summary[w / BITS as usize] &= !(1 << (w % BITS as usize));
+        }
         self.free -= 1;
-        self.hint = w;
         Ok(Frame::from_number(w as u32 * BITS + bit))
     }
 
     /// Returns one frame. Refused with `OutOfRange` past the managed memory, `DoubleFree` when it
     /// is already free and `Reserved` when it is reserved.
+    #[inline]
     pub fn free_frame(&mut self, frame: Frame) -> Result<(), PmmError> {
         let n = frame.number();
         if n >= self.frame_count {
@@ -219,7 +259,10 @@ impl<'a> Pmm<'a> {
         if self.in_reserved(n) {
             return Err(PmmError::Reserved);
         }
-        self.set_word(w, word | bit);
+        self.bitmap[w] = word | bit;
+        if word == 0 {
+            self.summary[w / BITS as usize] |= 1 << (w % BITS as usize);
+        }
         self.free += 1;
         Ok(())
     }
@@ -286,7 +329,7 @@ impl<'a> Pmm<'a> {
         if self.reserved_overlap(start, end) != 0 {
             return Err(PmmError::Reserved);
         }
-        if self.count_free(start, end) != 0 {
+        if self.any_free(start, end) {
             return Err(PmmError::DoubleFree);
         }
         self.set_bits(start, end);
@@ -366,10 +409,14 @@ impl<'a> Pmm<'a> {
         }
     }
 
+    #[inline]
     fn in_reserved(&self, n: u32) -> bool {
-        self.ranges[..self.range_count]
-            .iter()
-            .any(|&(s, e)| s <= n && n < e)
+        let ranges = &self.ranges[..self.range_count];
+        // Sorted: most frames lie above the boot reservations, so test the last end first.
+        match ranges.last() {
+            Some(&(_, end)) if n < end => ranges.iter().any(|&(s, e)| s <= n && n < e),
+            _ => false,
+        }
     }
 
     /// How many frames of `[start, end)` are reserved.
@@ -381,17 +428,53 @@ impl<'a> Pmm<'a> {
     }
 
     fn count_free(&self, start: u32, end: u32) -> u32 {
-        chunks(start, end)
-            .map(|(w, m)| (self.bitmap[w] & m).count_ones())
-            .sum()
+        let r = Span::new(start, end);
+        if r.first == r.last {
+            return (self.bitmap[r.first] & r.head).count_ones();
+        }
+        let middle: u32 = self.bitmap[r.first + 1..r.last]
+            .iter()
+            .map(|w| w.count_ones())
+            .sum();
+        (self.bitmap[r.first] & r.head).count_ones()
+            + middle
+            + (self.bitmap[r.last] & r.tail).count_ones()
     }
 
-    /// The highest frame of `[start, end)` that is not free, if any.
+    /// Whether any frame of `[start, end)` is free.
+    fn any_free(&self, start: u32, end: u32) -> bool {
+        let r = Span::new(start, end);
+        if r.first == r.last {
+            return self.bitmap[r.first] & r.head != 0;
+        }
+        let middle = self.bitmap[r.first + 1..r.last]
+            .iter()
+            .fold(0, |acc, &w| acc | w);
+        (self.bitmap[r.first] & r.head) | middle | (self.bitmap[r.last] & r.tail) != 0
+    }
+
+    /// The highest frame of `[start, end)` that is not free, if any. Whole words in the middle
+    /// are compared with `u32::MAX`.
     fn last_taken(&self, start: u32, end: u32) -> Option<u32> {
-        chunks(start, end).rev().find_map(|(w, m)| {
-            let taken = !self.bitmap[w] & m;
-            (taken != 0).then(|| w as u32 * BITS + (BITS - 1 - taken.leading_zeros()))
-        })
+        let r = Span::new(start, end);
+        let highest = |w: usize, taken: u32| w as u32 * BITS + (BITS - 1 - taken.leading_zeros());
+        if r.first == r.last {
+            let taken = !self.bitmap[r.first] & r.head;
+            return (taken != 0).then(|| highest(r.first, taken));
+        }
+        let taken = !self.bitmap[r.last] & r.tail;
+        if taken != 0 {
+            return Some(highest(r.last, taken));
+        }
+        if let Some(i) = self.bitmap[r.first + 1..r.last]
+            .iter()
+            .rposition(|&w| w != u32::MAX)
+        {
+            let w = r.first + 1 + i;
+            return Some(highest(w, !self.bitmap[w]));
+        }
+        let taken = !self.bitmap[r.first] & r.head;
+        (taken != 0).then(|| highest(r.first, taken))
     }
 
     // ---- searches --------------------------------------------------------------------------
@@ -439,20 +522,47 @@ impl<'a> Pmm<'a> {
         }
     }
 
-    /// Marks `[start, end)` not free.
-    fn clear_bits(&mut self, start: u32, end: u32) {
-        for (w, m) in chunks(start, end) {
-            let value = self.bitmap[w] & !m;
-            self.set_word(w, value);
+    /// Sets or clears the summary bits of bitmap words `lo..hi` (non-empty).
+    fn set_summary(&mut self, lo: usize, hi: usize, nonempty: bool) {
+        for (s, m) in chunks(lo as u32, hi as u32) {
+            if nonempty {
+                self.summary[s] |= m;
+            } else {
+                self.summary[s] &= !m;
+            }
         }
     }
 
-    /// Marks `[start, end)` free.
-    fn set_bits(&mut self, start: u32, end: u32) {
-        for (w, m) in chunks(start, end) {
-            let value = self.bitmap[w] | m;
-            self.set_word(w, value);
+    /// Marks `[start, end)` not free: partial head and tail words, whole words in between.
+    fn clear_bits(&mut self, start: u32, end: u32) {
+        let r = Span::new(start, end);
+        let head = self.bitmap[r.first] & !r.head;
+        self.set_word(r.first, head);
+        if r.first == r.last {
+            return;
         }
+        if r.first + 1 < r.last {
+            self.bitmap[r.first + 1..r.last].fill(0);
+            self.set_summary(r.first + 1, r.last, false);
+        }
+        let tail = self.bitmap[r.last] & !r.tail;
+        self.set_word(r.last, tail);
+    }
+
+    /// Marks `[start, end)` free: partial head and tail words, whole words in between.
+    fn set_bits(&mut self, start: u32, end: u32) {
+        let r = Span::new(start, end);
+        let head = self.bitmap[r.first] | r.head;
+        self.set_word(r.first, head);
+        if r.first == r.last {
+            return;
+        }
+        if r.first + 1 < r.last {
+            self.bitmap[r.first + 1..r.last].fill(u32::MAX);
+            self.set_summary(r.first + 1, r.last, true);
+        }
+        let tail = self.bitmap[r.last] | r.tail;
+        self.set_word(r.last, tail);
     }
 }
 

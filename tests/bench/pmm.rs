@@ -1,1 +1,292 @@
-fn main() {}
+//! Host benchmark: the bitmap PMM against `buddy_system_allocator::FrameAllocator`.
+//!
+//! Run with `cargo bench --bench pmm`. Both allocators manage the same 1 GiB (262144 frames, the
+//! first 64 reserved as firmware and kernel), start from the same state and run the same operation
+//! sequence; each case is timed best-of-`REPS` with `std::time::Instant`.
+//!
+//! Output, one line per case: `ns <case> pmm <ns/op> buddy <ns/op>` and `ratio <case> <buddy/pmm>`,
+//! then `metadata pmm <bytes>` and `metadata buddy <bytes>`. Buddy's metadata is measured, not
+//! guessed: a counting global allocator records the heap bytes its per-order `BTreeSet`s hold
+//! (allocator bookkeeping of the heap itself not included) in the randomly half-full state of
+//! case `single-half-full`, plus the size of the struct.
+
+use buddy_system_allocator::FrameAllocator as Buddy;
+use pi2vm::mm::pmm::Pmm;
+use pi2vm::mm::Frame;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+/// Heap bytes currently allocated by the process.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s
+// guarantees hold; the counter is only bookkeeping.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded from our caller, who upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded from our caller: `ptr` came from `alloc` with this `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const FRAMES: u32 = 262_144;
+const RESERVED: u32 = 64;
+/// 2^(ORDER-1) = 2^18 frames: the smallest buddy order that holds the whole gigabyte in one block.
+const ORDER: usize = 19;
+const REPS: usize = 7;
+
+type BuddyAlloc = Buddy<ORDER>;
+
+/// xorshift64*, seeded: the same "random" holes on every run and for both allocators.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// The frames left free in the half-full state: each unreserved frame with probability 1/2.
+fn holes() -> Vec<bool> {
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    (0..FRAMES)
+        .map(|f| f >= RESERVED && rng.next() >> 63 == 1)
+        .collect()
+}
+
+fn new_pmm<'a>(storage: &'a mut [u32], free: Option<&[bool]>) -> Pmm<'a> {
+    let mut pmm = Pmm::new(storage, FRAMES).unwrap();
+    pmm.reserve(Frame::from_number(0), RESERVED).unwrap();
+    if let Some(free) = free {
+        pmm.alloc_contiguous(FRAMES - RESERVED, 1, None).unwrap();
+        for (f, _) in free.iter().enumerate().filter(|(_, &h)| h) {
+            pmm.free_frame(Frame::from_number(f as u32)).unwrap();
+        }
+    }
+    pmm
+}
+
+fn new_buddy(free: Option<&[bool]>) -> BuddyAlloc {
+    let mut b = BuddyAlloc::new();
+    match free {
+        None => b.add_frame(RESERVED as usize, FRAMES as usize),
+        Some(free) => {
+            let mut f = 0;
+            while f < free.len() {
+                if free[f] {
+                    let start = f;
+                    while f < free.len() && free[f] {
+                        f += 1;
+                    }
+                    b.add_frame(start, f);
+                } else {
+                    f += 1;
+                }
+            }
+        }
+    }
+    b
+}
+
+/// Best of `REPS` runs of `once` (which sets up, then times its operations with [`timed`]),
+/// divided by `ops`, in ns.
+fn best(ops: u64, mut once: impl FnMut() -> f64) -> f64 {
+    let best = (0..REPS).map(|_| once()).fold(f64::INFINITY, f64::min);
+    best * 1e9 / ops as f64
+}
+
+/// Seconds `run` takes on `state`.
+fn timed<S>(state: &mut S, run: impl FnOnce(&mut S)) -> f64 {
+    let t = Instant::now();
+    run(state);
+    let dt = t.elapsed().as_secs_f64();
+    black_box(state);
+    dt
+}
+
+fn report(case: &str, pmm: f64, buddy: f64) {
+    println!("ns {case} pmm {pmm:.1} buddy {buddy:.1}");
+    println!("ratio {case} {:.2}", buddy / pmm);
+}
+
+/// Single frames through a FIFO window: allocate one, free the one allocated `WINDOW` steps ago.
+const WINDOW: usize = 64;
+const SINGLE_OPS: u64 = 1_000_000;
+
+fn single_pmm(pmm: &mut Pmm) {
+    let mut window = VecDeque::with_capacity(WINDOW + 1);
+    for _ in 0..SINGLE_OPS {
+        window.push_back(black_box(pmm.alloc_frame().unwrap()));
+        if window.len() > WINDOW {
+            pmm.free_frame(window.pop_front().unwrap()).unwrap();
+        }
+    }
+    for f in window {
+        pmm.free_frame(f).unwrap();
+    }
+}
+
+fn single_buddy(b: &mut BuddyAlloc) {
+    let mut window = VecDeque::with_capacity(WINDOW + 1);
+    for _ in 0..SINGLE_OPS {
+        window.push_back(black_box(b.alloc(1).unwrap()));
+        if window.len() > WINDOW {
+            b.dealloc(window.pop_front().unwrap(), 1);
+        }
+    }
+    for f in window {
+        b.dealloc(f, 1);
+    }
+}
+
+/// Contiguous runs of `count` frames aligned to `count` through a window of `CONTIG_WINDOW`.
+const CONTIG_WINDOW: usize = 8;
+
+fn contig_pmm(pmm: &mut Pmm, count: u32, ops: u64) {
+    let mut window = VecDeque::with_capacity(CONTIG_WINDOW + 1);
+    for _ in 0..ops {
+        window.push_back(black_box(pmm.alloc_contiguous(count, count, None).unwrap()));
+        if window.len() > CONTIG_WINDOW {
+            pmm.free_contiguous(window.pop_front().unwrap(), count)
+                .unwrap();
+        }
+    }
+    for f in window {
+        pmm.free_contiguous(f, count).unwrap();
+    }
+}
+
+fn contig_buddy(b: &mut BuddyAlloc, count: usize, ops: u64) {
+    let layout = Layout::from_size_align(count, count).unwrap();
+    let mut window = VecDeque::with_capacity(CONTIG_WINDOW + 1);
+    for _ in 0..ops {
+        window.push_back(black_box(b.alloc_aligned(layout).unwrap()));
+        if window.len() > CONTIG_WINDOW {
+            b.dealloc_aligned(window.pop_front().unwrap(), layout);
+        }
+    }
+    for f in window {
+        b.dealloc_aligned(f, layout);
+    }
+}
+
+fn main() {
+    // `cargo bench --bench pmm -- <text>` runs only the cases whose name contains <text>.
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_default();
+    let wanted = |case: &str| case.contains(filter.as_str());
+    let mut storage = vec![0u32; Pmm::storage_words(FRAMES)];
+    let holes = holes();
+
+    // (a) single frames on an empty gigabyte.
+    if wanted("single-empty") {
+        let p = best(SINGLE_OPS, || {
+            timed(&mut new_pmm(&mut storage, None), |pmm| single_pmm(pmm))
+        });
+        let b = best(SINGLE_OPS, || timed(&mut new_buddy(None), single_buddy));
+        report("single-empty", p, b);
+    }
+
+    // (b) single frames on a randomly half-full gigabyte (same holes for both).
+    if wanted("single-half-full") {
+        let p = best(SINGLE_OPS, || {
+            timed(&mut new_pmm(&mut storage, Some(&holes)), |pmm| {
+                single_pmm(pmm)
+            })
+        });
+        let b = best(SINGLE_OPS, || {
+            timed(&mut new_buddy(Some(&holes)), single_buddy)
+        });
+        report("single-half-full", p, b);
+    }
+
+    // (c) 16 frames aligned to 64 KiB, (d) 256 frames aligned to 1 MiB, on an empty gigabyte.
+    for (case, count, ops) in [
+        ("contig-16-64k", 16u32, 200_000u64),
+        ("contig-256-1m", 256, 100_000),
+    ] {
+        let p = best(ops, || {
+            timed(&mut new_pmm(&mut storage, None), |pmm| {
+                contig_pmm(pmm, count, ops)
+            })
+        });
+        let b = best(ops, || {
+            timed(&mut new_buddy(None), |bd| {
+                contig_buddy(bd, count as usize, ops)
+            })
+        });
+        report(case, p, b);
+    }
+
+    // (e) every frame of the gigabyte one by one, then all freed; ns per alloc or free.
+    if wanted("fill-drain-1g") {
+        let n = (FRAMES - RESERVED) as usize;
+        let ops = 2 * n as u64;
+        let mut frames = Vec::with_capacity(n);
+        let p = best(ops, || {
+            timed(&mut new_pmm(&mut storage, None), |pmm| {
+                frames.clear();
+                while let Ok(f) = pmm.alloc_frame() {
+                    frames.push(f);
+                }
+                assert_eq!(frames.len(), n);
+                for &f in &frames {
+                    pmm.free_frame(f).unwrap();
+                }
+            })
+        });
+        let mut numbers = Vec::with_capacity(n);
+        let b = best(ops, || {
+            timed(&mut new_buddy(None), |bd| {
+                numbers.clear();
+                while let Some(f) = bd.alloc(1) {
+                    numbers.push(f);
+                }
+                assert_eq!(numbers.len(), n);
+                for &f in &numbers {
+                    bd.dealloc(f, 1);
+                }
+            })
+        });
+        report("fill-drain-1g", p, b);
+    }
+
+    // Metadata: the PMM's storage and struct; buddy's struct plus its heap in the half-full state.
+    let pmm_bytes = Pmm::storage_words(FRAMES) * 4 + std::mem::size_of::<Pmm>();
+    println!("metadata pmm {pmm_bytes}");
+    let before = LIVE.load(Ordering::Relaxed);
+    let half_full = new_buddy(Some(&holes));
+    let heap = LIVE.load(Ordering::Relaxed) - before;
+    println!(
+        "metadata buddy {}",
+        heap + std::mem::size_of::<BuddyAlloc>()
+    );
+    drop(half_full);
+    let before = LIVE.load(Ordering::Relaxed);
+    let empty = new_buddy(None);
+    let heap = LIVE.load(Ordering::Relaxed) - before;
+    println!(
+        "metadata buddy-empty {}",
+        heap + std::mem::size_of::<BuddyAlloc>()
+    );
+    drop(empty);
+}
