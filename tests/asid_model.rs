@@ -221,8 +221,9 @@ proptest! {
         max_live in 300usize..400,
         ops in ops(1, 4, 1, 2000),
     ) {
-        let rollovers = run::<1>(max_live, &with_live_spaces(max_live, ops));
-        prop_assert!(rollovers > 0);
+        // Whether a random sequence rolls over is chance; the round-robin tests below make sure
+        // rollovers happen, this one that the allocator agrees with the model whatever happens.
+        run::<1>(max_live, &with_live_spaces(max_live, ops));
     }
 
     #[test]
@@ -235,8 +236,9 @@ proptest! {
         max_live in 300usize..400,
         ops in ops(4, 4, 1, 2000),
     ) {
-        let rollovers = run::<4>(max_live, &with_live_spaces(max_live, ops));
-        prop_assert!(rollovers > 0);
+        // Whether a random sequence rolls over is chance; the round-robin tests below make sure
+        // rollovers happen, this one that the allocator agrees with the model whatever happens.
+        run::<4>(max_live, &with_live_spaces(max_live, ops));
     }
 }
 
