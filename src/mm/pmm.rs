@@ -300,6 +300,9 @@ impl<'a> Pmm<'a> {
         if count == 1 && align == 1 && end == self.frame_count {
             return self.alloc_frame();
         }
+        if count % BITS == 0 && align % BITS == 0 {
+            return self.alloc_whole_words(count, align, end);
+        }
         let mut pos = 0;
         loop {
             let f = self.next_free_from(pos).ok_or(PmmError::OutOfMemory)?;
@@ -322,12 +325,57 @@ impl<'a> Pmm<'a> {
         }
     }
 
+    /// `alloc_contiguous` for runs of whole bitmap words (count and alignment multiples of 32
+    /// frames, e.g. 256 frames aligned to 1 MiB): candidates are aligned word indices, a candidate
+    /// is free when all its words are `u32::MAX`, and a failed one jumps past its last word that
+    /// is not, to the next word with a free frame (through the summary). Lowest fit, like the
+    /// general path.
+    fn alloc_whole_words(&mut self, count: u32, align: u32, end: u32) -> Result<Frame, PmmError> {
+        let words = (count / BITS) as usize;
+        let step = (align / BITS) as usize;
+        let end_w = (end / BITS) as usize;
+        let mut w = self.next_nonempty_word(0).ok_or(PmmError::OutOfMemory)?;
+        loop {
+            w = w.next_multiple_of(step);
+            if w + words > end_w {
+                return Err(PmmError::OutOfMemory);
+            }
+            match self.bitmap[w..w + words]
+                .iter()
+                .rposition(|&x| x != u32::MAX)
+            {
+                None => {
+                    self.bitmap[w..w + words].fill(0);
+                    self.set_summary(w, w + words, false);
+                    self.free -= count;
+                    return Ok(Frame::from_number(w as u32 * BITS));
+                }
+                Some(i) => {
+                    w = self
+                        .next_nonempty_word(w + i + 1)
+                        .ok_or(PmmError::OutOfMemory)?;
+                }
+            }
+        }
+    }
+
     /// Returns `count` contiguous frames starting at `first`. Checks the whole run before changing
     /// anything: `OutOfRange`, `Reserved` if any frame is reserved, `DoubleFree` if any is free.
     pub fn free_contiguous(&mut self, first: Frame, count: u32) -> Result<(), PmmError> {
         let (start, end) = self.checked_run(first, count)?;
         if self.reserved_overlap(start, end) != 0 {
             return Err(PmmError::Reserved);
+        }
+        if start % BITS == 0 && count % BITS == 0 {
+            // Whole words: no masks.
+            let (lo, hi) = ((start / BITS) as usize, (end / BITS) as usize);
+            if self.bitmap[lo..hi].iter().any(|&w| w != 0) {
+                return Err(PmmError::DoubleFree);
+            }
+            self.bitmap[lo..hi].fill(u32::MAX);
+            self.set_summary(lo, hi, true);
+            self.free += count;
+            return Ok(());
         }
         if self.any_free(start, end) {
             return Err(PmmError::DoubleFree);
@@ -524,6 +572,17 @@ impl<'a> Pmm<'a> {
 
     /// Sets or clears the summary bits of bitmap words `lo..hi` (non-empty).
     fn set_summary(&mut self, lo: usize, hi: usize, nonempty: bool) {
+        let b = BITS as usize;
+        if lo / b == (hi - 1) / b {
+            // The common case: one summary word (runs of up to 32 bitmap words, 128 MiB).
+            let m = bit_range((lo % b) as u32, ((hi - 1) % b + 1) as u32);
+            if nonempty {
+                self.summary[lo / b] |= m;
+            } else {
+                self.summary[lo / b] &= !m;
+            }
+            return;
+        }
         for (s, m) in chunks(lo as u32, hi as u32) {
             if nonempty {
                 self.summary[s] |= m;
