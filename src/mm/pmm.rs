@@ -300,7 +300,7 @@ impl<'a> Pmm<'a> {
         if count == 1 && align == 1 && end == self.frame_count {
             return self.alloc_frame();
         }
-        if count % BITS == 0 && align % BITS == 0 {
+        if count.is_multiple_of(BITS) && align.is_multiple_of(BITS) {
             return self.alloc_whole_words(count, align, end);
         }
         let mut pos = 0;
@@ -366,7 +366,7 @@ impl<'a> Pmm<'a> {
         if self.reserved_overlap(start, end) != 0 {
             return Err(PmmError::Reserved);
         }
-        if start % BITS == 0 && count % BITS == 0 {
+        if start.is_multiple_of(BITS) && count.is_multiple_of(BITS) {
             // Whole words: no masks.
             let (lo, hi) = ((start / BITS) as usize, (end / BITS) as usize);
             if self.bitmap[lo..hi].iter().any(|&w| w != 0) {
