@@ -336,7 +336,8 @@ impl<'a> Pmm<'a> {
         let end_w = (end / BITS) as usize;
         let mut w = self.next_nonempty_word(0).ok_or(PmmError::OutOfMemory)?;
         loop {
-            w = w.next_multiple_of(step);
+            // `step` is a power of two: round up with a mask, not a division.
+            w = (w + step - 1) & !(step - 1);
             if w + words > end_w {
                 return Err(PmmError::OutOfMemory);
             }

@@ -224,6 +224,9 @@ fn main() {
         ("contig-16-64k", 16u32, 200_000u64),
         ("contig-256-1m", 256, 100_000),
     ] {
+        if !wanted(case) {
+            continue;
+        }
         let p = best(ops, || {
             timed(&mut new_pmm(&mut storage, None), |pmm| {
                 contig_pmm(pmm, count, ops)
