@@ -10,7 +10,7 @@
 use aarch32_cpu::register::{SysReg, SysRegRead, SysRegWrite};
 
 macro_rules! cp15_reg {
-    ($(#[$doc:meta])* $name:ident, $crn:literal, $op1:literal, $crm:literal, $op2:literal, r) => {
+    (@decl $(#[$doc:meta])* $name:ident, $crn:literal, $op1:literal, $crm:literal, $op2:literal) => {
         $(#[$doc])*
         pub struct $name;
         impl SysReg for $name {
@@ -20,6 +20,8 @@ macro_rules! cp15_reg {
             const CRM: u32 = $crm;
             const OP2: u32 = $op2;
         }
+    };
+    (@read $name:ident) => {
         impl SysRegRead for $name {}
         impl $name {
             /// Reads the register.
@@ -29,8 +31,37 @@ macro_rules! cp15_reg {
             }
         }
     };
+    (@write $name:ident) => {
+        impl SysRegWrite for $name {}
+        impl $name {
+            /// Writes the register (or performs the operation with this operand).
+            ///
+            /// # Safety
+            /// The value must be valid for the register as the ARM ARM defines it, and the caller
+            /// provides the barriers the operation needs.
+            #[inline]
+            pub unsafe fn write(value: u32) {
+                // SAFETY: forwarded to the caller.
+                unsafe { <Self as SysRegWrite>::write_raw(value) }
+            }
+        }
+    };
+    ($(#[$doc:meta])* $name:ident, $crn:literal, $op1:literal, $crm:literal, $op2:literal, r) => {
+        cp15_reg!(@decl $(#[$doc])* $name, $crn, $op1, $crm, $op2);
+        cp15_reg!(@read $name);
+    };
+    ($(#[$doc:meta])* $name:ident, $crn:literal, $op1:literal, $crm:literal, $op2:literal, w) => {
+        cp15_reg!(@decl $(#[$doc])* $name, $crn, $op1, $crm, $op2);
+        cp15_reg!(@write $name);
+    };
     ($(#[$doc:meta])* $name:ident, $crn:literal, $op1:literal, $crm:literal, $op2:literal, rw) => {
-        cp15_reg!($(#[$doc])* $name, $crn, $op1, $crm, $op2, w);
+        cp15_reg!(@decl $(#[$doc])* $name, $crn, $op1, $crm, $op2);
+        cp15_reg!(@read $name);
+        cp15_reg!(@write $name);
+    };
+}
+
+cp15_reg!($(#[$doc])* $name, $crn, $op1, $crm, $op2, w);
         impl SysRegRead for $name {}
         impl $name {
             /// Reads the register.
