@@ -61,42 +61,6 @@ macro_rules! cp15_reg {
     };
 }
 
-cp15_reg!($(#[$doc])* $name, $crn, $op1, $crm, $op2, w);
-        impl SysRegRead for $name {}
-        impl $name {
-            /// Reads the register.
-            #[inline]
-            pub fn read() -> u32 {
-                <Self as SysRegRead>::read_raw()
-            }
-        }
-    };
-    ($(#[$doc:meta])* $name:ident, $crn:literal, $op1:literal, $crm:literal, $op2:literal, w) => {
-        $(#[$doc])*
-        pub struct $name;
-        impl SysReg for $name {
-            const CP: u32 = 15;
-            const CRN: u32 = $crn;
-            const OP1: u32 = $op1;
-            const CRM: u32 = $crm;
-            const OP2: u32 = $op2;
-        }
-        impl SysRegWrite for $name {}
-        impl $name {
-            /// Writes the register (or performs the operation with this operand).
-            ///
-            /// # Safety
-            /// The value must be valid for the register as the ARM ARM defines it, and the caller
-            /// provides the barriers the operation needs.
-            #[inline]
-            pub unsafe fn write(value: u32) {
-                // SAFETY: forwarded to the caller.
-                unsafe { <Self as SysRegWrite>::write_raw(value) }
-            }
-        }
-    };
-}
-
 cp15_reg!(
     /// TTBR0: translation table base for VA below 2 GiB (TTBCR.N = 1). Holds a physical address.
     Ttbr0, 2, 0, 0, 0, rw
