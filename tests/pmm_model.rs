@@ -152,6 +152,10 @@ impl Model {
 fn compare(pmm: &Pmm, m: &Model) {
     assert_eq!(pmm.total_frames(), m.frames);
     assert_eq!(pmm.free_frames() as usize, m.free.len(), "free count");
+    assert!(
+        pmm.levels_consistent(),
+        "summary/full levels out of step with the bitmap"
+    );
     assert_eq!(
         pmm.reserved_frames() as usize,
         m.reserved.len(),

@@ -1,4 +1,4 @@
-//! The physical memory manager: a two-level bitmap of 4 KiB frames.
+//! The physical memory manager: a bitmap of 4 KiB frames with two one-bit-per-word levels.
 //!
 //! # Data structure
 //!
@@ -15,10 +15,12 @@
 //!  +--------+--------+--------+----
 //!   frames    frames   frames
 //!   0..32     32..64   64..96
+//!
+//!  full     (1 bit per bitmap word: "all 32 frames of this word are free"), 1 KiB for 1 GiB
 //! ```
 //!
 //! A set bit means *free*, so "does this word hold a free frame" is `word != 0` and "which one" is
-//! `word.trailing_zeros()`. Both levels live in one `&mut [u32]` that the caller hands over (on the
+//! `word.trailing_zeros()`. All three live in one `&mut [u32]` that the caller hands over (on the
 //! target: frames right after the kernel image, reached through the direct map; on the host: a
 //! `Vec`); [`Pmm::storage_words`] says how long it must be. The module allocates nothing itself and
 //! contains no `unsafe`.
@@ -30,7 +32,9 @@
 //!   for DMA, is used first): jump to the next free frame through the summary, round up to the
 //!   alignment, then test the candidate run a whole word at a time (`word & mask == mask`). When
 //!   the run is broken, the search jumps past the *last* allocated frame of the candidate (found
-//!   with `leading_zeros`), never bit by bit.
+//!   with `leading_zeros`), never bit by bit. Runs of whole words (count and alignment multiples
+//!   of 32 frames, such as 1 MiB blocks) are searched in the `full` level instead, one bit per
+//!   word of 32 frames.
 //! - **Reserved frames** (firmware area, the kernel L1 table, the kernel image, this bitmap) are
 //!   clear in the bitmap like allocated ones; what tells them apart is a small sorted array of
 //!   disjoint, non-adjacent frame ranges inside the struct ([`MAX_RESERVED_RANGES`] entries; new
@@ -63,7 +67,7 @@ fn bit_range(lo: u32, hi: u32) -> u32 {
 
 /// The words covering frames `start..end` (non-empty), each with the mask of the frames it holds.
 #[inline]
-fn chunks(start: u32, end: u32) -> impl Iterator<Item = (usize, u32)> {
+fn chunks(start: u32, end: u32) -> impl DoubleEndedIterator<Item = (usize, u32)> {
     debug_assert!(start < end);
     let first = start / BITS;
     let last = (end - 1) / BITS;
@@ -76,6 +80,61 @@ fn chunks(start: u32, end: u32) -> impl Iterator<Item = (usize, u32)> {
         };
         (w as usize, bit_range(lo, hi))
     })
+}
+
+/// The first set bit at or after bit `from` of a one-bit-per-word level.
+#[inline]
+fn next_set(level: &[u32], from: usize) -> Option<usize> {
+    let b = BITS as usize;
+    let mut i = from / b;
+    let mut bits = *level.get(i)? & (u32::MAX << (from % b));
+    loop {
+        if bits != 0 {
+            return Some(i * b + bits.trailing_zeros() as usize);
+        }
+        i += 1;
+        bits = *level.get(i)?;
+    }
+}
+
+/// The last clear bit of bits `lo..hi` (non-empty) of a level, if any.
+#[inline]
+fn last_clear(level: &[u32], lo: usize, hi: usize) -> Option<usize> {
+    let b = BITS as usize;
+    if lo / b == (hi - 1) / b {
+        // The common case: one word of the level.
+        let m = bit_range((lo % b) as u32, ((hi - 1) % b + 1) as u32);
+        let missing = !level[lo / b] & m;
+        return (missing != 0)
+            .then(|| (lo / b) * b + (BITS - 1 - missing.leading_zeros()) as usize);
+    }
+    chunks(lo as u32, hi as u32).rev().find_map(|(i, m)| {
+        let missing = !level[i] & m;
+        (missing != 0).then(|| i * BITS as usize + (BITS - 1 - missing.leading_zeros()) as usize)
+    })
+}
+
+/// Sets (`on`) or clears bits `lo..hi` (non-empty) of a level.
+#[inline]
+fn set_range(level: &mut [u32], lo: usize, hi: usize, on: bool) {
+    let b = BITS as usize;
+    if lo / b == (hi - 1) / b {
+        // The common case: one word (runs of up to 32 bitmap words, 128 MiB).
+        let m = bit_range((lo % b) as u32, ((hi - 1) % b + 1) as u32);
+        if on {
+            level[lo / b] |= m;
+        } else {
+            level[lo / b] &= !m;
+        }
+        return;
+    }
+    for (i, m) in chunks(lo as u32, hi as u32) {
+        if on {
+            level[i] |= m;
+        } else {
+            level[i] &= !m;
+        }
+    }
 }
 
 /// A run of frames `[start, end)` split at word boundaries: the masks of its first and last
@@ -115,6 +174,9 @@ pub struct Pmm<'a> {
     bitmap: &'a mut [u32],
     /// One bit per bitmap word, 1 = that word is not zero.
     summary: &'a mut [u32],
+    /// One bit per bitmap word, 1 = that word is `u32::MAX` (all 32 frames free): runs of whole
+    /// words are searched here, one bit per word.
+    full: &'a mut [u32],
     frame_count: u32,
     free: u32,
     reserved: u32,
@@ -128,10 +190,10 @@ pub struct Pmm<'a> {
 
 impl<'a> Pmm<'a> {
     /// How many `u32` words of storage [`Pmm::new`] needs for `frame_count` frames (bitmap and
-    /// summary). 1 GiB (262144 frames) needs 8448 words, 33 KiB.
+    /// the two one-bit-per-word levels). 1 GiB (262144 frames) needs 8704 words, 34 KiB.
     pub const fn storage_words(frame_count: u32) -> usize {
         let words = frame_count.div_ceil(BITS);
-        (words + words.div_ceil(BITS)) as usize
+        (words + 2 * words.div_ceil(BITS)) as usize
     }
 
     /// A manager for frames `0..frame_count`, all free, whose bitmap lives in `storage` (of which
@@ -150,7 +212,8 @@ impl<'a> Pmm<'a> {
             return Err(PmmError::BitmapTooSmall);
         }
         let (bitmap, rest) = storage.split_at_mut(words);
-        let summary = &mut rest[..words.div_ceil(BITS as usize)];
+        let (summary, rest) = rest.split_at_mut(words.div_ceil(BITS as usize));
+        let full = &mut rest[..summary.len()];
 
         bitmap.fill(u32::MAX);
         let tail = frame_count % BITS;
@@ -164,16 +227,33 @@ impl<'a> Pmm<'a> {
             let last = summary.len() - 1;
             summary[last] = bit_range(0, summary_tail);
         }
+        full.copy_from_slice(summary);
+        if tail != 0 {
+            // The last word has bits past the last frame: never full.
+            full[(words - 1) / BITS as usize] &= !(1 << ((words - 1) % BITS as usize));
+        }
 
         Ok(Self {
             bitmap,
             summary,
+            full,
             frame_count,
             free: frame_count,
             reserved: 0,
             hint: 0,
             ranges: [(0, 0); MAX_RESERVED_RANGES],
             range_count: 0,
+        })
+    }
+
+    /// Whether both one-bit-per-word levels agree with the bitmap (for tests: every operation
+    /// keeps them in step).
+    pub fn levels_consistent(&self) -> bool {
+        let b = BITS as usize;
+        self.bitmap.iter().enumerate().all(|(w, &x)| {
+            let bit = 1 << (w % b);
+            ((self.summary[w / b] & bit != 0) == (x != 0))
+                && ((self.full[w / b] & bit != 0) == (x == u32::MAX))
         })
     }
 
@@ -235,6 +315,9 @@ impl<'a> Pmm<'a> {
         let bit = word.trailing_zeros();
         let value = word & (word - 1);
         self.bitmap[w] = value;
+        if word == u32::MAX {
+            self.full[w / BITS as usize] &= !(1 << (w % BITS as usize));
+        }
         if value == 0 {
             self.summary[w / BITS as usize] &= !(1 << (w % BITS as usize));
         }
@@ -262,6 +345,9 @@ impl<'a> Pmm<'a> {
         self.bitmap[w] = word | bit;
         if word == 0 {
             self.summary[w / BITS as usize] |= 1 << (w % BITS as usize);
+        }
+        if word | bit == u32::MAX {
+            self.full[w / BITS as usize] |= 1 << (w % BITS as usize);
         }
         self.free += 1;
         Ok(())
@@ -326,36 +412,31 @@ impl<'a> Pmm<'a> {
     }
 
     /// `alloc_contiguous` for runs of whole bitmap words (count and alignment multiples of 32
-    /// frames, e.g. 256 frames aligned to 1 MiB): candidates are aligned word indices, a candidate
-    /// is free when all its words are `u32::MAX`, and a failed one jumps past its last word that
-    /// is not, to the next word with a free frame (through the summary). Lowest fit, like the
-    /// general path.
+    /// frames, e.g. 256 frames aligned to 1 MiB), searched in the `full` level, one bit per word:
+    /// a candidate (an aligned word index) fits when all its bits are set, and a failed one jumps
+    /// past its last clear bit to the next set one. Lowest fit, like the general path.
     fn alloc_whole_words(&mut self, count: u32, align: u32, end: u32) -> Result<Frame, PmmError> {
         let words = (count / BITS) as usize;
         let step = (align / BITS) as usize;
         let end_w = (end / BITS) as usize;
-        let mut w = self.next_nonempty_word(0).ok_or(PmmError::OutOfMemory)?;
+        let mut w = next_set(self.full, 0).ok_or(PmmError::OutOfMemory)?;
         loop {
             // `step` is a power of two: round up with a mask, not a division.
             w = (w + step - 1) & !(step - 1);
             if w + words > end_w {
                 return Err(PmmError::OutOfMemory);
             }
-            match self.bitmap[w..w + words]
-                .iter()
-                .rposition(|&x| x != u32::MAX)
-            {
+            match last_clear(self.full, w, w + words) {
                 None => {
-                    self.bitmap[w..w + words].fill(0);
-                    self.set_summary(w, w + words, false);
+                    // A plain loop: runs are a few words, shorter than a memset call is worth.
+                    for x in &mut self.bitmap[w..w + words] {
+                        *x = 0;
+                    }
+                    self.mark_words(w, w + words, false);
                     self.free -= count;
                     return Ok(Frame::from_number(w as u32 * BITS));
                 }
-                Some(i) => {
-                    w = self
-                        .next_nonempty_word(w + i + 1)
-                        .ok_or(PmmError::OutOfMemory)?;
-                }
+                Some(k) => w = next_set(self.full, k + 1).ok_or(PmmError::OutOfMemory)?,
             }
         }
     }
@@ -373,8 +454,10 @@ impl<'a> Pmm<'a> {
             if self.bitmap[lo..hi].iter().any(|&w| w != 0) {
                 return Err(PmmError::DoubleFree);
             }
-            self.bitmap[lo..hi].fill(u32::MAX);
-            self.set_summary(lo, hi, true);
+            for x in &mut self.bitmap[lo..hi] {
+                *x = u32::MAX;
+            }
+            self.mark_words(lo, hi, true);
             self.free += count;
             return Ok(());
         }
@@ -531,18 +614,7 @@ impl<'a> Pmm<'a> {
     /// The first bitmap word at or after `w` that holds a free frame, through the summary.
     #[inline]
     fn next_nonempty_word(&self, w: usize) -> Option<usize> {
-        let mut s = w / BITS as usize;
-        if s >= self.summary.len() {
-            return None;
-        }
-        let mut bits = self.summary[s] & (u32::MAX << (w % BITS as usize));
-        loop {
-            if bits != 0 {
-                return Some(s * BITS as usize + bits.trailing_zeros() as usize);
-            }
-            s += 1;
-            bits = *self.summary.get(s)?;
-        }
+        next_set(self.summary, w)
     }
 
     /// The first free frame at or after `pos`.
@@ -569,28 +641,18 @@ impl<'a> Pmm<'a> {
         } else {
             self.summary[s] |= bit;
         }
+        if value == u32::MAX {
+            self.full[s] |= bit;
+        } else {
+            self.full[s] &= !bit;
+        }
     }
 
-    /// Sets or clears the summary bits of bitmap words `lo..hi` (non-empty).
-    fn set_summary(&mut self, lo: usize, hi: usize, nonempty: bool) {
-        let b = BITS as usize;
-        if lo / b == (hi - 1) / b {
-            // The common case: one summary word (runs of up to 32 bitmap words, 128 MiB).
-            let m = bit_range((lo % b) as u32, ((hi - 1) % b + 1) as u32);
-            if nonempty {
-                self.summary[lo / b] |= m;
-            } else {
-                self.summary[lo / b] &= !m;
-            }
-            return;
-        }
-        for (s, m) in chunks(lo as u32, hi as u32) {
-            if nonempty {
-                self.summary[s] |= m;
-            } else {
-                self.summary[s] &= !m;
-            }
-        }
+    /// Bitmap words `lo..hi` (non-empty) were just filled with all ones (`free`) or all zeros:
+    /// sets or clears their bits in both levels.
+    fn mark_words(&mut self, lo: usize, hi: usize, free: bool) {
+        set_range(self.summary, lo, hi, free);
+        set_range(self.full, lo, hi, free);
     }
 
     /// Marks `[start, end)` not free: partial head and tail words, whole words in between.
@@ -603,7 +665,7 @@ impl<'a> Pmm<'a> {
         }
         if r.first + 1 < r.last {
             self.bitmap[r.first + 1..r.last].fill(0);
-            self.set_summary(r.first + 1, r.last, false);
+            self.mark_words(r.first + 1, r.last, false);
         }
         let tail = self.bitmap[r.last] & !r.tail;
         self.set_word(r.last, tail);
@@ -619,7 +681,7 @@ impl<'a> Pmm<'a> {
         }
         if r.first + 1 < r.last {
             self.bitmap[r.first + 1..r.last].fill(u32::MAX);
-            self.set_summary(r.first + 1, r.last, true);
+            self.mark_words(r.first + 1, r.last, true);
         }
         let tail = self.bitmap[r.last] | r.tail;
         self.set_word(r.last, tail);
@@ -715,11 +777,11 @@ mod tests {
     }
 
     #[test]
-    fn storage_for_one_gib_is_a_32_kib_bitmap_plus_a_1_kib_summary() {
-        assert_eq!(Pmm::storage_words(ONE_GIB_FRAMES), 8192 + 256);
-        assert_eq!(Pmm::storage_words(1), 2);
-        assert_eq!(Pmm::storage_words(33), 3);
-        assert_eq!(Pmm::storage_words(32 * 33), 33 + 2);
+    fn storage_for_one_gib_is_a_32_kib_bitmap_plus_two_1_kib_levels() {
+        assert_eq!(Pmm::storage_words(ONE_GIB_FRAMES), 8192 + 2 * 256);
+        assert_eq!(Pmm::storage_words(1), 1 + 2);
+        assert_eq!(Pmm::storage_words(33), 2 + 2);
+        assert_eq!(Pmm::storage_words(32 * 33), 33 + 2 * 2);
     }
 
     #[test]
