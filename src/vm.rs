@@ -11,7 +11,7 @@ use crate::arch::arm::{cache, exception, mmu, tlb};
 use crate::bsp::raspi2::mmio::Mmio;
 use crate::bsp::raspi2::{self as board};
 use crate::mm::addr::{SECTION_SHIFT, SECTION_SIZE};
-use crate::mm::asid::AsidAllocator;
+use crate::mm::asid::{Asid, AsidAllocator, AsidError, ContextId};
 use crate::mm::desc::{MapFlags, SectionDesc, SmallPageDesc, TableDesc};
 use crate::mm::phys::{DirectMap, PhysMem};
 use crate::mm::pmm::Pmm;
@@ -150,7 +150,10 @@ pub extern "C" fn vm2_start() {
         let desc = SectionDesc::new(PhysAddr::new(mib << SECTION_SHIFT), MapFlags::KERNEL_DATA);
         mem.write_u32(l1_entry_pa(slot as usize), desc.raw());
     }
+    // DSB (publish) so the walker sees the entries, then ISB so that no later instruction was
+    // fetched or issued against the old (fault) view (ARM ARM B3.10.1).
     mmu::CpuTlb.publish(layout::KERNEL_L1_PHYS, layout::L1_TABLE_SIZE);
+    crate::arch::arm::barrier::isb();
 
     // 3. The PMM's bitmap right after the image, in the direct map.
     let frames = ram_end.as_u32() / PAGE_SIZE;
@@ -564,6 +567,31 @@ pub fn print_memory_map() {
             PAGE_SIZE / 1024
         );
     }
+}
+
+/// Makes the user space with table `l1` and context `ctx` current on this CPU (core 0): takes
+/// an ASID from the allocator (a new one if `ctx` is new or of an older generation), flushes the
+/// whole TLB first if an ASID rollover happened since this CPU last switched (entries of the old
+/// generation may carry ASIDs now handed to others), then switches TTBR0 and the ASID by the
+/// ARM ARM sequence. Returns the ASID: the caller tags the space's TLB maintenance with it, which
+/// may differ from the one it had before a rollover.
+pub fn enter_user(l1: PhysAddr, ctx: &mut ContextId) -> Result<Asid, AsidError> {
+    let switch = ASIDS.lock().switch_to(0, ctx)?;
+    if switch.flush_tlb {
+        tlb::flush_all();
+    }
+    mmu::switch_user(l1, switch.asid);
+    Ok(switch.asid)
+}
+
+/// Leaves user space on this CPU: TTBR0 walks off, ASID 0, and the allocator told that nothing
+/// runs here, so the space may be released.
+pub fn leave_user() {
+    mmu::switch_kernel_only();
+    ASIDS
+        .lock()
+        .leave(0)
+        .expect("CPU 0 exists in the allocator");
 }
 
 /// Frames free in the PMM.

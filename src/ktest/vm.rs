@@ -283,10 +283,20 @@ fn heap_and_mmio_collide_cleanly() {
     );
 }
 
+/// Gives a new context its ASID without running it yet (as a process is created before it first
+/// runs), then tells the allocator this CPU runs nothing.
+fn ctx_asid_for_new_space(ctx: &mut crate::mm::asid::ContextId) -> crate::mm::Asid {
+    let asid = vm::ASIDS.lock().switch_to(0, ctx).unwrap().asid;
+    vm::ASIDS.lock().leave(0).unwrap();
+    asid
+}
+
 fn user_space_lifecycle() {
     let free_before = vm::free_frames();
     let mut ctx = crate::mm::asid::ContextId::NEW;
-    let asid = vm::ASIDS.lock().switch_to(0, &mut ctx).unwrap().asid;
+    // The space is tagged with the ASID it will run with; a fresh context in this generation
+    // keeps it until the next rollover.
+    let asid = ctx_asid_for_new_space(&mut ctx);
     const BASE: u32 = 0x0040_0000;
     const PAGES: u32 = 4;
     // SAFETY: the direct map is live; the space only touches frames the PMM gives it.
@@ -299,7 +309,7 @@ fn user_space_lifecycle() {
         vm::with_pmm(|p| space.map_page(page, f, MapFlags::USER_DATA, p)).unwrap();
         frames.push(f);
     }
-    mmu::switch_user(space.l1_phys(), asid);
+    assert_eq!(vm::enter_user(space.l1_phys(), &mut ctx), Ok(asid));
     assert_eq!(mmu::current_asid(), asid.get());
     for i in 0..PAGES {
         let va = BASE + i * PAGE_SIZE;
@@ -315,8 +325,7 @@ fn user_space_lifecycle() {
         let st = try_read(addr).expect_err("unmapped user address must fault");
         assert_eq!(st.kind, FaultKind::Translation, "{addr:#x}: {st}");
     }
-    mmu::switch_kernel_only();
-    vm::ASIDS.lock().leave(0).unwrap();
+    vm::leave_user();
     assert!(try_read(BASE).is_err(), "no user space is current");
     for f in &frames {
         let page_va = BASE + frames.iter().position(|g| g == f).unwrap() as u32 * PAGE_SIZE;
