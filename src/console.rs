@@ -51,6 +51,18 @@ pub fn flush() {
     }
 }
 
+/// Writes raw bytes (a user process's `write`), turning `\n` into `\r\n`.
+pub fn write_bytes(bytes: &[u8]) {
+    if let Some(uart) = CONSOLE.lock().as_mut() {
+        for &b in bytes {
+            if b == b'\n' {
+                uart.put(b'\r');
+            }
+            uart.put(b);
+        }
+    }
+}
+
 #[doc(hidden)]
 pub fn _print(args: fmt::Arguments) {
     if let Some(uart) = CONSOLE.lock().as_mut() {

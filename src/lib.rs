@@ -22,6 +22,10 @@ pub mod kbench;
 #[cfg(all(target_os = "none", feature = "ktest"))]
 pub mod ktest;
 #[cfg(target_os = "none")]
+pub mod proc;
+#[cfg(target_os = "none")]
+pub mod shell;
+#[cfg(target_os = "none")]
 pub mod vm;
 
 #[cfg(target_os = "none")]

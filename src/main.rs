@@ -1,17 +1,18 @@
-//! The kernel binary: what runs once the VM is up.
+//! The kernel binary: what runs once the VM is up. The kernel task starts the scheduler, a demo
+//! of two processes, and the UART shell.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
 mod kernel {
-    use pi2vm::println;
+    use pi2vm::{println, proc, shell};
 
     /// Called by `pi2vm::kernel_init` once the machine is set up.
     #[no_mangle]
     fn kernel_main(_info: &pi2vm::init::BootInfo) -> ! {
-        println!("idle: nothing more to do (WFI)");
-        loop {
-            aarch32_cpu::asm::wfi();
-        }
+        proc::init();
+        println!("scheduler up: round-robin, {} ms time slice", proc::TICK_MS);
+        shell::start_demo(5);
+        shell::run_shell()
     }
 }
 

@@ -44,7 +44,31 @@ pub static ASIDS: IrqSafeMutex<AsidAllocator<1>> = IrqSafeMutex::new(AsidAllocat
 pub const HEAP_GROW_MIN: u32 = 16 * PAGE_SIZE;
 
 #[global_allocator]
-static HEAP: LockedHeapWithRescue<32> = LockedHeapWithRescue::new(grow_heap_for);
+static HEAP: IrqSafeHeap = IrqSafeHeap(LockedHeapWithRescue::new(grow_heap_for));
+
+/// The kernel heap with IRQs masked while its (plain spin) lock is held, so that an interrupt
+/// handler that allocates (the scheduler, system calls) can never spin on a lock the code it
+/// interrupted holds.
+struct IrqSafeHeap(LockedHeapWithRescue<32>);
+
+// SAFETY: forwards to `LockedHeapWithRescue`, which upholds the `GlobalAlloc` contract; masking
+// IRQs around the calls changes nothing about the memory handed out.
+unsafe impl core::alloc::GlobalAlloc for IrqSafeHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let was = crate::arch::arm::irq::disable();
+        // SAFETY: the caller's `GlobalAlloc::alloc` contract is forwarded as is.
+        let p = unsafe { self.0.alloc(layout) };
+        crate::arch::arm::irq::restore(was);
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let was = crate::arch::arm::irq::disable();
+        // SAFETY: the caller's `GlobalAlloc::dealloc` contract is forwarded as is.
+        unsafe { self.0.dealloc(ptr, layout) };
+        crate::arch::arm::irq::restore(was);
+    }
+}
 
 /// Why a VM operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

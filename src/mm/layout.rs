@@ -51,6 +51,16 @@ pub const USER_END: VirtAddr = VirtAddr::new(KERNEL_OFFSET);
 /// A TTBR0 table for N = 1 has 2048 entries (8 KiB).
 pub const USER_L1_ENTRIES: usize = 2048;
 
+/// Where user programs are linked (page 0 and the rest of the first 64 KiB stay unmapped).
+pub const USER_IMAGE_BASE: VirtAddr = VirtAddr::new(0x0001_0000);
+/// Anonymous and shared mappings (`mmap`, `shm`) go between these two addresses.
+pub const USER_MMAP_BASE: VirtAddr = VirtAddr::new(0x2000_0000);
+/// End of the `mmap` area (exclusive).
+pub const USER_MMAP_END: VirtAddr = VirtAddr::new(0x4000_0000);
+/// Initial user stack pointer: the stack grows down from here; the page above stays unmapped.
+pub const USER_STACK_TOP: VirtAddr = VirtAddr::new(0x7FFF_0000);
+/// Size of the user stack (demand-zero); one guard page lies below it.
+pub const USER_STACK_SIZE: u32 = 256 * 1024;
 /// Bottom of the shared heap/MMIO gigabyte; the heap grows up from here.
 pub const HEAP_BASE: VirtAddr = VirtAddr::new(0xC000_0000);
 /// Top (exclusive) of the MMIO window, which grows down from here.

@@ -209,7 +209,9 @@ pub fn vector_table() -> &'static [u8] {
 struct ExtableEntry {
     insn: u32,
     fixup: u32,
-    /// 0: data abort matched on `pc`; 1: prefetch abort matched on the SVC LR (a call site).
+    /// 0: data abort matched on `pc`; 1: prefetch abort matched on the SVC LR (a call site);
+    /// 2: data abort of a user-memory copy, matched on `pc` (resolved first, see
+    /// [`set_uaccess_resolver`]).
     kind: u32,
 }
 
@@ -319,6 +321,17 @@ static USER_HANDLER: spin::Once<UserHandler> = spin::Once::new();
 pub type IrqHandler = fn(&mut TrapFrame);
 static IRQ_HANDLER: spin::Once<IrqHandler> = spin::Once::new();
 
+/// Hook for faults of the kernel's user-memory copy routines (extable kind 2): given the
+/// address, whether it was a write and the DFSR value, it resolves the fault (demand-zero or
+/// copy-on-write page) and returns `true`, or returns `false` and the copy fails.
+pub type UaccessResolver = fn(u32, bool, u32) -> bool;
+static UACCESS_RESOLVER: spin::Once<UaccessResolver> = spin::Once::new();
+
+/// Installs the resolver for faults of the user-memory copy routines.
+pub fn set_uaccess_resolver(r: UaccessResolver) {
+    UACCESS_RESOLVER.call_once(|| r);
+}
+
 /// Installs the handler for exceptions taken from User mode.
 pub fn set_user_handler(h: UserHandler) {
     USER_HANDLER.call_once(|| h);
@@ -354,6 +367,16 @@ extern "C" fn exception_dispatch(frame: &mut TrapFrame, kind: u32) {
     match kind {
         ExceptionKind::DataAbort => {
             let report = data_abort_report(frame);
+            if let Some(fixup) = find_fixup(frame.pc, 2) {
+                // A user-memory copy: resolve the page and run the access again, or fail it.
+                let resolved = UACCESS_RESOLVER
+                    .get()
+                    .is_some_and(|r| r(report.address, report.status.write, report.status.raw));
+                if !resolved {
+                    resume_at_fixup(frame, fixup, report.status.raw);
+                }
+                return;
+            }
             if let Some(fixup) = find_fixup(frame.pc, 0) {
                 return resume_at_fixup(frame, fixup, report.status.raw);
             }

@@ -1,0 +1,125 @@
+//! Faults of user processes: demand-zero and copy-on-write pages are resolved, anything else
+//! kills the process with a report (pid, what, address, PC) and the others go on.
+
+use super::{kill_current, KernelFrames, KillReason, FRAME_REFS, TABLE};
+use crate::arch::arm::exception::{AbortReport, TrapFrame};
+use crate::mm::fault::{FaultKind, FaultStatus};
+use crate::mm::layout::USER_END;
+use crate::mm::uvm::{Access, FaultError};
+use crate::mm::VirtAddr;
+use core::fmt;
+
+/// What a user process did wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserFaultKind {
+    /// An address in the kernel's half (2..4 GiB).
+    KernelMemory,
+    /// An address no region of the process covers (page 0 included).
+    Unmapped,
+    /// The guard page below the stack: the stack overflowed.
+    StackOverflow,
+    /// The region forbids the access: a write to text or read-only data, or executing data.
+    Protection,
+    /// No frame was left to resolve a demand-zero or copy-on-write fault.
+    OutOfMemory,
+    /// Anything else the MMU reported (alignment, external abort...).
+    Other(FaultKind),
+}
+
+/// A fatal fault of a user process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserFault {
+    pub kind: UserFaultKind,
+    pub access: Access,
+    pub address: u32,
+    pub pc: u32,
+    pub status: FaultStatus,
+}
+
+impl fmt::Display for UserFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            UserFaultKind::KernelMemory => "access to kernel memory",
+            UserFaultKind::Unmapped => "access to an unmapped address",
+            UserFaultKind::StackOverflow => "stack overflow into the guard page",
+            UserFaultKind::Protection => "access forbidden by the mapping",
+            UserFaultKind::OutOfMemory => "out of memory resolving a fault",
+            UserFaultKind::Other(_) => "memory fault",
+        };
+        let access = match self.access {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::Execute => "execute",
+        };
+        write!(
+            f,
+            "{what}: {access} at {:#010x}, pc={:#010x} ({})",
+            self.address, self.pc, self.status
+        )
+    }
+}
+
+fn access_of(report: &AbortReport) -> Access {
+    if report.instruction {
+        Access::Execute
+    } else if report.status.write {
+        Access::Write
+    } else {
+        Access::Read
+    }
+}
+
+/// Resolves `address` for the current process (demand-zero page, copy-on-write, shared page),
+/// or says why it cannot be.
+fn resolve(address: u32, access: Access, status: FaultStatus) -> Result<(), UserFaultKind> {
+    if address >= USER_END.as_u32() {
+        return Err(UserFaultKind::KernelMemory);
+    }
+    if !matches!(
+        status.kind,
+        FaultKind::Translation | FaultKind::Permission
+    ) {
+        return Err(UserFaultKind::Other(status.kind));
+    }
+    let mut t = TABLE.lock();
+    let pid = t.current.ok_or(UserFaultKind::Unmapped)?;
+    let space = t
+        .procs
+        .get_mut(&pid)
+        .and_then(|p| p.vm.as_mut())
+        .ok_or(UserFaultKind::Unmapped)?;
+    let mut refs = FRAME_REFS.lock();
+    match space.handle_fault(VirtAddr::new(address), access, &mut KernelFrames, &mut refs) {
+        Ok(_) => Ok(()),
+        Err(FaultError::NoRegion) => Err(UserFaultKind::Unmapped),
+        Err(FaultError::Guard) => Err(UserFaultKind::StackOverflow),
+        Err(FaultError::Protection) => Err(UserFaultKind::Protection),
+        Err(FaultError::OutOfMemory) => Err(UserFaultKind::OutOfMemory),
+    }
+}
+
+/// A data or prefetch abort taken from User mode.
+pub(super) fn user_abort(frame: &mut TrapFrame, report: AbortReport) {
+    let access = access_of(&report);
+    match resolve(report.address, access, report.status) {
+        Ok(()) => {} // the instruction runs again
+        Err(kind) => kill_current(
+            frame,
+            KillReason::Fault(UserFault {
+                kind,
+                access,
+                address: report.address,
+                pc: report.pc,
+                status: report.status,
+            }),
+        ),
+    }
+}
+
+/// Called by the abort handler when a kernel copy routine ([`uaccess`](super::uaccess)) faults
+/// on user memory: resolves demand-zero and copy-on-write pages so the copy can go on. Returns
+/// `false` when the address is not valid for the access (the copy then fails with EFAULT).
+pub(super) fn resolve_uaccess(address: u32, write: bool, status: u32) -> bool {
+    let access = if write { Access::Write } else { Access::Read };
+    resolve(address, access, FaultStatus::from_dfsr(status)).is_ok()
+}

@@ -1,0 +1,478 @@
+//! Processes: programs in their own user address spaces, scheduled round-robin on core 0.
+//!
+//! # Model
+//!
+//! Like seL4 or xv6's per-CPU scheduler loop, the kernel has **one stack** (the boot SVC stack)
+//! and never blocks inside a system call. Every exception pushes a [`TrapFrame`] on that stack;
+//! switching process means saving the frame into the outgoing [`Process`] and writing the
+//! incoming one's registers into the frame, so the exception return (`RFE`) resumes the other
+//! program. The kernel's own thread of control (`kernel_main`: the shell, or the on-target tests)
+//! is the **kernel task**: it runs with IRQs masked and waits only in [`idle_wait`], where a
+//! timer or IPI interrupt may switch it out to a process. The scheduler switches back to it when
+//! it has something to do (console input, a process exited) or nothing else can run.
+//!
+//! Because the kernel task is only ever switched out from [`idle_wait`], its stack pointer is the
+//! same whenever a process runs, and every exception from User mode lands its frame at the same
+//! place.
+//!
+//! # Locks
+//!
+//! [`TABLE`] (process table), then [`FRAME_REFS`], then the PMM (taken per frame by
+//! [`KernelFrames`]), never the other way round. None of them is held while user memory is read
+//! or written (a fault there re-enters the process layer).
+
+mod fault;
+mod loader;
+pub mod syscall;
+pub mod uaccess;
+
+use crate::arch::arm::exception::{self, ExceptionKind, TrapFrame};
+use crate::arch::arm::irq::{self, IrqSafeMutex};
+use crate::arch::arm::mmu::CpuTlb;
+use crate::mm::asid::{Asid, ContextId};
+use crate::mm::frame::{FrameAllocator, PmmError};
+use crate::mm::phys::DirectMap;
+use crate::mm::uvm::{FrameRefs, SharedObject, UserVm};
+use crate::mm::Frame;
+use crate::vm;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::sync::Weak;
+use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+pub use loader::SpawnError;
+
+/// A process id. 0 is the kernel task.
+pub type Pid = u32;
+
+/// The kernel task's pid (parent of the processes the shell or the tests start).
+pub const KERNEL_PID: Pid = 0;
+
+/// A user address space as the kernel builds it: tables through the direct map, CP15
+/// maintenance.
+pub type UserSpace = UserVm<DirectMap, CpuTlb>;
+
+/// Scheduler tick: the round-robin time slice.
+pub const TICK_MS: u32 = 10;
+
+/// At most this many processes exist at once (live or waiting to be reaped).
+pub const MAX_PROCESSES: usize = 64;
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It called `exit(code)`.
+    Exited(i32),
+    /// The kernel killed it.
+    Killed(KillReason),
+}
+
+impl ExitStatus {
+    /// The value `wait` returns: the exit code, or -(128 + reason number) for a kill, so a
+    /// parent can tell them apart.
+    pub fn code(self) -> i32 {
+        match self {
+            Self::Exited(c) => c,
+            Self::Killed(r) => -128 - r.number(),
+        }
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exited(c) => write!(f, "exited with code {c}"),
+            Self::Killed(r) => write!(f, "killed: {r}"),
+        }
+    }
+}
+
+/// Why the kernel killed a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillReason {
+    /// A memory access the process may not make.
+    Fault(fault::UserFault),
+    /// An undefined instruction at `pc`.
+    Undefined { pc: u32 },
+    /// `kill` from the console.
+    Killed,
+}
+
+impl KillReason {
+    fn number(self) -> i32 {
+        match self {
+            Self::Fault(_) => 11,
+            Self::Undefined { .. } => 4,
+            Self::Killed => 9,
+        }
+    }
+}
+
+impl fmt::Display for KillReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fault(u) => write!(f, "{u}"),
+            Self::Undefined { pc } => write!(f, "undefined instruction at pc={pc:#010x}"),
+            Self::Killed => f.write_str("by request"),
+        }
+    }
+}
+
+/// Scheduling state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// In the ready queue.
+    Ready,
+    /// On the CPU.
+    Running,
+    /// Until the counter reaches this value.
+    Sleeping { until: u64 },
+    /// In `wait` for this child.
+    Waiting { child: Pid },
+    /// Ended, resources returned, waiting for its parent to collect the status.
+    Zombie(ExitStatus),
+}
+
+impl State {
+    /// A short name for `ps`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Running => "running",
+            Self::Sleeping { .. } => "sleeping",
+            Self::Waiting { .. } => "waiting",
+            Self::Zombie(_) => "zombie",
+        }
+    }
+}
+
+/// One process.
+pub struct Process {
+    pub pid: Pid,
+    pub parent: Pid,
+    pub name: &'static str,
+    pub state: State,
+    /// User registers while it is not on the CPU.
+    ctx: TrapFrame,
+    /// Its address space (`None` once it has ended).
+    vm: Option<UserSpace>,
+    /// Its ASID context (generation and ASID) in the allocator.
+    context: ContextId,
+    /// The ASID it last ran with.
+    pub asid: Option<Asid>,
+    /// Scheduler ticks it was running at.
+    pub ticks: u64,
+}
+
+impl Process {
+    /// Its address space, unless it has ended.
+    pub fn vm(&self) -> Option<&UserSpace> {
+        self.vm.as_ref()
+    }
+
+    fn is_alive(&self) -> bool {
+        !matches!(self.state, State::Zombie(_))
+    }
+}
+
+/// An ended process whose parent is the kernel task: what the shell and the tests look at.
+#[derive(Debug, Clone, Copy)]
+pub struct ExitRecord {
+    pub pid: Pid,
+    pub name: &'static str,
+    pub status: ExitStatus,
+}
+
+/// The process table.
+pub struct Table {
+    procs: BTreeMap<Pid, Process>,
+    ready: VecDeque<Pid>,
+    /// The process on the CPU, or `None` when the kernel task is.
+    current: Option<Pid>,
+    /// The kernel task's registers while a process runs.
+    kernel_ctx: Option<TrapFrame>,
+    next_pid: Pid,
+    /// Processes of the kernel task that ended, newest last (bounded).
+    exits: VecDeque<ExitRecord>,
+    /// Scheduler ticks since the scheduler started.
+    pub ticks: u64,
+    /// Context switches between two different contexts.
+    pub switches: u64,
+}
+
+const EXIT_LOG: usize = 64;
+
+/// The process table. IRQ handlers and system calls run with IRQs masked; the kernel task
+/// takes it with IRQs masked too.
+pub static TABLE: IrqSafeMutex<Table> = IrqSafeMutex::new(Table {
+    procs: BTreeMap::new(),
+    ready: VecDeque::new(),
+    current: None,
+    kernel_ctx: None,
+    next_pid: 1,
+    exits: VecDeque::new(),
+    ticks: 0,
+    switches: 0,
+});
+
+/// Reference counts of frames shared copy-on-write between address spaces.
+pub static FRAME_REFS: IrqSafeMutex<FrameRefs> = IrqSafeMutex::new(FrameRefs::new());
+
+/// Named shared-memory objects (`shm` system call). Only weak references: an object lives as
+/// long as some address space maps it.
+pub static SHARED: IrqSafeMutex<BTreeMap<u32, Weak<SharedObject>>> =
+    IrqSafeMutex::new(BTreeMap::new());
+
+/// The kernel task waits in [`idle_wait`] (and may be switched out).
+static KERNEL_IDLE: AtomicBool = AtomicBool::new(false);
+/// The kernel task has something to do: switch back to it at the next opportunity.
+static KERNEL_WAKE: AtomicBool = AtomicBool::new(false);
+
+/// The PMM as a [`FrameAllocator`] that takes the PMM lock for each call, so that address-space
+/// code may allocate from the heap between frames (the heap grows through the PMM).
+pub struct KernelFrames;
+
+impl FrameAllocator for KernelFrames {
+    fn alloc_frame(&mut self) -> Result<Frame, PmmError> {
+        vm::with_pmm(|p| p.alloc_frame())
+    }
+
+    fn alloc_contiguous(
+        &mut self,
+        count: u32,
+        align_frames: u32,
+        below: Option<crate::mm::PhysAddr>,
+    ) -> Result<Frame, PmmError> {
+        vm::with_pmm(|p| p.alloc_contiguous(count, align_frames, below))
+    }
+
+    fn free_frame(&mut self, frame: Frame) -> Result<(), PmmError> {
+        vm::with_pmm(|p| p.free_frame(frame))
+    }
+
+    fn free_contiguous(&mut self, first: Frame, count: u32) -> Result<(), PmmError> {
+        vm::with_pmm(|p| p.free_contiguous(first, count))
+    }
+}
+
+/// Installs the process layer's exception and interrupt handlers and starts the scheduler tick.
+pub fn init() {
+    exception::set_user_handler(user_exception);
+    exception::set_uaccess_resolver(fault::resolve_uaccess);
+    sched::start();
+}
+
+mod sched;
+pub use sched::{idle_wait, wake_kernel};
+
+/// Called for every exception taken from User mode.
+fn user_exception(frame: &mut TrapFrame, kind: ExceptionKind) {
+    match kind {
+        ExceptionKind::Svc => syscall::dispatch(frame),
+        ExceptionKind::DataAbort => {
+            let report = exception::data_abort_report(frame);
+            fault::user_abort(frame, report);
+        }
+        ExceptionKind::PrefetchAbort => {
+            let report = exception::prefetch_abort_report(frame);
+            fault::user_abort(frame, report);
+        }
+        ExceptionKind::Undefined => {
+            let pc = frame.pc.wrapping_sub(if frame.cpsr & (1 << 5) != 0 { 2 } else { 4 });
+            kill_current(frame, KillReason::Undefined { pc });
+        }
+        ExceptionKind::Irq | ExceptionKind::Fiq => {
+            unreachable!("interrupts are dispatched before the user handler")
+        }
+    }
+}
+
+/// Starts program `name` with `arg` in r0, as a child of the kernel task.
+pub fn spawn(name: &str, arg: u32) -> Result<Pid, SpawnError> {
+    loader::spawn(name, arg, KERNEL_PID)
+}
+
+/// Kills process `pid` (from the kernel task). Returns `false` if there is no such live process.
+pub fn kill(pid: Pid) -> bool {
+    let mut t = TABLE.lock();
+    if !t.procs.get(&pid).is_some_and(Process::is_alive) {
+        return false;
+    }
+    t.terminate(pid, ExitStatus::Killed(KillReason::Killed));
+    true
+}
+
+/// Ends the current process with `status` and switches to the next one.
+pub(crate) fn kill_current(frame: &mut TrapFrame, reason: KillReason) {
+    let mut t = TABLE.lock();
+    let pid = t.current.expect("a user exception has a current process");
+    t.terminate(pid, ExitStatus::Killed(reason));
+    sched::reschedule(&mut t, frame, sched::Why::Blocked);
+}
+
+impl Table {
+    /// A fresh pid, or `None` if the table is full.
+    fn alloc_pid(&mut self) -> Option<Pid> {
+        if self.procs.len() >= MAX_PROCESSES {
+            return None;
+        }
+        loop {
+            let pid = self.next_pid;
+            self.next_pid = self.next_pid.checked_add(1).unwrap_or(1);
+            if !self.procs.contains_key(&pid) {
+                return Some(pid);
+            }
+        }
+    }
+
+    /// Ends process `pid`: gives back its address space (frames, tables, ASID), hands its
+    /// children to the kernel task, and leaves a zombie for its parent (or an exit record, if
+    /// the parent is the kernel task). The caller reschedules if it was the current process.
+    fn terminate(&mut self, pid: Pid, status: ExitStatus) {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        if !p.is_alive() {
+            return;
+        }
+        if let ExitStatus::Killed(r) = status {
+            println!("[kernel] pid {pid} ({}) killed: {r}", p.name);
+        }
+        p.state = State::Zombie(status);
+        self.ready.retain(|&q| q != pid);
+        if self.current == Some(pid) {
+            // Its tables must not stay live in TTBR0 while they are freed.
+            vm::leave_user();
+        }
+        let mut p_context = p.context;
+        let space = p.vm.take();
+        let parent = p.parent;
+        // The ASID first (TLB entries of the ASID are invalidated by destroy below anyway).
+        if let Err(e) = vm::ASIDS.lock().release(&mut p_context) {
+            println!("[kernel] pid {pid}: ASID release refused: {e}");
+        }
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.context = p_context;
+        }
+        if let Some(space) = space {
+            let mut refs = FRAME_REFS.lock();
+            if let Err(e) = space.destroy(&mut KernelFrames, &mut refs) {
+                println!("[kernel] pid {pid}: address space teardown: {e:?}");
+            }
+        }
+        // Orphans go to the kernel task; zombies among them are collected now.
+        let orphans: alloc::vec::Vec<Pid> = self
+            .procs
+            .values()
+            .filter(|c| c.parent == pid)
+            .map(|c| c.pid)
+            .collect();
+        for c in orphans {
+            if let Some(child) = self.procs.get_mut(&c) {
+                child.parent = KERNEL_PID;
+                if let State::Zombie(s) = child.state {
+                    self.reap(c, s);
+                }
+            }
+        }
+        // Tell the parent.
+        if parent == KERNEL_PID {
+            self.reap(pid, status);
+            if !matches!(status, ExitStatus::Killed(_)) {
+                println!("[kernel] pid {pid} {status}");
+            }
+            KERNEL_WAKE.store(true, Ordering::Relaxed);
+        } else if let Some(pp) = self.procs.get_mut(&parent) {
+            if pp.state == (State::Waiting { child: pid }) {
+                pp.ctx.r[0] = status.code() as u32;
+                pp.state = State::Ready;
+                self.ready.push_back(parent);
+                self.procs.remove(&pid);
+            }
+        }
+    }
+
+    /// Removes zombie `pid` of the kernel task, keeping its record.
+    fn reap(&mut self, pid: Pid, status: ExitStatus) {
+        if let Some(p) = self.procs.remove(&pid) {
+            if self.exits.len() == EXIT_LOG {
+                self.exits.pop_front();
+            }
+            self.exits.push_back(ExitRecord {
+                pid,
+                name: p.name,
+                status,
+            });
+        }
+    }
+
+    /// The processes, by pid.
+    pub fn processes(&self) -> impl Iterator<Item = &Process> {
+        self.procs.values()
+    }
+
+    /// Process `pid`.
+    pub fn get(&self, pid: Pid) -> Option<&Process> {
+        self.procs.get(&pid)
+    }
+
+    /// The process on the CPU, if any.
+    pub fn current(&self) -> Option<Pid> {
+        self.current
+    }
+
+    /// Live processes (not zombies).
+    pub fn live(&self) -> usize {
+        self.procs.values().filter(|p| p.is_alive()).count()
+    }
+
+    /// Recent ends of the kernel task's processes.
+    pub fn exits(&self) -> impl Iterator<Item = &ExitRecord> {
+        self.exits.iter()
+    }
+}
+
+/// The exit status of kernel-task child `pid` if it has ended (looks at the exit records).
+pub fn exit_status(pid: Pid) -> Option<ExitStatus> {
+    TABLE
+        .lock()
+        .exits
+        .iter()
+        .rev()
+        .find(|r| r.pid == pid)
+        .map(|r| r.status)
+}
+
+/// Waits (in the kernel task) until kernel-task child `pid` has ended, and returns how.
+pub fn wait(pid: Pid) -> ExitStatus {
+    loop {
+        if let Some(s) = exit_status(pid) {
+            return s;
+        }
+        idle_wait();
+    }
+}
+
+/// Waits until no process is alive.
+pub fn wait_all() {
+    while TABLE.lock().live() > 0 {
+        idle_wait();
+    }
+}
+
+/// Runs `f` with the process table.
+pub fn with_table<R>(f: impl FnOnce(&Table) -> R) -> R {
+    f(&TABLE.lock())
+}
+
+/// Frames shared copy-on-write right now.
+pub fn shared_frames() -> u32 {
+    FRAME_REFS.lock().shared_frames()
+}
+
+/// Whether IRQs are masked (they are everywhere in the kernel task but [`idle_wait`]).
+pub fn irqs_masked() -> bool {
+    let was = irq::disable();
+    irq::restore(was);
+    !was
+}

@@ -1,0 +1,189 @@
+//! Round-robin scheduling on core 0: the tick, the switch, and the kernel task's idle wait.
+
+use super::{State, Table, KERNEL_IDLE, KERNEL_WAKE, TABLE, TICK_MS};
+use crate::arch::arm::exception::TrapFrame;
+use crate::arch::arm::{irq, timer};
+use crate::bsp::raspi2::irq as board_irq;
+use crate::vm;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// Why the scheduler is asked to pick.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Why {
+    /// The time slice ended, or an IPI asked for a decision.
+    Tick,
+    /// The current process gave up the CPU but stays ready.
+    Yield,
+    /// The current process cannot go on (sleeping, waiting, ended).
+    Blocked,
+}
+
+/// Timer ticks per time slice (from CNTFRQ).
+static SLICE_TICKS: AtomicU32 = AtomicU32::new(0);
+
+/// Counter ticks per millisecond (from CNTFRQ).
+pub fn ticks_per_ms() -> u32 {
+    SLICE_TICKS.load(Ordering::Relaxed) / TICK_MS
+}
+
+/// Starts the periodic scheduler tick on the virtual timer and takes the timer and IPI
+/// interrupts.
+pub(super) fn start() {
+    let hz = timer::frequency().expect("CNTFRQ holds the timer frequency");
+    let slice = hz / 1000 * TICK_MS;
+    SLICE_TICKS.store(slice, Ordering::Relaxed);
+    board_irq::set_handler(board_irq::IrqSource::Timer, on_tick);
+    board_irq::set_handler(board_irq::IrqSource::Ipi, on_ipi);
+    board_irq::set_handler(board_irq::IrqSource::Uart, on_uart);
+    timer::set_deadline_after(slice);
+    timer::enable();
+}
+
+fn on_tick(frame: &mut TrapFrame) {
+    timer::set_deadline_after(SLICE_TICKS.load(Ordering::Relaxed));
+    let now = timer::now();
+    let mut t = TABLE.lock();
+    t.ticks += 1;
+    if let Some(pid) = t.current {
+        if let Some(p) = t.procs.get_mut(&pid) {
+            p.ticks += 1;
+        }
+    }
+    let mut woken = alloc::vec::Vec::new();
+    for p in t.procs.values_mut() {
+        if let State::Sleeping { until } = p.state {
+            if until <= now {
+                p.state = State::Ready;
+                woken.push(p.pid);
+            }
+        }
+    }
+    t.ready.extend(woken);
+    reschedule(&mut t, frame, Why::Tick);
+}
+
+fn on_ipi(frame: &mut TrapFrame) {
+    let mut t = TABLE.lock();
+    reschedule(&mut t, frame, Why::Tick);
+}
+
+fn on_uart(frame: &mut TrapFrame) {
+    // The board layer has already moved the bytes into the console's receive ring.
+    if crate::console::rx_pending() {
+        wake_kernel();
+        let mut t = TABLE.lock();
+        reschedule(&mut t, frame, Why::Tick);
+    }
+}
+
+/// Tells the scheduler that the kernel task has something to do (console input, a process
+/// ended): it gets the CPU at the next decision.
+pub fn wake_kernel() {
+    KERNEL_WAKE.store(true, Ordering::Relaxed);
+}
+
+/// Picks what runs next and switches to it by rewriting `frame`.
+pub(super) fn reschedule(t: &mut Table, frame: &mut TrapFrame, why: Why) {
+    match t.current {
+        None => {
+            // The kernel task was interrupted. It is switched out only from its idle wait
+            // (anywhere else it may hold a lock that is not IRQ-safe, or be half-way through
+            // something), and only when it has nothing to do.
+            if frame.from_user() || !KERNEL_IDLE.load(Ordering::Relaxed) {
+                return;
+            }
+            if KERNEL_WAKE.load(Ordering::Relaxed) {
+                return;
+            }
+            if let Some(next) = t.ready.pop_front() {
+                switch(t, frame, Some(next));
+            }
+        }
+        Some(pid) => {
+            let running = t
+                .procs
+                .get(&pid)
+                .is_some_and(|p| p.state == State::Running);
+            if KERNEL_WAKE.load(Ordering::Relaxed) && t.kernel_ctx.is_some() {
+                return switch(t, frame, None);
+            }
+            if running && why == Why::Blocked {
+                return;
+            }
+            match t.ready.pop_front() {
+                Some(next) => switch(t, frame, Some(next)),
+                None if running => {}
+                None => switch(t, frame, None),
+            }
+        }
+    }
+}
+
+/// Saves the context in `frame` to whoever ran, loads `next`'s (a process, or the kernel task
+/// for `None`) and switches the address space. A process is entered with its ASID through
+/// `vm::enter_user` (ARM ARM ASID/TTBR0 sequence; the TLB is flushed only on rollover).
+fn switch(t: &mut Table, frame: &mut TrapFrame, next: Option<super::Pid>) {
+    match t.current {
+        Some(pid) => {
+            if let Some(p) = t.procs.get_mut(&pid) {
+                if p.is_alive() {
+                    p.ctx = *frame;
+                    if p.state == State::Running {
+                        p.state = State::Ready;
+                        t.ready.push_back(pid);
+                    }
+                }
+            }
+        }
+        None => t.kernel_ctx = Some(*frame),
+    }
+    match next {
+        Some(pid) => {
+            let p = t.procs.get_mut(&pid).expect("ready processes exist");
+            p.state = State::Running;
+            *frame = p.ctx;
+            let space = p.vm.as_mut().expect("a live process has its address space");
+            let asid = vm::enter_user(space.l1_phys(), &mut p.context)
+                .expect("CPU 0 is known to the ASID allocator");
+            if p.asid != Some(asid) {
+                // A new space, or a rollover took its old ASID: tag its maintenance with this.
+                space.set_asid(asid);
+                p.asid = Some(asid);
+            }
+        }
+        None => {
+            *frame = t.kernel_ctx.take().expect("the kernel task was switched out");
+            vm::leave_user();
+            KERNEL_WAKE.store(false, Ordering::Relaxed);
+        }
+    }
+    t.current = next;
+    t.switches += 1;
+}
+
+/// The kernel task's only wait: lets processes run (or the CPU sleep) until an interrupt has
+/// been handled and the scheduler hands the CPU back. Callers loop around it, re-checking what
+/// they wait for. IRQs are masked before and after, as everywhere in the kernel task.
+pub fn idle_wait() {
+    irq::disable();
+    if !TABLE.lock().ready.is_empty() {
+        // Runnable processes: switch to them now rather than at the next tick.
+        board_irq::raise_self_ipi();
+    }
+    KERNEL_WAKE.store(false, Ordering::Relaxed);
+    KERNEL_IDLE.store(true, Ordering::Relaxed);
+    // With IRQs masked, WFI still wakes on a pending interrupt; it is taken right after the
+    // unmask, so no wake-up is lost between the check above and the wait.
+    aarch32_cpu::asm::wfi();
+    irq::enable();
+    irq::disable();
+    KERNEL_IDLE.store(false, Ordering::Relaxed);
+}
+
+/// Sleeps the kernel task for `ms` milliseconds, letting processes run.
+pub fn kernel_sleep_ms(ms: u32) {
+    let until = timer::now() + u64::from(ms) * u64::from(ticks_per_ms());
+    while timer::now() < until {
+        idle_wait();
+    }
+}

@@ -1,0 +1,286 @@
+//! The system-call interface (ABI in docs/syscalls.md): `svc #0`, number in r7, arguments in
+//! r0-r3, result in r0; a negative result is `-errno`.
+
+use super::sched::{self, Why};
+use super::uaccess::{copy_from_user, Efault};
+use super::{ExitStatus, KernelFrames, Pid, Process, State, FRAME_REFS, SHARED, TABLE};
+use crate::arch::arm::exception::TrapFrame;
+use crate::arch::arm::timer;
+use crate::mm::asid::ContextId;
+use crate::mm::layout::{USER_MMAP_BASE, USER_MMAP_END};
+use crate::mm::uvm::{Backing, Perm, RegionKind, SharedObject};
+use crate::mm::{VirtAddr, PAGE_SIZE};
+use alloc::sync::Arc;
+
+/// System-call numbers.
+pub mod nr {
+    pub const EXIT: u32 = 0;
+    pub const WRITE: u32 = 1;
+    pub const YIELD: u32 = 2;
+    pub const GETPID: u32 = 3;
+    pub const SLEEP: u32 = 4;
+    pub const MMAP: u32 = 5;
+    pub const MUNMAP: u32 = 6;
+    pub const FORK: u32 = 7;
+    pub const SHM: u32 = 8;
+    pub const SYSINFO: u32 = 9;
+    pub const WAIT: u32 = 10;
+}
+
+/// Error numbers (returned negated).
+pub mod errno {
+    pub const ESRCH: i32 = 3;
+    pub const EBADF: i32 = 9;
+    pub const ECHILD: i32 = 10;
+    pub const ENOMEM: i32 = 12;
+    pub const EFAULT: i32 = 14;
+    pub const EINVAL: i32 = 22;
+    pub const ENOSYS: i32 = 38;
+}
+
+/// `mmap` protection bits.
+const PROT_READ: u32 = 1;
+const PROT_WRITE: u32 = 2;
+
+/// `sysinfo` selectors.
+mod info {
+    pub const FREE_FRAMES: u32 = 0;
+    pub const RESIDENT_PAGES: u32 = 1;
+    pub const ASID: u32 = 2;
+    pub const SHARED_FRAMES: u32 = 3;
+    pub const TIMER_HZ: u32 = 4;
+}
+
+type SysResult = Result<u32, i32>;
+
+/// Handles the SVC in `frame` for the current process.
+pub(super) fn dispatch(frame: &mut TrapFrame) {
+    let [a0, a1, a2, _a3] = [frame.r[0], frame.r[1], frame.r[2], frame.r[3]];
+    let result = match frame.r[7] {
+        nr::EXIT => return exit(frame, a0 as i32),
+        nr::WRITE => write(a0, a1, a2),
+        nr::YIELD => {
+            frame.r[0] = 0;
+            return sched::reschedule(&mut TABLE.lock(), frame, Why::Yield);
+        }
+        nr::GETPID => Ok(current_pid()),
+        nr::SLEEP => return sleep(frame, a0),
+        nr::MMAP => mmap(a0, a1, a2),
+        nr::MUNMAP => munmap(a0, a1),
+        nr::FORK => fork(frame),
+        nr::SHM => shm(a0, a1),
+        nr::SYSINFO => sysinfo(a0),
+        nr::WAIT => return wait(frame, a0),
+        _ => Err(errno::ENOSYS),
+    };
+    frame.r[0] = match result {
+        Ok(v) => v,
+        Err(e) => (-e) as u32,
+    };
+}
+
+fn current_pid() -> Pid {
+    TABLE.lock().current.expect("a system call has a current process")
+}
+
+/// Runs `f` on the current process.
+fn with_current<R>(f: impl FnOnce(&mut Process) -> R) -> R {
+    let mut t = TABLE.lock();
+    let pid = t.current.expect("a system call has a current process");
+    f(t.procs.get_mut(&pid).expect("the current process exists"))
+}
+
+fn exit(frame: &mut TrapFrame, code: i32) {
+    let mut t = TABLE.lock();
+    let pid = t.current.expect("a system call has a current process");
+    t.terminate(pid, ExitStatus::Exited(code));
+    sched::reschedule(&mut t, frame, Why::Blocked);
+}
+
+/// `write(fd, buf, len)`: fd 1 and 2 are the console. Copied through a small bounce buffer
+/// (no lock held while user memory is read).
+fn write(fd: u32, buf: u32, len: u32) -> SysResult {
+    if fd != 1 && fd != 2 {
+        return Err(errno::EBADF);
+    }
+    let mut chunk = [0u8; 128];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(chunk.len() as u32) as usize;
+        copy_from_user(&mut chunk[..n], buf.wrapping_add(done)).map_err(|Efault| errno::EFAULT)?;
+        crate::console::write_bytes(&chunk[..n]);
+        done += n as u32;
+    }
+    Ok(len)
+}
+
+fn sleep(frame: &mut TrapFrame, ms: u32) {
+    let until = timer::now() + u64::from(ms) * u64::from(sched::ticks_per_ms());
+    frame.r[0] = 0;
+    let mut t = TABLE.lock();
+    let pid = t.current.expect("a system call has a current process");
+    if let Some(p) = t.procs.get_mut(&pid) {
+        p.state = State::Sleeping { until };
+    }
+    sched::reschedule(&mut t, frame, Why::Blocked);
+}
+
+fn page_len(len: u32) -> Result<u32, i32> {
+    if len == 0 {
+        return Err(errno::EINVAL);
+    }
+    len.checked_next_multiple_of(PAGE_SIZE)
+        .ok_or(errno::EINVAL)
+}
+
+/// `mmap(hint, len, prot)`: anonymous private memory, zero-filled on first touch. Costs no
+/// frame until then.
+fn mmap(hint: u32, len: u32, prot: u32) -> SysResult {
+    let len = page_len(len)?;
+    let perm = match prot {
+        PROT_READ => Perm::R,
+        p if p == PROT_READ | PROT_WRITE || p == PROT_WRITE => Perm::RW,
+        _ => return Err(errno::EINVAL),
+    };
+    with_current(|p| {
+        let vm = p.vm.as_mut().ok_or(errno::ESRCH)?;
+        let va = if hint != 0 {
+            if hint % PAGE_SIZE != 0 {
+                return Err(errno::EINVAL);
+            }
+            VirtAddr::new(hint)
+        } else {
+            vm.find_free(len, USER_MMAP_BASE, USER_MMAP_END)
+                .ok_or(errno::ENOMEM)?
+        };
+        vm.add_region(va, len, perm, RegionKind::Anon, Backing::Private)
+            .map_err(|_| errno::EINVAL)?;
+        Ok(va.as_u32())
+    })
+}
+
+fn munmap(va: u32, len: u32) -> SysResult {
+    let len = page_len(len)?;
+    if va % PAGE_SIZE != 0 {
+        return Err(errno::EINVAL);
+    }
+    with_current(|p| {
+        let vm = p.vm.as_mut().ok_or(errno::ESRCH)?;
+        vm.remove(VirtAddr::new(va), len, &mut KernelFrames, &mut FRAME_REFS.lock())
+            .map_err(|_| errno::EINVAL)?;
+        Ok(0)
+    })
+}
+
+/// `fork()`: a copy of the caller whose private pages are shared copy-on-write.
+fn fork(frame: &mut TrapFrame) -> SysResult {
+    let mut t = TABLE.lock();
+    let pid = t.current.expect("a system call has a current process");
+    let child_pid = t.alloc_pid().ok_or(errno::ENOMEM)?;
+    let parent = t.procs.get_mut(&pid).expect("the current process exists");
+    let name = parent.name;
+    let vm = parent.vm.as_mut().ok_or(errno::ESRCH)?;
+    let child_space = {
+        let mut refs = FRAME_REFS.lock();
+        // SAFETY: the direct map is live; the new space only uses frames it owns.
+        let mem = unsafe { crate::mm::phys::DirectMap::new() };
+        vm.fork(
+            crate::mm::asid::Asid::KERNEL,
+            mem,
+            crate::arch::arm::mmu::CpuTlb,
+            &mut KernelFrames,
+            &mut refs,
+        )
+        .map_err(|_| errno::ENOMEM)?
+    };
+    let mut ctx = *frame;
+    ctx.r[0] = 0;
+    t.procs.insert(
+        child_pid,
+        Process {
+            pid: child_pid,
+            parent: pid,
+            name,
+            state: State::Ready,
+            ctx,
+            vm: Some(child_space),
+            context: ContextId::NEW,
+            asid: None,
+            ticks: 0,
+        },
+    );
+    t.ready.push_back(child_pid);
+    Ok(child_pid)
+}
+
+/// `shm(key, len)`: maps shared-memory object `key` (created zero-filled on first use).
+fn shm(key: u32, len: u32) -> SysResult {
+    let mut shared = SHARED.lock();
+    let existing = shared.get(&key).and_then(|w| w.upgrade());
+    let object = match existing {
+        Some(o) => {
+            if len != 0 && page_len(len)? != o.pages() * PAGE_SIZE {
+                return Err(errno::EINVAL);
+            }
+            o
+        }
+        None => {
+            let len = page_len(len)?;
+            let o = SharedObject::new(len / PAGE_SIZE);
+            shared.insert(key, Arc::downgrade(&o));
+            o
+        }
+    };
+    drop(shared);
+    let len = object.pages() * PAGE_SIZE;
+    with_current(|p| {
+        let vm = p.vm.as_mut().ok_or(errno::ESRCH)?;
+        let va = vm
+            .find_free(len, USER_MMAP_BASE, USER_MMAP_END)
+            .ok_or(errno::ENOMEM)?;
+        vm.add_region(va, len, Perm::RW, RegionKind::Shared, Backing::Shared(object))
+            .map_err(|_| errno::ENOMEM)?;
+        Ok(va.as_u32())
+    })
+}
+
+fn sysinfo(what: u32) -> SysResult {
+    match what {
+        info::FREE_FRAMES => Ok(crate::vm::free_frames()),
+        info::RESIDENT_PAGES => {
+            with_current(|p| Ok(p.vm.as_ref().map_or(0, |v| v.resident_pages())))
+        }
+        info::ASID => with_current(|p| Ok(p.asid.map_or(0, |a| u32::from(a.get())))),
+        info::SHARED_FRAMES => Ok(FRAME_REFS.lock().shared_frames()),
+        info::TIMER_HZ => timer::frequency().ok_or(errno::ENOSYS),
+        _ => Err(errno::EINVAL),
+    }
+}
+
+/// `wait(pid)`: the exit status of child `pid`, blocking until it has ended.
+fn wait(frame: &mut TrapFrame, child: u32) {
+    let mut t = TABLE.lock();
+    let pid = t.current.expect("a system call has a current process");
+    let status = match t.procs.get(&child) {
+        Some(c) if c.parent == pid => match c.state {
+            State::Zombie(s) => Some(s),
+            _ => None,
+        },
+        _ => {
+            frame.r[0] = (-errno::ECHILD) as u32;
+            return;
+        }
+    };
+    match status {
+        Some(s) => {
+            t.procs.remove(&child);
+            frame.r[0] = s.code() as u32;
+        }
+        None => {
+            if let Some(p) = t.procs.get_mut(&pid) {
+                p.state = State::Waiting { child };
+            }
+            sched::reschedule(&mut t, frame, Why::Blocked);
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! The UART shell: the kernel task's loop in the normal kernel. It reads a line at a time
+//! (waiting in [`proc::idle_wait`], so processes run meanwhile) and answers commands about
+//! processes and memory.
+
+use crate::mm::desc::{Access, MapFlags, MemoryType};
+use crate::mm::uvm::{Backing, Perm, RegionKind};
+use crate::mm::vas::Mapping;
+use crate::proc::{self, Pid};
+use crate::{console, vm};
+use alloc::string::String;
+use core::fmt::Write;
+
+const PROMPT: &str = "pi2> ";
+const MAX_LINE: usize = 120;
+
+/// One command: name, argument synopsis, help text, handler.
+struct Command {
+    name: &'static str,
+    args: &'static str,
+    help: &'static str,
+    run: fn(&mut Args<'_>),
+}
+
+type Args<'a> = core::str::SplitWhitespace<'a>;
+
+const COMMANDS: &[Command] = &[
+    Command { name: "help", args: "", help: "this list", run: help },
+    Command { name: "ls", args: "", help: "programs that can be run", run: ls },
+    Command { name: "ps", args: "", help: "processes: pid, parent, state, ASID, ticks, pages", run: ps },
+    Command { name: "run", args: "<program> [arg]", help: "start a program (arg in r0)", run: run },
+    Command { name: "kill", args: "<pid>", help: "end a process, freeing all it holds", run: kill },
+    Command { name: "meminfo", args: "", help: "frames, heap, MMIO window, ASIDs, shared frames", run: meminfo },
+    Command { name: "vmmap", args: "[pid]", help: "regions and mappings of a process (none: the kernel half)", run: vmmap },
+    Command { name: "kmap", args: "", help: "the kernel's memory map", run: kmap },
+    Command { name: "exits", args: "", help: "recent ends of processes started here", run: exits },
+    Command { name: "demo", args: "[n]", help: "two demo processes printing pid and ASID n times", run: demo },
+    Command { name: "uptime", args: "", help: "time since boot, ticks, context switches", run: uptime },
+];
+
+/// Runs the shell forever.
+pub fn run_shell() -> ! {
+    println!("type `help` for the commands");
+    let mut line = String::new();
+    loop {
+        print!("{PROMPT}");
+        read_line(&mut line);
+        execute(&line);
+    }
+}
+
+/// Runs one command line.
+pub fn execute(line: &str) {
+    let mut args = line.split_whitespace();
+    let Some(name) = args.next() else { return };
+    match COMMANDS.iter().find(|c| c.name == name) {
+        Some(c) => (c.run)(&mut args),
+        None => println!("unknown command `{name}`: type `help` for the list"),
+    }
+}
+
+fn read_byte() -> u8 {
+    loop {
+        if let Some(b) = console::read_byte() {
+            return b;
+        }
+        proc::idle_wait();
+    }
+}
+
+fn read_line(line: &mut String) {
+    line.clear();
+    loop {
+        match read_byte() {
+            b'\r' | b'\n' => {
+                println!();
+                return;
+            }
+            0x08 | 0x7f => {
+                if line.pop().is_some() {
+                    print!("\x08 \x08");
+                }
+            }
+            0x03 => {
+                println!("^C");
+                line.clear();
+                return;
+            }
+            b if (0x20..0x7f).contains(&b) && line.len() < MAX_LINE => {
+                line.push(b as char);
+                print!("{}", b as char);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn parse_u32(s: &str) -> Option<u32> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+fn help(_: &mut Args<'_>) {
+    for c in COMMANDS {
+        let usage = alloc::format!("{} {}", c.name, c.args);
+        println!("  {usage:<22} {}", c.help);
+    }
+}
+
+fn ls(_: &mut Args<'_>) {
+    for (name, image) in crate::programs::PROGRAMS {
+        println!("  {name:<10} {:>6} bytes", image.len());
+    }
+}
+
+fn ps(_: &mut Args<'_>) {
+    println!("  PID  PPID  STATE     ASID  TICKS  PAGES  NAME");
+    proc::with_table(|t| {
+        for p in t.processes() {
+            let asid = p.asid.map_or(String::from("-"), |a| alloc::format!("{}", a.get()));
+            let pages = p.vm().map_or(0, |v| v.resident_pages());
+            println!(
+                "  {:>3}  {:>4}  {:<8}  {:>4}  {:>5}  {:>5}  {}",
+                p.pid,
+                p.parent,
+                p.state.name(),
+                asid,
+                p.ticks,
+                pages,
+                p.name
+            );
+        }
+        println!("  {} processes; current: {}", t.live(), t.current().map_or(String::from("kernel"), |p| alloc::format!("pid {p}")));
+    });
+}
+
+fn run(args: &mut Args<'_>) {
+    let Some(name) = args.next() else {
+        return println!("usage: run <program> [arg]");
+    };
+    let arg = match args.next().map(parse_u32) {
+        None => 0,
+        Some(Some(a)) => a,
+        Some(None) => return println!("run: the argument must be a number"),
+    };
+    match proc::spawn(name, arg) {
+        Ok(pid) => println!("started {name} as pid {pid}"),
+        Err(e) => println!("run {name}: {e}"),
+    }
+}
+
+fn kill(args: &mut Args<'_>) {
+    match args.next().and_then(parse_u32) {
+        Some(pid) if proc::kill(pid) => println!("pid {pid} killed"),
+        Some(pid) => println!("kill: no live process with pid {pid}"),
+        None => println!("usage: kill <pid>"),
+    }
+}
+
+fn meminfo(_: &mut Args<'_>) {
+    vm::with_pmm(|p| {
+        println!(
+            "frames  : {} total, {} free, {} reserved, {} in use (4 KiB each)",
+            p.total_frames(),
+            p.free_frames(),
+            p.reserved_frames(),
+            p.allocated_frames()
+        );
+    });
+    println!(
+        "heap    : {} KiB mapped at {:#010x}..{:#010x}",
+        vm::heap_size() / 1024,
+        crate::mm::layout::HEAP_BASE.as_u32(),
+        vm::heap_top().as_u32()
+    );
+    vm::with_kernel_vm(|k, _| {
+        let bottom = k.window.mmio_bottom().as_u32();
+        let n = k.window.mmio_mappings().count();
+        println!(
+            "mmio    : {:#010x}..{:#010x}, {} mappings, {} KiB free between heap and MMIO",
+            bottom,
+            crate::mm::layout::MMIO_TOP.as_u32(),
+            n,
+            (bottom - vm::heap_top().as_u32()) / 1024
+        );
+    });
+    let (asids, generation) = {
+        let a = vm::ASIDS.lock();
+        (a.asids_in_use(), a.generation())
+    };
+    println!("asids   : {asids} of 255 in use, generation {generation}");
+    println!("cow     : {} frames shared copy-on-write", proc::shared_frames());
+    println!("procs   : {} live", proc::with_table(|t| t.live()));
+}
+
+fn access_str(a: Access, executable: bool) -> &'static str {
+    match (a, executable) {
+        (Access::KernelRead, false) => "k:r--",
+        (Access::KernelRead, true) => "k:r-x",
+        (Access::KernelReadWrite, _) => "k:rw-",
+        (Access::UserRead, false) => "u:r--",
+        (Access::UserRead, true) => "u:r-x",
+        (Access::UserReadWrite, _) => "u:rw-",
+    }
+}
+
+fn memory_str(m: MemoryType) -> &'static str {
+    match m {
+        MemoryType::NormalWriteBack => "WB",
+        MemoryType::NormalNonCacheable => "NC",
+        MemoryType::Device => "Device",
+        MemoryType::StronglyOrdered => "SO",
+        #[allow(unreachable_patterns)]
+        _ => "?",
+    }
+}
+
+fn flags_str(f: Option<MapFlags>) -> String {
+    let Some(f) = f else { return String::from("(other)") };
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "{} {}{}{}{}",
+        access_str(f.access, f.executable),
+        memory_str(f.memory),
+        if f.executable { "" } else { " XN" },
+        if f.pxn { " PXN" } else { "" },
+        if f.global { "" } else { " nG" }
+    );
+    s
+}
+
+fn print_mapping(m: Mapping) {
+    println!(
+        "  {:#010x}..{:#010x} -> {:#010x}  {:>7} KiB  {:?}  {}",
+        m.va.as_u32(),
+        m.va.as_u32() as u64 + m.len as u64,
+        m.pa.as_u32(),
+        m.len / 1024,
+        m.size,
+        flags_str(m.flags)
+    );
+}
+
+fn vmmap(args: &mut Args<'_>) {
+    let Some(arg) = args.next() else {
+        println!("kernel half (TTBR1):");
+        vm::with_kernel_vm(|k, _| k.space.for_each_mapping(print_mapping));
+        return;
+    };
+    let Some(pid) = parse_u32(arg) else {
+        return println!("usage: vmmap [pid]");
+    };
+    proc::with_table(|t| {
+        let Some(p) = t.get(pid as Pid) else {
+            return println!("vmmap: no process with pid {pid}");
+        };
+        let Some(space) = p.vm() else {
+            return println!("vmmap: pid {pid} has ended");
+        };
+        println!(
+            "pid {pid} ({}): L1 table at {:#010x}, ASID {}, {} pages resident",
+            p.name,
+            space.l1_phys().as_u32(),
+            p.asid.map_or(0, |a| a.get()),
+            space.resident_pages()
+        );
+        println!("regions:");
+        for r in space.regions() {
+            let perm = match r.perm {
+                Perm::R => "r--",
+                Perm::RW => "rw-",
+                Perm::RX => "r-x",
+            };
+            let kind = match r.kind {
+                RegionKind::Text => "text",
+                RegionKind::Data => "data",
+                RegionKind::Stack => "stack",
+                RegionKind::Anon => "anonymous",
+                RegionKind::Shared => "shared",
+                RegionKind::Guard => "guard",
+            };
+            let backing = match &r.backing {
+                Backing::Private => String::from("private"),
+                Backing::Shared(o) => alloc::format!("shared object, {} of {} pages", o.resident(), o.pages()),
+            };
+            println!(
+                "  {:#010x}..{:#010x}  {perm}  {kind:<9}  {backing}",
+                r.start.as_u32(),
+                r.start.as_u32() + r.len
+            );
+        }
+        println!("mappings (VA range -> PA, size, attributes):");
+        space.space().for_each_mapping(print_mapping);
+    });
+}
+
+fn kmap(_: &mut Args<'_>) {
+    vm::print_memory_map();
+}
+
+fn exits(_: &mut Args<'_>) {
+    proc::with_table(|t| {
+        for r in t.exits() {
+            println!("  pid {:>3} {:<8} {}", r.pid, r.name, r.status);
+        }
+    });
+}
+
+fn demo(args: &mut Args<'_>) {
+    let n = args.next().and_then(parse_u32).unwrap_or(5);
+    start_demo(n);
+}
+
+/// Starts two `demo` processes that print `n` lines each.
+pub fn start_demo(n: u32) {
+    for _ in 0..2 {
+        match proc::spawn("demo", n) {
+            Ok(pid) => println!("started demo as pid {pid}"),
+            Err(e) => println!("demo: {e}"),
+        }
+    }
+}
+
+fn uptime(_: &mut Args<'_>) {
+    let hz = crate::arch::arm::timer::frequency().unwrap_or(1).max(1);
+    let now = crate::arch::arm::timer::now();
+    let (ticks, switches) = proc::with_table(|t| (t.ticks, t.switches));
+    println!(
+        "up {}.{:03} s, {ticks} scheduler ticks, {switches} context switches, timer {hz} Hz",
+        now / u64::from(hz),
+        (now % u64::from(hz)) * 1000 / u64::from(hz)
+    );
+}
