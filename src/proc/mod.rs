@@ -21,7 +21,7 @@
 //! [`KernelFrames`]), never the other way round. None of them is held while user memory is read
 //! or written (a fault there re-enters the process layer).
 
-mod fault;
+pub mod fault;
 mod loader;
 pub mod syscall;
 pub mod uaccess;
@@ -263,7 +263,7 @@ pub fn init() {
 }
 
 mod sched;
-pub use sched::{idle_wait, wake_kernel};
+pub use sched::{idle_wait, kernel_sleep_ms, wake_kernel};
 
 /// Called for every exception taken from User mode.
 fn user_exception(frame: &mut TrapFrame, kind: ExceptionKind) {

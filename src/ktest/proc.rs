@@ -1,0 +1,185 @@
+//! Processes on the real MMU: each kind of bad access kills only the offender, demand-zero
+//! memory costs nothing until touched, fork shares frames copy-on-write, shared memory is
+//! shared, ASIDs roll over under live processes, and nothing leaks.
+
+use super::Entry;
+use crate::init::BootInfo;
+use crate::proc::fault::UserFaultKind;
+use crate::proc::{self, ExitStatus, KillReason, Pid};
+use crate::vm;
+
+pub const ENTRIES: &[Entry] = &[
+    Entry::Step("proc::init (scheduler, timer tick)", start),
+    Entry::Test("proc::hello_runs_and_exits_0", hello_runs),
+    Entry::Test("proc::preemption_lets_others_run_past_a_spinner", preemption),
+    Entry::Test("proc::reading_kernel_memory_kills_only_the_offender", fault_kernel_read),
+    Entry::Test("proc::touching_unmapped_memory_kills_only_the_offender", fault_unmapped),
+    Entry::Test("proc::writing_own_text_kills_only_the_offender", fault_text_write),
+    Entry::Test("proc::stack_overflow_into_guard_kills_only_the_offender", fault_stack),
+    Entry::Test("proc::page_0_is_never_mapped", fault_null),
+    Entry::Test("proc::undefined_instruction_kills_only_the_offender", fault_undefined),
+    Entry::Test("proc::executing_data_kills_only_the_offender", fault_exec_data),
+    Entry::Test("proc::bad_system_call_arguments_get_errors", bad_syscalls),
+    Entry::Test("proc::demand_zero_64_mib_costs_nothing_until_touched", demand_zero),
+    Entry::Test("proc::fork_is_copy_on_write", copy_on_write),
+    Entry::Test("proc::fork_and_wait_collect_every_child", fork_wait),
+    Entry::Test("proc::shared_memory_is_seen_by_both_processes", shared_memory),
+    Entry::Test("proc::asid_rollover_keeps_live_spaces_correct", asid_rollover),
+    Entry::Test("proc::kill_returns_every_frame", kill_returns_frames),
+    Entry::Test("proc::no_frame_leaks_after_many_processes", no_leaks),
+];
+
+fn start(_: &BootInfo) {
+    proc::init();
+}
+
+/// Runs `name` with `arg` to its end.
+fn run(name: &str, arg: u32) -> ExitStatus {
+    let pid = proc::spawn(name, arg).unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+    proc::wait(pid)
+}
+
+fn spawn(name: &str, arg: u32) -> Pid {
+    proc::spawn(name, arg).unwrap_or_else(|e| panic!("spawn {name}: {e}"))
+}
+
+fn hello_runs() {
+    assert_eq!(run("hello", 0), ExitStatus::Exited(0));
+}
+
+fn preemption() {
+    let spinner = spawn("spin", 0);
+    // `hello` sleeps between lines; it can only finish if the spinner is preempted.
+    assert_eq!(run("hello", 0), ExitStatus::Exited(0));
+    assert!(proc::kill(spinner));
+    assert_eq!(proc::wait(spinner), ExitStatus::Killed(KillReason::Killed));
+}
+
+/// Runs `fault <which>` next to `hello`: the first must be killed with `kind`, the second must
+/// end normally, and every frame must come back.
+fn fault_kills_only_offender(which: u32, kind: Option<UserFaultKind>) {
+    let free = vm::free_frames();
+    let bystander = spawn("hello", 0);
+    let status = run("fault", which);
+    match (status, kind) {
+        (ExitStatus::Killed(KillReason::Fault(f)), Some(k)) => assert_eq!(f.kind, k, "{f}"),
+        (ExitStatus::Killed(KillReason::Undefined { .. }), None) => {}
+        (s, _) => panic!("fault {which}: expected a kill, got {s}"),
+    }
+    assert_eq!(proc::wait(bystander), ExitStatus::Exited(0));
+    assert_eq!(vm::free_frames(), free, "frames lost");
+}
+
+fn fault_kernel_read() {
+    fault_kills_only_offender(1, Some(UserFaultKind::KernelMemory));
+}
+
+fn fault_unmapped() {
+    fault_kills_only_offender(2, Some(UserFaultKind::Unmapped));
+}
+
+fn fault_text_write() {
+    fault_kills_only_offender(3, Some(UserFaultKind::Protection));
+}
+
+fn fault_stack() {
+    fault_kills_only_offender(4, Some(UserFaultKind::StackOverflow));
+}
+
+fn fault_null() {
+    fault_kills_only_offender(5, Some(UserFaultKind::Unmapped));
+}
+
+fn fault_undefined() {
+    fault_kills_only_offender(6, None);
+}
+
+fn fault_exec_data() {
+    fault_kills_only_offender(7, Some(UserFaultKind::Protection));
+}
+
+fn bad_syscalls() {
+    assert_eq!(run("badcall", 0), ExitStatus::Exited(0));
+}
+
+fn demand_zero() {
+    let free = vm::free_frames();
+    // The program checks that its 64 MiB mmap costs no frame and that touched pages read 0.
+    assert_eq!(run("demand", 0), ExitStatus::Exited(0));
+    assert_eq!(vm::free_frames(), free);
+}
+
+fn copy_on_write() {
+    let free = vm::free_frames();
+    // The program counts shared frames before and after fork and after each side writes.
+    assert_eq!(run("cow", 0), ExitStatus::Exited(0));
+    assert_eq!(proc::shared_frames(), 0);
+    assert_eq!(vm::free_frames(), free);
+}
+
+fn fork_wait() {
+    assert_eq!(run("forktest", 0), ExitStatus::Exited(0));
+}
+
+fn shared_memory() {
+    let free = vm::free_frames();
+    let writer = spawn("shm", 1);
+    let reader = spawn("shm", 2);
+    assert_eq!(proc::wait(writer), ExitStatus::Exited(0));
+    assert_eq!(proc::wait(reader), ExitStatus::Exited(0));
+    assert_eq!(vm::free_frames(), free, "the shared object's frames are freed with it");
+}
+
+fn asid_rollover() {
+    let generation = vm::ASIDS.lock().generation();
+    // Three processes keep patterns in memory and check them while ASIDs roll over.
+    let keepers: alloc::vec::Vec<Pid> = (1..=3).map(|i| spawn("pattern", i)).collect();
+    for _ in 0..300 {
+        assert_eq!(run("true", 0), ExitStatus::Exited(0));
+    }
+    let after = vm::ASIDS.lock().generation();
+    assert!(after > generation, "300 address spaces must roll the ASIDs over");
+    for k in keepers {
+        assert!(proc::kill(k) || proc::exit_status(k).is_some());
+        let s = proc::wait(k);
+        assert!(
+            s == ExitStatus::Killed(KillReason::Killed) || s == ExitStatus::Exited(0),
+            "pattern process saw wrong memory: {s}"
+        );
+    }
+}
+
+fn kill_returns_frames() {
+    let free = vm::free_frames();
+    let pid = spawn("demand", 1); // arg 1: touches its 64 MiB then waits to be killed
+    crate::proc::kernel_sleep_ms(200);
+    assert!(vm::free_frames() < free, "it holds frames");
+    assert!(proc::kill(pid));
+    assert_eq!(proc::wait(pid), ExitStatus::Killed(KillReason::Killed));
+    assert_eq!(vm::free_frames(), free);
+    assert_eq!(vm::ASIDS.lock().asids_in_use(), 0, "its ASID is released");
+}
+
+fn mixed_round() {
+    for round in 0..4 {
+        assert_eq!(run("hello", 0), ExitStatus::Exited(0));
+        assert_eq!(run("cow", 0), ExitStatus::Exited(0));
+        assert_eq!(run("forktest", 0), ExitStatus::Exited(0));
+        assert!(matches!(run("fault", 1 + round % 7), ExitStatus::Killed(_)));
+        let s = spawn("spin", 0);
+        assert!(proc::kill(s));
+        proc::wait(s);
+    }
+}
+
+fn no_leaks() {
+    // One round first: the kernel heap grows to what the process table needs and keeps it.
+    mixed_round();
+    let free = vm::free_frames();
+    let heap = vm::heap_size();
+    mixed_round();
+    let grown = (vm::heap_size() - heap) / crate::mm::PAGE_SIZE;
+    assert_eq!(vm::free_frames() + grown, free, "frames lost");
+    assert_eq!(vm::ASIDS.lock().asids_in_use(), 0);
+    assert_eq!(proc::shared_frames(), 0);
+}
