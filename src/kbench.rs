@@ -104,7 +104,88 @@ pub fn run(_info: &BootInfo) -> ! {
         total / steps / (vm::HEAP_GROW_MIN / PAGE_SIZE),
     );
 
+    processes();
+
     println!("kbench: done");
     crate::console::flush();
     semihosting::exit(0)
+}
+
+/// Process costs: the address-space switch and fork measured here, the system call and the
+/// demand-zero fault end to end by the `bench` user program (it reads PMCCNTR itself).
+fn processes() {
+    use crate::mm::uvm::{Access, Backing, Perm, RegionKind};
+    use crate::proc::{self, KernelFrames, FRAME_REFS};
+
+    // 4 KiB zero fill alone, to set the demand-zero figure against.
+    vm::with_pmm(|p| {
+        let f = p.alloc_frame().unwrap();
+        // SAFETY: the direct map is live and the frame was just allocated.
+        let mut mem = unsafe { DirectMap::new() };
+        let n = pmu::measure(|| crate::mm::phys::PhysMem::zero_frame(&mut mem, f));
+        report("zero_fill_4k", n);
+        p.free_frame(f).unwrap();
+    });
+
+    // Address-space switch between two user spaces (ASID/TTBR0 sequence, no TLB flush).
+    let mut a = proc::new_space().unwrap();
+    let mut b = proc::new_space().unwrap();
+    let (mut ca, mut cb) = (crate::mm::asid::ContextId::NEW, crate::mm::asid::ContextId::NEW);
+    vm::enter_user(a.l1_phys(), &mut ca).unwrap();
+    vm::enter_user(b.l1_phys(), &mut cb).unwrap();
+    let total = pmu::measure(|| {
+        for _ in 0..ROUNDS / 2 {
+            vm::enter_user(a.l1_phys(), &mut ca).unwrap();
+            vm::enter_user(b.l1_phys(), &mut cb).unwrap();
+        }
+    });
+    report("address_space_switch", total / ROUNDS);
+    vm::leave_user();
+    a.set_asid(ca.asid().unwrap());
+    b.set_asid(cb.asid().unwrap());
+
+    // Fork of a space with 1 MiB touched.
+    let base = VirtAddr::new(0x2000_0000);
+    a.add_region(base, 1 << 20, Perm::RW, RegionKind::Anon, Backing::Private)
+        .unwrap();
+    {
+        let mut refs = FRAME_REFS.lock();
+        for i in 0..256 {
+            let va = VirtAddr::new(base.as_u32() + i * PAGE_SIZE);
+            a.handle_fault(va, Access::Write, &mut KernelFrames, &mut refs)
+                .unwrap();
+        }
+    }
+    let mut child = None;
+    let n = pmu::measure(|| {
+        // SAFETY: the direct map is live; the child only uses frames it owns.
+        let mem = unsafe { DirectMap::new() };
+        child = Some(
+            a.fork(
+                crate::mm::Asid::KERNEL,
+                mem,
+                CpuTlb,
+                &mut KernelFrames,
+                &mut FRAME_REFS.lock(),
+            )
+            .unwrap(),
+        );
+    });
+    report("fork_1mib_touched", n);
+    let mut refs = FRAME_REFS.lock();
+    child.unwrap().destroy(&mut KernelFrames, &mut refs).unwrap();
+    a.destroy(&mut KernelFrames, &mut refs).unwrap();
+    b.destroy(&mut KernelFrames, &mut refs).unwrap();
+    drop(refs);
+    for ctx in [&mut ca, &mut cb] {
+        vm::ASIDS.lock().release(ctx).unwrap();
+    }
+
+    // The user program: system call round trip, demand-zero fault, yield.
+    proc::init();
+    // SAFETY: PMUSERENR.EN = 1 lets User mode read PMCCNTR (benchmark builds only).
+    unsafe { core::arch::asm!("mcr p15, 0, {}, c9, c14, 0", in(reg) 1u32, options(nostack)) };
+    let pid = proc::spawn("bench", 0).unwrap();
+    let status = proc::wait(pid);
+    println!("bench program: {status}");
 }

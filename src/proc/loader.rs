@@ -50,7 +50,7 @@ impl From<UvmError> for SpawnError {
 const USER_CPSR: u32 = mode::USR | 1 << 6;
 
 /// A new user address space (its ASID comes when it first runs).
-pub(super) fn new_space() -> Result<UserSpace, UvmError> {
+pub fn new_space() -> Result<UserSpace, UvmError> {
     // SAFETY: the direct map is live after vm2_start and the space only hands it frames it
     // owns.
     let mem = unsafe { DirectMap::new() };

@@ -40,7 +40,7 @@ use alloc::sync::Weak;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-pub use loader::SpawnError;
+pub use loader::{new_space, SpawnError};
 
 /// A process id. 0 is the kernel task.
 pub type Pid = u32;

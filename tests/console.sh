@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Boots the normal kernel in QEMU raspi2b, types commands into its UART shell through a pipe and
+# checks the replies.
+#
+#   tests/console.sh <kernel.elf> <log>
+set -u
+elf=$1 log=$2
+mkdir -p "$(dirname "$log")"
+: >"$log"
+dir=$(mktemp -d)
+fifo=$dir/serial-in
+mkfifo "$fifo"
+qemu-system-arm -M raspi2b -m 1G -display none -no-reboot -monitor none -serial stdio \
+  -kernel "$elf" <"$fifo" >"$log" 2>&1 &
+qemu=$!
+exec 3>"$fifo"
+failed=0 passed=0
+cleanup() { exec 3>&-; kill "$qemu" 2>/dev/null; wait "$qemu" 2>/dev/null; rm -rf "$dir"; }
+trap cleanup EXIT
+
+mark=0
+# expect <what> <pattern> [timeout]: waits until <pattern> (grep -E) shows up after the mark.
+expect() {
+  local what=$1 pattern=$2 limit=${3:-20} i
+  for ((i = 0; i < limit * 10; i++)); do
+    if tail -c +"$((mark + 1))" "$log" | grep -qE -- "$pattern"; then
+      echo "console: ok   $what"
+      passed=$((passed + 1))
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "console: FAIL $what (no /$pattern/ within ${limit}s)"
+  failed=$((failed + 1))
+  return 1
+}
+# send <line>: types a line (after marking where its reply starts).
+send() {
+  mark=$(stat -c %s "$log")
+  printf '%s\r' "$1" >&3
+}
+# reply: the output since the last send.
+reply() { tail -c +"$((mark + 1))" "$log"; }
+
+expect "boot reaches the shell" 'pi2> ' 60
+expect "demo processes print pid and ASID" '\[pid 1 asid [0-9]+\].*' 20
+expect "second demo process interleaves" '\[pid 2 asid [0-9]+\]' 20
+send "help";                 expect "help lists the commands" 'vmmap \[pid\]'
+send "ls";                   expect "ls lists the programs" 'hello +[0-9]+ bytes'
+send "meminfo";              expect "meminfo: frames" 'frames +: [0-9]+ total, [0-9]+ free, [0-9]+ reserved'
+                             expect "meminfo: heap, MMIO, ASIDs" 'asids +: [0-9]+ of 255 in use'
+send "frobnicate";           expect "unknown command is reported" 'unknown command `frobnicate`'
+send "run nosuch";           expect "unknown program is reported" 'run nosuch: no such program'
+send "kill 999";             expect "kill of a missing pid is reported" 'no live process with pid 999'
+send "run spin";             expect "run starts a program" 'started spin as pid [0-9]+'
+spin=$(reply | grep -oE 'started spin as pid [0-9]+' | grep -oE '[0-9]+$')
+send "ps";                   expect "ps shows the spinner running" "^ +${spin:-x} +0 +(running|ready) .* spin"
+send "vmmap ${spin:-0}";     expect "vmmap shows the regions" 'r-x +text'
+                             expect "vmmap shows mappings with attributes" '-> 0x[0-9a-f]{8} .*u:r-x WB PXN nG'
+send "run hello";            expect "hello runs beside the spinner" 'hello from pid [0-9]+ \(asid [0-9]+\)'
+                             expect "hello ends" 'exited with code 0' 20
+send "run fault 1";          expect "a faulting process is killed with a report" 'killed: access to kernel memory: read at 0x80008000, pc=0x'
+send "kill ${spin:-0}";      expect "kill ends the spinner" "pid ${spin:-x} killed"
+send "exits";                expect "exits lists the ends" 'spin +killed: by request'
+send "meminfo";              expect "no processes left" 'procs +: 0 live'
+send "vmmap";                expect "vmmap without pid shows the kernel half" 'kernel half'
+send "uptime";               expect "uptime" 'context switches'
+
+echo "console: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
