@@ -24,7 +24,7 @@ pub mod ktest;
 #[cfg(target_os = "none")]
 pub mod vm;
 
-#[cfg(target_os = "none")]
+// The kernel heap on the target, std's allocator on the host (`mm::uvm` needs it on both).
 extern crate alloc;
 
 #[cfg(target_os = "none")]
