@@ -28,7 +28,7 @@ pub mod shell;
 #[cfg(target_os = "none")]
 pub mod vm;
 
-#[cfg(target_os = "none")]
+// The kernel heap on the target, std's allocator on the host (`mm::uvm` needs it on both).
 extern crate alloc;
 
 #[cfg(target_os = "none")]

@@ -13,6 +13,7 @@ pub mod layout;
 pub mod phys;
 pub mod pmm;
 pub mod tlb;
+pub mod uvm;
 pub mod vas;
 pub mod window;
 
@@ -20,5 +21,6 @@ pub use addr::{Frame, Page, PhysAddr, VirtAddr, PAGE_SIZE};
 pub use desc::{Access, MapFlags, MemoryType};
 pub use frame::{FrameAllocator, PmmError};
 pub use tlb::{Asid, Tlb};
+pub use uvm::{FrameRefs, SharedObject, UserVm, UvmError};
 pub use vas::{AddressSpace, MapError};
 pub use window::{KernelWindow, WindowError};

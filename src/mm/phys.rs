@@ -30,6 +30,39 @@ pub trait PhysMem {
             pa = PhysAddr::new(pa.as_u32() + 4);
         }
     }
+    /// Writes `data` at `pa` (any alignment), by word writes (read-modify-write at the ends).
+    /// For data frames, not descriptors.
+    fn write_bytes(&mut self, pa: PhysAddr, data: &[u8]) {
+        let mut addr = pa.as_u32();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let word = PhysAddr::new(addr & !3);
+            let offset = (addr & 3) as usize;
+            let n = (4 - offset).min(rest.len());
+            let mut bytes = if offset == 0 && n == 4 {
+                [0; 4]
+            } else {
+                self.read_u32(word).to_le_bytes()
+            };
+            bytes[offset..offset + n].copy_from_slice(&rest[..n]);
+            self.write_u32(word, u32::from_le_bytes(bytes));
+            rest = &rest[n..];
+            addr += n as u32;
+        }
+    }
+    /// Reads `buf.len()` bytes at `pa` (any alignment) into `buf`.
+    fn read_bytes(&self, pa: PhysAddr, buf: &mut [u8]) {
+        let mut addr = pa.as_u32();
+        let mut filled = 0;
+        while filled < buf.len() {
+            let offset = (addr & 3) as usize;
+            let n = (4 - offset).min(buf.len() - filled);
+            let bytes = self.read_u32(PhysAddr::new(addr & !3)).to_le_bytes();
+            buf[filled..filled + n].copy_from_slice(&bytes[offset..offset + n]);
+            filled += n;
+            addr += n as u32;
+        }
+    }
     /// Copies the 4 KiB of `src` to `dst`.
     fn copy_frame(&mut self, dst: Frame, src: Frame) {
         for i in 0..PAGE_SIZE / 4 {
@@ -342,6 +375,23 @@ mod host {
             ram.write_u16(PhysAddr::new(0x12), 0xabcd);
             assert_eq!(ram.read_u32(PhysAddr::new(0x10)), 0xabcd_1234);
             assert_eq!(ram.read_u16(PhysAddr::new(0x12)), 0xabcd);
+        }
+
+        #[test]
+        fn byte_writes_and_reads_at_any_alignment_keep_the_neighbours() {
+            let mut ram = HostRam::new(0x1000);
+            ram.write_u32(PhysAddr::new(0x10), 0x4433_2211);
+            ram.write_u32(PhysAddr::new(0x14), 0x8877_6655);
+            ram.write_u32(PhysAddr::new(0x18), 0xccbb_aa99);
+            ram.write_bytes(PhysAddr::new(0x13), &[1, 2, 3, 4, 5, 6]);
+            assert_eq!(ram.read_u32(PhysAddr::new(0x10)), 0x0133_2211);
+            assert_eq!(ram.read_u32(PhysAddr::new(0x14)), 0x0504_0302);
+            assert_eq!(ram.read_u32(PhysAddr::new(0x18)), 0xccbb_aa06);
+            let mut buf = [0u8; 7];
+            ram.read_bytes(PhysAddr::new(0x12), &mut buf);
+            assert_eq!(buf, [0x33, 1, 2, 3, 4, 5, 6]);
+            ram.write_bytes(PhysAddr::new(0x11), &[]);
+            ram.read_bytes(PhysAddr::new(0x11), &mut []);
         }
 
         #[test]

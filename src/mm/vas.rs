@@ -277,9 +277,34 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
         self.asid
     }
 
+    /// Gives a user space a new ASID, after an ASID rollover handed it one: only the tag used by
+    /// later TLB maintenance changes, the tables stay as they are (non-global entries carry no
+    /// ASID; the TLB tags them with the current ASID when it caches them).
+    ///
+    /// The caller must have made sure no TLB entry of the old tag survives that could be mixed
+    /// up with the new one, as a rollover requires anyway (the whole TLB is invalidated before an
+    /// ASID of the previous generation is handed out again). Returns `false`, changing nothing,
+    /// for the kernel space, which has no ASID.
+    pub fn set_asid(&mut self, asid: Asid) -> bool {
+        match &mut self.asid {
+            Some(a) => {
+                *a = asid;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The physical-memory handle.
     pub fn mem(&self) -> &M {
         &self.mem
+    }
+
+    /// The physical-memory handle, to fill data frames (zero, copy, load) before or while they
+    /// are mapped. Writing a translation table through it bypasses the TLB maintenance of this
+    /// type and breaks the space.
+    pub fn mem_mut(&mut self) -> &mut M {
+        &mut self.mem
     }
 
     /// The TLB handle.
@@ -675,6 +700,57 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
             }
             _ => None,
         }
+    }
+
+    /// The first mapped address in `[from, end)` (both rounded down to 4 KiB) and its
+    /// translation, skipping empty L1 slots whole: for a page, its start; for a section, `from`
+    /// or the section's start, whichever is higher. `None` when nothing there is mapped. Calling
+    /// it again from just past the answer walks the mappings of a range in address order.
+    pub fn next_mapped(&self, from: VirtAddr, end: VirtAddr) -> Option<(VirtAddr, Translation)> {
+        let mut v = from.align_down(PAGE_SIZE).as_u32();
+        let end = end.align_down(PAGE_SIZE).as_u32();
+        while v < end {
+            let va = VirtAddr::new(v);
+            let slot = va.l1_index();
+            if slot < self.first_slot {
+                v = (self.first_slot as u32) << 20;
+                continue;
+            }
+            if slot >= self.end_slot {
+                return None;
+            }
+            // First address of the next slot (saturating at 4 GiB for the last one).
+            let next_slot = ((slot as u32) << 20).checked_add(SECTION_SIZE);
+            match self.l1_entry(slot) {
+                L1Entry::Section(s) => {
+                    let t = Translation {
+                        pa: PhysAddr::new(s.base().as_u32() | (v & (SECTION_SIZE - 1))),
+                        size: MapSize::Section,
+                        flags: s.flags(),
+                    };
+                    return Some((va, t));
+                }
+                L1Entry::Table(t) => {
+                    let slot_end = next_slot.map_or(end, |n| n.min(end));
+                    while v < slot_end {
+                        let va = VirtAddr::new(v);
+                        let l2_pa = PhysAddr::new(t.base().as_u32() + 4 * va.l2_index() as u32);
+                        if let L2Entry::SmallPage(p) = L2Entry::decode(self.mem.read_u32(l2_pa)) {
+                            let tr = Translation {
+                                pa: p.base(),
+                                size: MapSize::Page,
+                                flags: p.flags(t.pxn()),
+                            };
+                            return Some((va, tr));
+                        }
+                        v += PAGE_SIZE;
+                    }
+                }
+                _ => {}
+            }
+            v = next_slot?;
+        }
+        None
     }
 
     /// Calls `f` for every run of mappings, in address order. A run is a maximal sequence of
@@ -1173,6 +1249,95 @@ mod tests {
         );
         assert_eq!(r.tlb.pending_invalidations(), 0);
         assert_eq!(r.tlb.unpublished_words(), 0);
+    }
+
+    #[test]
+    fn next_mapped_walks_a_range_skipping_empty_slots() {
+        let mut r = Rig::new();
+        let mut u = r.user(A1);
+        for va in [0x1000, 0x2000, 0x30_5000, 0x30_f000] {
+            u.map_page(
+                page(va),
+                frame(0x7_0000 + va % 0x10_0000),
+                MapFlags::USER_DATA,
+                &mut r.alloc,
+            )
+            .unwrap();
+        }
+        u.map_section(
+            VirtAddr::new(0x50_0000),
+            PhysAddr::new(0x20_0000),
+            MapFlags::USER_RODATA,
+        )
+        .unwrap();
+        let walk = |from: u32, end: u32| {
+            let mut found = Vec::new();
+            let mut v = VirtAddr::new(from);
+            while let Some((va, t)) = u.next_mapped(v, VirtAddr::new(end)) {
+                found.push((va.as_u32(), t.pa.as_u32(), t.size));
+                v = VirtAddr::new(va.as_u32() + PAGE_SIZE);
+            }
+            found
+        };
+        assert_eq!(
+            walk(0, 0x8000_0000)[..4],
+            [
+                (0x1000, 0x7_1000, MapSize::Page),
+                (0x2000, 0x7_2000, MapSize::Page),
+                (0x30_5000, 0x7_5000, MapSize::Page),
+                (0x30_f000, 0x7_f000, MapSize::Page),
+            ]
+        );
+        assert_eq!(
+            walk(0x1fff, 0x30_5000).len(),
+            2,
+            "rounded down; end exclusive"
+        );
+        assert_eq!(walk(0x2001, 0x30_5fff), [(0x2000, 0x7_2000, MapSize::Page)]);
+        assert_eq!(
+            walk(0x50_3000, 0x50_5000),
+            [
+                (0x50_3000, 0x20_3000, MapSize::Section),
+                (0x50_4000, 0x20_4000, MapSize::Section)
+            ]
+        );
+        assert!(walk(0x3000, 0x30_5000).is_empty());
+        assert!(
+            walk(0x8000_0000, 0xffff_f000).is_empty(),
+            "outside the space"
+        );
+        let k = r.kernel();
+        assert!(k
+            .next_mapped(VirtAddr::new(0), VirtAddr::new(0xC000_0000))
+            .is_none());
+    }
+
+    #[test]
+    fn a_user_space_takes_a_new_asid_for_later_maintenance() {
+        let mut r = Rig::new();
+        let mut u = r.user(A1);
+        let mut k = r.kernel();
+        assert!(!k.set_asid(A2), "the kernel space has no ASID");
+        assert_eq!(k.asid(), None);
+        u.map_page(
+            page(0x5000),
+            frame(0x7_0000),
+            MapFlags::USER_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        // A rollover flushes everything; the space then runs as A2.
+        r.tlb.invalidate_all();
+        r.tlb.sync();
+        assert!(u.set_asid(A2));
+        assert_eq!(u.asid(), Some(A2));
+        assert_eq!(r.mmu_pa(&u, 0x5000), Some(0x7_0000));
+        u.remap_page(page(0x5000), frame(0x7_1000), MapFlags::USER_DATA)
+            .unwrap();
+        assert_eq!(r.mmu_pa(&u, 0x5000), Some(0x7_1000), "invalidated under A2");
+        assert!(r.tlb.violations().is_empty());
+        u.mem_mut().write_u32(PhysAddr::new(0x7_1000), 5);
+        assert_eq!(u.mem().read_u32(PhysAddr::new(0x7_1000)), 5);
     }
 
     #[test]

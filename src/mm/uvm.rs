@@ -1,0 +1,2037 @@
+//! User-space memory: a process's address space as a set of regions backed by memory objects.
+//!
+//! The model follows Mach's and Phoenix-RTOS's memory objects. A [`UserVm`] owns one user
+//! [`AddressSpace`] (TTBR0, `0..2 GiB`, non-global entries tagged with its ASID, PXN) and a map
+//! of [`Region`]s. A region says what *may* be there; the translation tables say what *is*
+//! there. Nothing is mapped when a region is added: pages come into being on first access,
+//! through [`UserVm::handle_fault`], or eagerly through [`UserVm::populate`] (the ELF loader).
+//!
+//! * A **private** region is anonymous memory: a page is a zeroed frame on first access, owned by
+//!   the space. [`UserVm::fork`] shares every mapped private page between parent and child,
+//!   read-only in both; the first write copies it (copy on write), or, when the other owners are
+//!   gone by then, makes it writable in place.
+//! * A **shared** region maps a [`SharedObject`]: its pages are allocated (zeroed) on first
+//!   access by any space and then shared by every space mapping that page, writes included. The
+//!   object owns them, and gives them back when the last reference to it goes.
+//! * A **guard** region reserves addresses that must never be mapped (below a stack).
+//!
+//! # Ownership of frames
+//!
+//! A mapped private frame has one owner (the space that maps it) unless it is shared copy on
+//! write after a fork: then [`FrameRefs`], one table for all spaces, counts its owners. A frame
+//! is returned to the allocator when its last owner unmaps it. Frames of shared objects are not
+//! counted there: the object owns them.
+//!
+//! The frame allocator and the `FrameRefs` are the caller's (the kernel keeps them under
+//! locks) and are passed to each call; nothing here is global. Every frame handed to user space
+//! is zeroed or completely overwritten before it is mapped, so no data leaks between processes.
+//!
+//! Errors are values, and a refused call changes nothing (the rare exception, an inconsistency
+//! reported by the table code as [`UvmError::Map`] or [`FaultError::Map`], means a broken
+//! invariant).
+//!
+//! # Caches
+//!
+//! Data written through [`PhysMem`] (the direct map on the target) and read through a user
+//! mapping meet in the same data cache (both Normal write-back), so nothing is needed for data.
+//! Instructions are another matter: after [`UserVm::populate`] writes into an executable region,
+//! the caller must make them visible to instruction fetch (clean the data cache to the point of
+//! unification, invalidate the instruction cache; ARM ARM B2.2.9) before the process runs them.
+
+use super::addr::{Frame, Page, VirtAddr, PAGE_SIZE};
+use super::desc::MapFlags;
+use super::frame::{FrameAllocator, PmmError};
+use super::phys::PhysMem;
+use super::tlb::{Asid, Tlb};
+use super::vas::{AddressSpace, MapError};
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// The lowest address a region may start at: page 0 stays unmapped, so that null pointers fault.
+pub const USER_START: VirtAddr = VirtAddr::new(0x1000);
+/// The end (exclusive) of user space: TTBR0 translates `0..2 GiB`.
+pub const USER_END: VirtAddr = VirtAddr::new(0x8000_0000);
+
+// ----- permissions, kinds, backings -----------------------------------------------------------
+
+/// What user code may do with a region. Never writable and executable together (W^X).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Perm {
+    /// Read only (constant data).
+    R,
+    /// Read and write (data, heap, stack).
+    RW,
+    /// Read and execute (text).
+    RX,
+}
+
+impl Perm {
+    /// The attributes a page of such a region is mapped with: [`MapFlags::USER_RODATA`],
+    /// [`MapFlags::USER_DATA`] or [`MapFlags::USER_TEXT`].
+    pub const fn flags(self) -> MapFlags {
+        match self {
+            Self::R => MapFlags::USER_RODATA,
+            Self::RW => MapFlags::USER_DATA,
+            Self::RX => MapFlags::USER_TEXT,
+        }
+    }
+
+    /// The attributes of a page shared copy on write: like [`Perm::flags`], read-only for `RW`.
+    const fn cow_flags(self) -> MapFlags {
+        match self {
+            Self::RW => MapFlags::USER_RODATA,
+            p => p.flags(),
+        }
+    }
+
+    /// Whether the permission allows `access`.
+    pub const fn allows(self, access: Access) -> bool {
+        matches!(
+            (self, access),
+            (_, Access::Read) | (Self::RW, Access::Write) | (Self::RX, Access::Execute)
+        )
+    }
+}
+
+impl fmt::Display for Perm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Self::R => "r--",
+            Self::RW => "rw-",
+            Self::RX => "r-x",
+        })
+    }
+}
+
+/// What a region is for: shown in memory maps and fault reports; only `Guard` changes behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RegionKind {
+    /// Program text.
+    Text,
+    /// Program data and bss.
+    Data,
+    /// A thread's stack.
+    Stack,
+    /// Anonymous memory (heap, `mmap`).
+    Anon,
+    /// A shared memory object.
+    Shared,
+    /// Addresses that must stay unmapped (below a stack): every access is a [`FaultError::Guard`].
+    Guard,
+}
+
+impl fmt::Display for RegionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Self::Text => "text",
+            Self::Data => "data",
+            Self::Stack => "stack",
+            Self::Anon => "anon",
+            Self::Shared => "shared",
+            Self::Guard => "guard",
+        })
+    }
+}
+
+/// Where the pages of a region come from.
+#[derive(Debug, Clone)]
+pub enum Backing {
+    /// Anonymous memory of this space: demand-zero, copy on write after a fork.
+    Private,
+    /// Pages of a shared object, shared with every space that maps them.
+    Shared(Arc<SharedObject>),
+}
+
+/// A memory object whose pages several address spaces may map: allocated zeroed on first access,
+/// freed when the last reference to the object goes.
+///
+/// Regions hold strong references; a registry of named objects should hold [`alloc::sync::Weak`]
+/// ones, so that the object goes with its last mapping. Whoever holds a strong reference outside
+/// a region must give it up with [`SharedObject::release`], which frees the pages when it is the
+/// last one (dropping it instead would leak them: dropping has no frame allocator).
+pub struct SharedObject {
+    pages: u32,
+    frames: spin::Mutex<BTreeMap<u32, Frame>>,
+}
+
+impl SharedObject {
+    /// A new object of `pages` pages, none of them allocated yet.
+    pub fn new(pages: u32) -> Arc<Self> {
+        Arc::new(Self {
+            pages,
+            frames: spin::Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Its size in pages.
+    pub fn pages(&self) -> u32 {
+        self.pages
+    }
+
+    /// How many of its pages have a frame.
+    pub fn resident(&self) -> u32 {
+        self.frames.lock().len() as u32
+    }
+
+    /// Gives up the reference `this`. When it was the last one, the object's frames go back to
+    /// `alloc` and `true` is returned.
+    pub fn release<A: FrameAllocator>(this: Arc<Self>, alloc: &mut A) -> Result<bool, UvmError> {
+        match Arc::into_inner(this) {
+            Some(object) => {
+                let mut result = Ok(true);
+                for frame in object.frames.into_inner().into_values() {
+                    if let Err(e) = alloc.free_frame(frame) {
+                        note(&mut result, e.into());
+                    }
+                }
+                result
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+impl fmt::Debug for SharedObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedObject")
+            .field("pages", &self.pages)
+            .field("resident", &self.resident())
+            .finish()
+    }
+}
+
+/// Owner counts of the frames shared copy on write between address spaces.
+///
+/// Only frames with more than one owner are recorded: a private frame not in the table has a
+/// single owner, the space that maps it. One table serves all spaces (a fork shares frames
+/// between two of them, and a child may outlive its parent).
+#[derive(Debug, Default)]
+pub struct FrameRefs {
+    counts: BTreeMap<Frame, u32>,
+}
+
+impl FrameRefs {
+    /// An empty table.
+    pub const fn new() -> Self {
+        Self {
+            counts: BTreeMap::new(),
+        }
+    }
+
+    /// Number of frames with more than one owner.
+    pub fn shared_frames(&self) -> u32 {
+        self.counts.len() as u32
+    }
+
+    /// Number of owners of `frame`: its count when shared, otherwise 1 (a frame the table does
+    /// not know has a single owner, or is no user frame at all).
+    pub fn count(&self, frame: Frame) -> u32 {
+        self.counts.get(&frame).copied().unwrap_or(1)
+    }
+
+    /// One more owner of `frame`.
+    fn share(&mut self, frame: Frame) {
+        *self.counts.entry(frame).or_insert(1) += 1;
+    }
+
+    /// One owner fewer; `true` when that was the last one (the frame is free to go).
+    fn release(&mut self, frame: Frame) -> bool {
+        match self.counts.get_mut(&frame) {
+            None => true,
+            Some(n) if *n <= 2 => {
+                self.counts.remove(&frame);
+                false
+            }
+            Some(n) => {
+                *n -= 1;
+                false
+            }
+        }
+    }
+}
+
+/// A range of user addresses and what may be there.
+#[derive(Debug, Clone)]
+pub struct Region {
+    /// First address (page aligned).
+    pub start: VirtAddr,
+    /// Length in bytes (a multiple of the page size, not zero).
+    pub len: u32,
+    /// What user code may do there.
+    pub perm: Perm,
+    /// What it is for.
+    pub kind: RegionKind,
+    /// Where its pages come from.
+    pub backing: Backing,
+    /// For a shared region, the object page its first page maps (0 unless the region was
+    /// added at an offset or is what remains of a split); 0 for private regions.
+    pub offset: u32,
+}
+
+impl Region {
+    /// The first address past the region (at most 2 GiB).
+    pub fn end(&self) -> VirtAddr {
+        VirtAddr::new(self.start.as_u32() + self.len)
+    }
+
+    /// Whether `va` lies in the region.
+    pub fn contains(&self, va: VirtAddr) -> bool {
+        va >= self.start && va < self.end()
+    }
+
+    /// Its length in pages.
+    pub fn pages(&self) -> u32 {
+        self.len / PAGE_SIZE
+    }
+
+    /// The object page that `page` of the region maps (shared regions).
+    fn object_page(&self, page: Page) -> u32 {
+        self.offset + (page.start().as_u32() - self.start.as_u32()) / PAGE_SIZE
+    }
+}
+
+impl fmt::Display for Region {
+    /// One line of a memory map: `00400000-00402000 r-x text private`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:08x}-{:08x} {} {:<6} ",
+            self.start.as_u32(),
+            self.end().as_u32(),
+            self.perm,
+            self.kind
+        )?;
+        match &self.backing {
+            Backing::Private => f.write_str("private"),
+            Backing::Shared(o) => write!(
+                f,
+                "shared @{} ({}/{} pages resident)",
+                self.offset,
+                o.resident(),
+                o.pages()
+            ),
+        }
+    }
+}
+
+// ----- faults and errors ----------------------------------------------------------------------
+
+/// The kind of access that faulted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// A load.
+    Read,
+    /// A store.
+    Write,
+    /// An instruction fetch.
+    Execute,
+}
+
+/// Why a fault could not be resolved: the process gets a signal (or dies). Nothing was changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultError {
+    /// No region covers the address.
+    NoRegion,
+    /// The address lies in a guard region (a stack overflow, most likely).
+    Guard,
+    /// The region forbids the access: a write to a read-only or executable region, or an
+    /// instruction fetch outside an executable one.
+    Protection,
+    /// No frame for the page or for an L2 table.
+    OutOfMemory,
+    /// The translation tables refused an operation they should have accepted (a broken
+    /// invariant).
+    Map(MapError),
+}
+
+impl From<MapError> for FaultError {
+    fn from(e: MapError) -> Self {
+        match e {
+            MapError::OutOfMemory => Self::OutOfMemory,
+            e => Self::Map(e),
+        }
+    }
+}
+
+impl fmt::Display for FaultError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoRegion => f.write_str("no region at this address"),
+            Self::Guard => f.write_str("access to a guard page"),
+            Self::Protection => f.write_str("access not allowed by the region"),
+            Self::OutOfMemory => f.write_str("out of memory"),
+            Self::Map(e) => write!(f, "translation tables: {e}"),
+        }
+    }
+}
+
+/// How a fault was resolved: the faulting instruction may be restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved {
+    /// A private page got its first frame, zeroed.
+    DemandZero,
+    /// A write to a private page shared after a fork: the page now has its own copy.
+    CopyOnWrite,
+    /// A write to a private page that had been shared after a fork but whose other owners are
+    /// gone: made writable in place, no copy.
+    Reclaimed,
+    /// A page of a shared object was mapped (allocated zeroed if it was the first access).
+    SharedPage,
+    /// The page already allowed the access (another thread resolved the fault first, or a
+    /// stale TLB entry): nothing to do.
+    AlreadyMapped,
+}
+
+/// Why a [`UserVm`] operation was refused. A refused call changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UvmError {
+    /// The translation tables refused an operation (a broken invariant; `OutOfMemory` is
+    /// reported as [`UvmError::OutOfMemory`]).
+    Map(MapError),
+    /// The range overlaps an existing region.
+    Overlap,
+    /// The range touches page 0, reaches past 2 GiB or wraps.
+    OutsideUser,
+    /// An address or length is not page aligned.
+    Unaligned,
+    /// A length of zero.
+    ZeroSize,
+    /// No (suitable) region there.
+    NotFound,
+    /// No frame for a page or a table.
+    OutOfMemory,
+    /// The length does not fit: past the end of the region, or of the shared object.
+    BadLength,
+}
+
+impl From<MapError> for UvmError {
+    fn from(e: MapError) -> Self {
+        match e {
+            MapError::OutOfMemory => Self::OutOfMemory,
+            e => Self::Map(e),
+        }
+    }
+}
+
+impl From<PmmError> for UvmError {
+    fn from(e: PmmError) -> Self {
+        MapError::from(e).into()
+    }
+}
+
+impl fmt::Display for UvmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Map(e) => write!(f, "translation tables: {e}"),
+            Self::Overlap => f.write_str("overlaps a region"),
+            Self::OutsideUser => f.write_str("outside user space"),
+            Self::Unaligned => f.write_str("not page aligned"),
+            Self::ZeroSize => f.write_str("zero length"),
+            Self::NotFound => f.write_str("no such region"),
+            Self::OutOfMemory => f.write_str("out of memory"),
+            Self::BadLength => f.write_str("length past the end of the region or object"),
+        }
+    }
+}
+
+// ----- the user address space -----------------------------------------------------------------
+
+/// The memory of one process: its address space and its regions.
+///
+/// Must be torn down with [`UserVm::destroy`]: dropping it leaks its frames.
+pub struct UserVm<M: PhysMem, T: Tlb> {
+    space: AddressSpace<M, T>,
+    /// Regions by start address; they never overlap.
+    regions: BTreeMap<u32, Region>,
+    /// Number of mapped pages.
+    resident: u32,
+}
+
+/// The region of `regions` that contains `va`.
+#[inline]
+fn lookup(regions: &BTreeMap<u32, Region>, va: VirtAddr) -> Option<&Region> {
+    regions
+        .range(..=va.as_u32())
+        .next_back()
+        .map(|(_, r)| r)
+        .filter(|r| r.contains(va))
+}
+
+/// Records `e` in `result` unless an earlier error is there.
+fn note<T>(result: &mut Result<T, UvmError>, e: UvmError) {
+    if result.is_ok() {
+        *result = Err(e);
+    }
+}
+
+/// `page + 1` (the next page start; user pages never wrap).
+#[inline]
+fn next_page(va: VirtAddr) -> VirtAddr {
+    VirtAddr::new(va.as_u32() + PAGE_SIZE)
+}
+
+impl<M: PhysMem, T: Tlb> UserVm<M, T> {
+    /// A new, empty user space tagged with `asid`.
+    pub fn new<A: FrameAllocator>(
+        mem: M,
+        tlb: T,
+        asid: Asid,
+        alloc: &mut A,
+    ) -> Result<Self, UvmError> {
+        Ok(Self {
+            space: AddressSpace::new_user(mem, tlb, asid, alloc)?,
+            regions: BTreeMap::new(),
+            resident: 0,
+        })
+    }
+
+    /// Gives the space a new ASID after an ASID rollover; the caller must have invalidated the
+    /// old tag's TLB entries, as a rollover does (see [`AddressSpace::set_asid`]).
+    pub fn set_asid(&mut self, asid: Asid) {
+        self.space.set_asid(asid);
+    }
+
+    /// The translation tables.
+    pub fn space(&self) -> &AddressSpace<M, T> {
+        &self.space
+    }
+
+    /// Physical address of the L1 table, for TTBR0.
+    pub fn l1_phys(&self) -> super::addr::PhysAddr {
+        self.space.l1_phys()
+    }
+
+    /// The ASID the space's entries are tagged with.
+    pub fn asid(&self) -> Asid {
+        // A user space always has one.
+        self.space.asid().unwrap_or(Asid::KERNEL)
+    }
+
+    /// The regions, by address.
+    pub fn regions(&self) -> impl Iterator<Item = &Region> {
+        self.regions.values()
+    }
+
+    /// The region containing `va`.
+    pub fn region_at(&self, va: VirtAddr) -> Option<&Region> {
+        lookup(&self.regions, va)
+    }
+
+    /// Number of mapped pages (private and shared).
+    pub fn resident_pages(&self) -> u32 {
+        self.resident
+    }
+
+    /// Checks `[start, start + len)`: page aligned, not empty, inside `USER_START..USER_END`.
+    fn check_user_range(start: VirtAddr, len: u32) -> Result<VirtAddr, UvmError> {
+        if len == 0 {
+            return Err(UvmError::ZeroSize);
+        }
+        if !start.is_aligned(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
+            return Err(UvmError::Unaligned);
+        }
+        let end = start.checked_add(len).ok_or(UvmError::OutsideUser)?;
+        if start < USER_START || end > USER_END {
+            return Err(UvmError::OutsideUser);
+        }
+        Ok(end)
+    }
+
+    /// Whether a region overlaps `[start, end)`.
+    fn overlaps(&self, start: VirtAddr, end: VirtAddr) -> bool {
+        self.regions
+            .range(..end.as_u32())
+            .next_back()
+            .is_some_and(|(_, r)| r.end() > start)
+    }
+
+    /// Adds a region of `len` bytes at `start` (page aligned, inside
+    /// `[USER_START, USER_END)`, overlapping no other region). Nothing is mapped: pages come on
+    /// first access. A shared region maps the object from its first page; its length must not
+    /// exceed the object's.
+    pub fn add_region(
+        &mut self,
+        start: VirtAddr,
+        len: u32,
+        perm: Perm,
+        kind: RegionKind,
+        backing: Backing,
+    ) -> Result<(), UvmError> {
+        self.insert_region(start, len, perm, kind, backing, 0)
+    }
+
+    /// Adds a region mapping `object` from its page `first_page` (`mmap` at an offset); as
+    /// [`UserVm::add_region`] otherwise. `BadLength` when the region would reach past the
+    /// object's end.
+    pub fn add_shared_region(
+        &mut self,
+        start: VirtAddr,
+        len: u32,
+        perm: Perm,
+        kind: RegionKind,
+        object: Arc<SharedObject>,
+        first_page: u32,
+    ) -> Result<(), UvmError> {
+        self.insert_region(start, len, perm, kind, Backing::Shared(object), first_page)
+    }
+
+    fn insert_region(
+        &mut self,
+        start: VirtAddr,
+        len: u32,
+        perm: Perm,
+        kind: RegionKind,
+        backing: Backing,
+        offset: u32,
+    ) -> Result<(), UvmError> {
+        let end = Self::check_user_range(start, len)?;
+        if let Backing::Shared(o) = &backing {
+            if offset
+                .checked_add(len / PAGE_SIZE)
+                .is_none_or(|e| e > o.pages())
+            {
+                return Err(UvmError::BadLength);
+            }
+        }
+        if self.overlaps(start, end) {
+            return Err(UvmError::Overlap);
+        }
+        let offset = match backing {
+            Backing::Private => 0,
+            Backing::Shared(_) => offset,
+        };
+        self.regions.insert(
+            start.as_u32(),
+            Region {
+                start,
+                len,
+                perm,
+                kind,
+                backing,
+                offset,
+            },
+        );
+        Ok(())
+    }
+
+    /// The lowest address of a gap of `len` bytes (rounded up to pages) that lies within
+    /// `[from, below)` (rounded inwards to pages) and inside user space, touching no region;
+    /// `None` if there is none. For `mmap` without a fixed address.
+    pub fn find_free(&self, len: u32, from: VirtAddr, below: VirtAddr) -> Option<VirtAddr> {
+        if len == 0 {
+            return None;
+        }
+        let len = u64::from(len).next_multiple_of(u64::from(PAGE_SIZE));
+        let lo = u64::from(from.as_u32())
+            .next_multiple_of(u64::from(PAGE_SIZE))
+            .max(u64::from(USER_START.as_u32()));
+        let hi = u64::from(below.align_down(PAGE_SIZE).as_u32()).min(u64::from(USER_END.as_u32()));
+        if lo >= hi {
+            return None;
+        }
+        // Here `lo` < 2 GiB. Skip a region that starts below `lo` and reaches past it.
+        let lo = lo as u32;
+        let mut candidate = u64::from(lo);
+        if let Some((_, r)) = self.regions.range(..lo).next_back() {
+            candidate = candidate.max(u64::from(r.end().as_u32()));
+        }
+        for r in self.regions.range(lo..).map(|(_, r)| r) {
+            let start = u64::from(r.start.as_u32());
+            if start >= hi || candidate + len <= start {
+                break;
+            }
+            candidate = candidate.max(u64::from(r.end().as_u32()));
+        }
+        (candidate + len <= hi).then(|| VirtAddr::new(candidate as u32))
+    }
+
+    /// Whether all of `[va, va + len)` lies in regions (not guards) that allow reading, or
+    /// writing when `write`: the check before the kernel copies from or to user memory. An empty
+    /// range is always allowed. It does not say the pages are mapped: a copy may still fault,
+    /// and the fault is then resolved as one of user code would be.
+    pub fn check_range(&self, va: VirtAddr, len: u32, write: bool) -> bool {
+        let Some(end) = u64::from(va.as_u32()).checked_add(u64::from(len)) else {
+            return false;
+        };
+        let mut v = va;
+        while u64::from(v.as_u32()) < end {
+            let Some(r) = self.region_at(v) else {
+                return false;
+            };
+            if r.kind == RegionKind::Guard || (write && r.perm != Perm::RW) {
+                return false;
+            }
+            v = r.end();
+        }
+        true
+    }
+
+    // ----- faults ---------------------------------------------------------------------------
+
+    /// Resolves a fault at `va` caused by `access` (the abort handler's job for user
+    /// addresses), mapping what the region says should be there:
+    ///
+    /// * private, not mapped: a zeroed frame, with the region's permission (a read of an `RW`
+    ///   page maps it writable at once);
+    /// * private, mapped read-only in an `RW` region, a write: copy on write when another space
+    ///   still shares the frame (a new frame, the page remapped break-before-make, one owner
+    ///   fewer), otherwise the page is made writable in place;
+    /// * shared: the object's page, allocated zeroed on the object's first access to it, mapped
+    ///   with the region's permission.
+    ///
+    /// Refused (nothing changed): `NoRegion`, `Guard`, `Protection` (the region forbids the
+    /// access), `OutOfMemory`.
+    pub fn handle_fault<A: FrameAllocator>(
+        &mut self,
+        va: VirtAddr,
+        access: Access,
+        alloc: &mut A,
+        refs: &mut FrameRefs,
+    ) -> Result<Resolved, FaultError> {
+        let region = lookup(&self.regions, va).ok_or(FaultError::NoRegion)?;
+        if region.kind == RegionKind::Guard {
+            return Err(FaultError::Guard);
+        }
+        if !region.perm.allows(access) {
+            return Err(FaultError::Protection);
+        }
+        let page = Page::containing(va);
+        let flags = region.perm.flags();
+        let space = &mut self.space;
+        let Some(t) = space.translate(page.start()) else {
+            let resolved = match &region.backing {
+                Backing::Private => {
+                    let frame = alloc.alloc_frame().map_err(|_| FaultError::OutOfMemory)?;
+                    space.mem_mut().zero_frame(frame);
+                    if let Err(e) = space.map_page(page, frame, flags, alloc) {
+                        alloc.free_frame(frame).map_err(MapError::from)?;
+                        return Err(e.into());
+                    }
+                    Resolved::DemandZero
+                }
+                Backing::Shared(object) => {
+                    Self::map_object_page(
+                        space,
+                        object,
+                        region.object_page(page),
+                        page,
+                        flags,
+                        alloc,
+                    )?;
+                    Resolved::SharedPage
+                }
+            };
+            self.resident += 1;
+            return Ok(resolved);
+        };
+        let writable = t.flags.is_some_and(|f| f.access.is_writable());
+        if access != Access::Write || writable {
+            return Ok(Resolved::AlreadyMapped);
+        }
+        // A write to a read-only page of an RW region.
+        match &region.backing {
+            Backing::Private => {
+                let old = Frame::containing(t.pa);
+                if refs.count(old) > 1 {
+                    let new = alloc.alloc_frame().map_err(|_| FaultError::OutOfMemory)?;
+                    space.mem_mut().copy_frame(new, old);
+                    if let Err(e) = space.remap_page(page, new, flags) {
+                        alloc.free_frame(new).map_err(MapError::from)?;
+                        return Err(e.into());
+                    }
+                    refs.release(old);
+                    Ok(Resolved::CopyOnWrite)
+                } else {
+                    space.protect_page(page, flags)?;
+                    Ok(Resolved::Reclaimed)
+                }
+            }
+            Backing::Shared(_) => {
+                space.protect_page(page, flags)?;
+                Ok(Resolved::SharedPage)
+            }
+        }
+    }
+
+    /// Maps page `index` of `object` at `page`, allocating it (zeroed) when it has no frame yet.
+    /// The object stays locked throughout, so that two spaces faulting on the same object page
+    /// get the same frame; on failure a frame allocated here goes back.
+    fn map_object_page<A: FrameAllocator>(
+        space: &mut AddressSpace<M, T>,
+        object: &SharedObject,
+        index: u32,
+        page: Page,
+        flags: MapFlags,
+        alloc: &mut A,
+    ) -> Result<(), MapError> {
+        let mut frames = object.frames.lock();
+        let (frame, fresh) = match frames.get(&index) {
+            Some(&f) => (f, false),
+            None => {
+                let f = alloc.alloc_frame()?;
+                space.mem_mut().zero_frame(f);
+                (f, true)
+            }
+        };
+        match space.map_page(page, frame, flags, alloc) {
+            Ok(()) => {
+                if fresh {
+                    frames.insert(index, frame);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if fresh {
+                    alloc.free_frame(frame)?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    // ----- loading --------------------------------------------------------------------------
+
+    /// Writes `data` at `va` (any alignment), all of it inside one private region, mapping its
+    /// pages now (zeroed frames, with the region's permission, where nothing is mapped yet).
+    /// The bytes are written through [`PhysMem`], not through the user mapping, so read-only and
+    /// executable regions can be loaded too (see the module documentation for the instruction
+    /// cache). A page still shared copy on write gets its own copy first, so the other owners
+    /// do not see the write.
+    ///
+    /// `NotFound` when no private region contains `va`, `BadLength` when the data would reach
+    /// past its end. On `OutOfMemory` nothing was written or mapped. Empty `data` does nothing.
+    pub fn populate<A: FrameAllocator>(
+        &mut self,
+        va: VirtAddr,
+        data: &[u8],
+        alloc: &mut A,
+        refs: &mut FrameRefs,
+    ) -> Result<(), UvmError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let region = lookup(&self.regions, va).ok_or(UvmError::NotFound)?;
+        if region.kind == RegionKind::Guard || !matches!(region.backing, Backing::Private) {
+            return Err(UvmError::NotFound);
+        }
+        let len = u32::try_from(data.len()).map_err(|_| UvmError::BadLength)?;
+        let end = u64::from(va.as_u32()) + u64::from(len);
+        if end > u64::from(region.end().as_u32()) {
+            return Err(UvmError::BadLength);
+        }
+        let flags = region.perm.flags();
+        let first = va.align_down(PAGE_SIZE);
+        let end = VirtAddr::new(end as u32);
+
+        // 1. Every frame this call needs, before anything is written: fresh pages are mapped
+        //    (zeroed), copies for shared pages are only allocated.
+        let mut fresh: Vec<Page> = Vec::new();
+        let mut copies: Vec<(Page, Frame, Frame)> = Vec::new();
+        let mut failed = None;
+        let mut v = first;
+        while v < end {
+            let page = Page::containing(v);
+            match self.space.translate(v) {
+                None => match alloc.alloc_frame() {
+                    Ok(frame) => {
+                        self.space.mem_mut().zero_frame(frame);
+                        match self.space.map_page(page, frame, flags, alloc) {
+                            Ok(()) => fresh.push(page),
+                            Err(e) => {
+                                failed = Some(UvmError::from(e));
+                                if let Err(e) = alloc.free_frame(frame) {
+                                    failed = Some(e.into());
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => failed = Some(e.into()),
+                },
+                Some(t) => {
+                    let old = Frame::containing(t.pa);
+                    if refs.count(old) > 1 {
+                        match alloc.alloc_frame() {
+                            Ok(new) => copies.push((page, old, new)),
+                            Err(e) => failed = Some(e.into()),
+                        }
+                    }
+                }
+            }
+            if failed.is_some() {
+                break;
+            }
+            v = next_page(v);
+        }
+        if let Some(e) = failed {
+            let mut result = Err(e);
+            for (_, _, new) in copies {
+                if let Err(e) = alloc.free_frame(new) {
+                    note(&mut result, e.into());
+                }
+            }
+            for page in fresh {
+                match self.space.unmap_page(page, alloc) {
+                    Ok(frame) => {
+                        if let Err(e) = alloc.free_frame(frame) {
+                            note(&mut result, e.into());
+                        }
+                    }
+                    Err(e) => note(&mut result, e.into()),
+                }
+            }
+            return result;
+        }
+        self.resident += fresh.len() as u32;
+
+        // 2. Break the sharing of shared pages.
+        for (page, old, new) in copies {
+            self.space.mem_mut().copy_frame(new, old);
+            self.space.remap_page(page, new, flags)?;
+            refs.release(old);
+        }
+
+        // 3. The bytes, page by page.
+        let mut v = va;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let t = self
+                .space
+                .translate(v)
+                .ok_or(UvmError::Map(MapError::NotMapped))?;
+            let n = ((PAGE_SIZE - v.page_offset()) as usize).min(rest.len());
+            self.space.mem_mut().write_bytes(t.pa, &rest[..n]);
+            rest = &rest[n..];
+            v = VirtAddr::new(v.as_u32() + n as u32);
+        }
+        Ok(())
+    }
+
+    // ----- removal --------------------------------------------------------------------------
+
+    /// Unmaps the pages of `[from, to)` (inside `region`) and gives up this space's ownership of
+    /// them: a private frame goes back to `alloc` with its last owner; a shared object's frames
+    /// stay the object's. Keeps going after an error and returns the first.
+    fn release_pages<A: FrameAllocator>(
+        space: &mut AddressSpace<M, T>,
+        resident: &mut u32,
+        region: &Region,
+        from: VirtAddr,
+        to: VirtAddr,
+        alloc: &mut A,
+        refs: &mut FrameRefs,
+    ) -> Result<(), UvmError> {
+        let mut result = Ok(());
+        let mut v = from;
+        while let Some((va, _)) = space.next_mapped(v, to) {
+            match space.unmap_page(Page::containing(va), alloc) {
+                Ok(frame) => {
+                    *resident -= 1;
+                    if matches!(region.backing, Backing::Private) && refs.release(frame) {
+                        if let Err(e) = alloc.free_frame(frame) {
+                            note(&mut result, e.into());
+                        }
+                    }
+                }
+                Err(e) => note(&mut result, e.into()),
+            }
+            v = next_page(va);
+        }
+        result
+    }
+
+    /// Drops a region's reference to its backing; a shared object whose last reference this was
+    /// gives its frames back.
+    fn drop_backing<A: FrameAllocator>(backing: Backing, alloc: &mut A) -> Result<(), UvmError> {
+        match backing {
+            Backing::Private => Ok(()),
+            Backing::Shared(object) => SharedObject::release(object, alloc).map(|_| ()),
+        }
+    }
+
+    /// Removes `[start, start + len)` from the space (`munmap`), page granular: regions are cut
+    /// or split as needed, several may go at once, addresses of the range outside any region
+    /// are ignored. Mapped pages are unmapped; private frames go back to `alloc` with their last
+    /// owner, and a shared object's frames when its last region goes.
+    ///
+    /// `NotFound` (nothing changed) when no region meets the range.
+    pub fn remove<A: FrameAllocator>(
+        &mut self,
+        start: VirtAddr,
+        len: u32,
+        alloc: &mut A,
+        refs: &mut FrameRefs,
+    ) -> Result<(), UvmError> {
+        let end = Self::check_user_range(start, len)?;
+        if !self.overlaps(start, end) {
+            return Err(UvmError::NotFound);
+        }
+        let mut result = Ok(());
+        // The highest region meeting the range, until none is left: the remainders of a cut
+        // region lie outside the range, so they are not met again.
+        while let Some(key) = self
+            .regions
+            .range(..end.as_u32())
+            .next_back()
+            .filter(|(_, r)| r.end() > start)
+            .map(|(k, _)| *k)
+        {
+            let Some(region) = self.regions.remove(&key) else {
+                break;
+            };
+            let cut_from = region.start.max(start);
+            let cut_to = region.end().min(end);
+            let r = Self::release_pages(
+                &mut self.space,
+                &mut self.resident,
+                &region,
+                cut_from,
+                cut_to,
+                alloc,
+                refs,
+            );
+            if let Err(e) = r {
+                note(&mut result, e);
+            }
+            if region.start < cut_from {
+                let left = Region {
+                    len: cut_from.as_u32() - region.start.as_u32(),
+                    ..region.clone()
+                };
+                self.regions.insert(left.start.as_u32(), left);
+            }
+            if cut_to < region.end() {
+                let skipped = (cut_to.as_u32() - region.start.as_u32()) / PAGE_SIZE;
+                let right = Region {
+                    start: cut_to,
+                    len: region.end().as_u32() - cut_to.as_u32(),
+                    offset: match region.backing {
+                        Backing::Private => 0,
+                        Backing::Shared(_) => region.offset + skipped,
+                    },
+                    ..region.clone()
+                };
+                self.regions.insert(right.start.as_u32(), right);
+            }
+            let r = Self::drop_backing(region.backing, alloc);
+            if let Err(e) = r {
+                note(&mut result, e);
+            }
+        }
+        result
+    }
+
+    // ----- fork and teardown ----------------------------------------------------------------
+
+    /// A copy of this space for a child process, tagged `child_asid`: the same regions; every
+    /// mapped private page is shared copy on write (read-only in both, one more owner in
+    /// `refs`); shared regions map the same objects, lazily.
+    ///
+    /// On `OutOfMemory` (a table of the child) everything is undone: the child's frames go
+    /// back, the owner counts are as before, and the parent's pages are writable again where
+    /// they are its own (a page that was read-only but not shared may come back writable, which
+    /// only saves a fault).
+    pub fn fork<A: FrameAllocator>(
+        &mut self,
+        child_asid: Asid,
+        child_mem: M,
+        child_tlb: T,
+        alloc: &mut A,
+        refs: &mut FrameRefs,
+    ) -> Result<UserVm<M, T>, UvmError> {
+        let mut child = UserVm::new(child_mem, child_tlb, child_asid, alloc)?;
+        child.regions = self.regions.clone();
+        for region in self.regions.values() {
+            if !matches!(region.backing, Backing::Private) {
+                continue;
+            }
+            let ro = region.perm.cow_flags();
+            let mut v = region.start;
+            while let Some((va, t)) = self.space.next_mapped(v, region.end()) {
+                let page = Page::containing(va);
+                let frame = Frame::containing(t.pa);
+                let mut r = child.space.map_page(page, frame, ro, alloc);
+                if r.is_ok() {
+                    child.resident += 1;
+                    refs.share(frame);
+                    if t.flags.is_some_and(|f| f.access.is_writable()) {
+                        r = self.space.protect_page(page, ro);
+                    }
+                }
+                if let Err(e) = r {
+                    Self::undo_fork(&mut self.space, &self.regions, child, alloc, refs);
+                    return Err(e.into());
+                }
+                v = next_page(va);
+            }
+        }
+        Ok(child)
+    }
+
+    /// Undoes a fork that failed: every page the child maps loses that owner, and becomes
+    /// writable again in the parent if its region is `RW` and the parent is its only owner.
+    fn undo_fork<A: FrameAllocator>(
+        parent: &mut AddressSpace<M, T>,
+        regions: &BTreeMap<u32, Region>,
+        child: UserVm<M, T>,
+        alloc: &mut A,
+        refs: &mut FrameRefs,
+    ) {
+        let mut v = USER_START;
+        while let Some((va, t)) = child.space.next_mapped(v, USER_END) {
+            let frame = Frame::containing(t.pa);
+            refs.release(frame);
+            let rw = lookup(regions, va).is_some_and(|r| r.perm == Perm::RW);
+            if rw && refs.count(frame) == 1 {
+                // Cannot fail: the page is mapped in the parent, with this frame.
+                let _ = parent.protect_page(Page::containing(va), MapFlags::USER_DATA);
+            }
+            v = next_page(va);
+        }
+        // Its regions hold nothing but references the parent holds too; its tables go back.
+        let _ = child.space.destroy(alloc);
+    }
+
+    /// Tears the space down: every private frame goes back to `alloc` with its last owner,
+    /// every shared object whose last region this was gives its frames back, then the
+    /// translation tables go (see [`AddressSpace::destroy`]; the space must not be live in any
+    /// TTBR). Keeps going after an error and returns the first.
+    pub fn destroy<A: FrameAllocator>(
+        mut self,
+        alloc: &mut A,
+        refs: &mut FrameRefs,
+    ) -> Result<(), UvmError> {
+        // No TLB entry of the space may reach a frame once it is back in the allocator.
+        let asid = self.asid();
+        self.space.tlb_mut().invalidate_asid(asid);
+        self.space.tlb_mut().sync();
+        let mut result = Ok(());
+        for region in core::mem::take(&mut self.regions).into_values() {
+            if matches!(region.backing, Backing::Private) {
+                let mut v = region.start;
+                while let Some((va, t)) = self.space.next_mapped(v, region.end()) {
+                    let frame = Frame::containing(t.pa);
+                    if refs.release(frame) {
+                        if let Err(e) = alloc.free_frame(frame) {
+                            note(&mut result, e.into());
+                        }
+                    }
+                    v = next_page(va);
+                }
+            }
+            if let Err(e) = Self::drop_backing(region.backing, alloc) {
+                note(&mut result, e);
+            }
+        }
+        if let Err(e) = self.space.destroy(alloc) {
+            note(&mut result, e.into());
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mm::addr::PhysAddr;
+    use crate::mm::desc::{Access as Ap, Translation};
+    use crate::mm::layout::KERNEL_L1_PHYS;
+    use crate::mm::phys::{HostFrames, HostRam};
+    use crate::mm::tlb::EmulatedTlb;
+
+    type Vm = UserVm<HostRam, EmulatedTlb>;
+
+    const RAM: u32 = 2 << 20;
+    const FIRST_FRAME: u32 = 0x100;
+    const A1: Asid = Asid::new(1);
+    const A2: Asid = Asid::new(2);
+    const A3: Asid = Asid::new(3);
+
+    /// Host frames that hold garbage when handed out: nothing may reach user space without
+    /// being zeroed or overwritten.
+    struct DirtyFrames {
+        frames: HostFrames,
+        ram: HostRam,
+    }
+
+    impl DirtyFrames {
+        fn free_count(&self) -> usize {
+            self.frames.free_count()
+        }
+
+        fn set_budget(&mut self, n: Option<u32>) {
+            self.frames.set_budget(n);
+        }
+    }
+
+    impl FrameAllocator for DirtyFrames {
+        fn alloc_frame(&mut self) -> Result<Frame, PmmError> {
+            let f = self.frames.alloc_frame()?;
+            for i in 0..PAGE_SIZE / 4 {
+                let pa = PhysAddr::new(f.start().as_u32() + 4 * i);
+                self.ram.write_u32(pa, 0xdead_beef ^ i);
+            }
+            Ok(f)
+        }
+
+        fn alloc_contiguous(
+            &mut self,
+            count: u32,
+            align: u32,
+            limit: Option<PhysAddr>,
+        ) -> Result<Frame, PmmError> {
+            self.frames.alloc_contiguous(count, align, limit)
+        }
+
+        fn free_frame(&mut self, frame: Frame) -> Result<(), PmmError> {
+            self.frames.free_frame(frame)
+        }
+
+        fn free_contiguous(&mut self, first: Frame, count: u32) -> Result<(), PmmError> {
+            self.frames.free_contiguous(first, count)
+        }
+    }
+
+    struct Rig {
+        ram: HostRam,
+        tlb: EmulatedTlb,
+        alloc: DirtyFrames,
+        refs: FrameRefs,
+    }
+
+    fn va(v: u32) -> VirtAddr {
+        VirtAddr::new(v)
+    }
+
+    impl Rig {
+        fn new() -> Self {
+            let ram = HostRam::new(RAM);
+            let tlb = EmulatedTlb::new(&ram);
+            let frames =
+                HostFrames::new(Frame::from_number(FIRST_FRAME), (RAM >> 12) - FIRST_FRAME);
+            Self {
+                alloc: DirtyFrames {
+                    frames,
+                    ram: ram.clone(),
+                },
+                ram,
+                tlb,
+                refs: FrameRefs::new(),
+            }
+        }
+
+        fn vm(&mut self, asid: Asid) -> Vm {
+            Vm::new(self.ram.clone(), self.tlb.clone(), asid, &mut self.alloc).unwrap()
+        }
+
+        fn fork(&mut self, parent: &mut Vm, asid: Asid) -> Result<Vm, UvmError> {
+            parent.fork(
+                asid,
+                self.ram.clone(),
+                self.tlb.clone(),
+                &mut self.alloc,
+                &mut self.refs,
+            )
+        }
+
+        fn fault(&mut self, vm: &mut Vm, v: u32, access: Access) -> Result<Resolved, FaultError> {
+            vm.handle_fault(va(v), access, &mut self.alloc, &mut self.refs)
+        }
+
+        /// Translation through the emulated MMU and TLB, as the CPU running `vm` sees it.
+        fn mmu(&mut self, vm: &Vm, v: u32) -> Option<Translation> {
+            self.tlb
+                .translate(vm.l1_phys(), vm.asid(), KERNEL_L1_PHYS, va(v))
+        }
+
+        /// A user load: through the MMU, resolving a fault first if there is one.
+        fn load(&mut self, vm: &mut Vm, v: u32) -> Result<u8, FaultError> {
+            let t = match self.mmu(vm, v) {
+                Some(t) => t,
+                None => {
+                    self.fault(vm, v, Access::Read)?;
+                    self.mmu(vm, v).expect("resolved")
+                }
+            };
+            let mut b = [0];
+            self.ram.read_bytes(t.pa, &mut b);
+            Ok(b[0])
+        }
+
+        /// A user store: through the MMU, resolving a fault first if the page is not writable.
+        fn store(&mut self, vm: &mut Vm, v: u32, byte: u8) -> Result<(), FaultError> {
+            let writable = |t: &Translation| t.flags.unwrap().access == Ap::UserReadWrite;
+            let t = match self.mmu(vm, v) {
+                Some(t) if writable(&t) => t,
+                _ => {
+                    self.fault(vm, v, Access::Write)?;
+                    let t = self.mmu(vm, v).expect("resolved");
+                    assert!(writable(&t), "fault resolved without write access");
+                    t
+                }
+            };
+            self.ram.write_bytes(t.pa, &[byte]);
+            Ok(())
+        }
+
+        fn clean(&self) {
+            assert!(
+                self.tlb.violations().is_empty(),
+                "{:?}",
+                self.tlb.violations()
+            );
+            assert_eq!(self.tlb.pending_invalidations(), 0);
+        }
+    }
+
+    fn add(vm: &mut Vm, start: u32, len: u32, perm: Perm, kind: RegionKind) {
+        vm.add_region(va(start), len, perm, kind, Backing::Private)
+            .unwrap();
+    }
+
+    fn mapped_pages(vm: &Vm) -> u32 {
+        let mut n = 0;
+        vm.space().for_each_mapping(|m| n += m.len / PAGE_SIZE);
+        n
+    }
+
+    #[test]
+    fn add_region_checks_its_range_and_maps_nothing() {
+        let mut r = Rig::new();
+        let mut u = r.vm(A1);
+        let p = Backing::Private;
+        let add = |u: &mut Vm, s: u32, l: u32| {
+            u.add_region(va(s), l, Perm::RW, RegionKind::Anon, Backing::Private)
+        };
+        assert_eq!(add(&mut u, 0x1000, 0), Err(UvmError::ZeroSize));
+        assert_eq!(add(&mut u, 0x1800, 0x1000), Err(UvmError::Unaligned));
+        assert_eq!(add(&mut u, 0x1000, 0x1800), Err(UvmError::Unaligned));
+        assert_eq!(add(&mut u, 0, 0x2000), Err(UvmError::OutsideUser));
+        assert_eq!(add(&mut u, 0x7fff_f000, 0x2000), Err(UvmError::OutsideUser));
+        assert_eq!(add(&mut u, 0xffff_f000, 0x2000), Err(UvmError::OutsideUser));
+        assert_eq!(add(&mut u, 0x8000_0000, 0x1000), Err(UvmError::OutsideUser));
+        add(&mut u, 0x1000, 0x7fff_e000).unwrap();
+        add(&mut u, 0x7fff_f000, 0x1000).unwrap();
+        assert_eq!(add(&mut u, 0x10_0000, 0x1000), Err(UvmError::Overlap));
+        let mut u2 = r.vm(A2);
+        add(&mut u2, 0x10_0000, 0x4000).unwrap();
+        for (s, l) in [(0xf_f000, 0x2000), (0x10_3000, 0x1000), (0xf_0000, 0x20000)] {
+            assert_eq!(add(&mut u2, s, l), Err(UvmError::Overlap), "{s:#x}+{l:#x}");
+        }
+        add(&mut u2, 0xf_f000, 0x1000).unwrap();
+        add(&mut u2, 0x10_4000, 0x1000).unwrap();
+        let object = SharedObject::new(2);
+        assert_eq!(
+            u2.add_region(
+                va(0x20_0000),
+                0x3000,
+                Perm::RW,
+                RegionKind::Shared,
+                Backing::Shared(object.clone())
+            ),
+            Err(UvmError::BadLength)
+        );
+        assert_eq!(
+            u2.add_shared_region(
+                va(0x20_0000),
+                0x2000,
+                Perm::RW,
+                RegionKind::Shared,
+                object.clone(),
+                1
+            ),
+            Err(UvmError::BadLength)
+        );
+        u2.add_shared_region(
+            va(0x20_0000),
+            0x1000,
+            Perm::RW,
+            RegionKind::Shared,
+            object.clone(),
+            1,
+        )
+        .unwrap();
+        assert_eq!(u2.regions().count(), 4);
+        assert_eq!(u2.region_at(va(0x20_0fff)).unwrap().offset, 1);
+        assert!(u2.region_at(va(0x20_1000)).is_none());
+        assert_eq!(u2.region_at(va(0x10_3fff)).unwrap().start, va(0x10_0000));
+        assert_eq!(u.resident_pages() + u2.resident_pages(), 0);
+        assert_eq!(mapped_pages(&u) + mapped_pages(&u2), 0);
+        drop(p);
+        for u in [u, u2] {
+            u.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        }
+        assert!(SharedObject::release(object, &mut r.alloc).unwrap());
+    }
+
+    #[test]
+    fn find_free_returns_the_lowest_gap_that_fits() {
+        let mut r = Rig::new();
+        let mut u = r.vm(A1);
+        assert_eq!(u.find_free(1, va(0), USER_END), Some(USER_START));
+        assert_eq!(u.find_free(0, va(0), USER_END), None);
+        add(&mut u, 0x1000, 0x3000, Perm::RX, RegionKind::Text);
+        add(&mut u, 0x6000, 0x1000, Perm::RW, RegionKind::Data);
+        add(&mut u, 0x9000, 0x1000, Perm::RW, RegionKind::Anon);
+        assert_eq!(u.find_free(0x2000, va(0), USER_END), Some(va(0x4000)));
+        assert_eq!(u.find_free(0x2001, va(0), USER_END), Some(va(0xa000)));
+        assert_eq!(u.find_free(0x1001, va(0x5000), USER_END), Some(va(0x7000)));
+        assert_eq!(u.find_free(0x3000, va(0), USER_END), Some(va(0xa000)));
+        assert_eq!(u.find_free(0x1000, va(0x2345), USER_END), Some(va(0x4000)));
+        assert_eq!(u.find_free(0x1000, va(0x4001), USER_END), Some(va(0x5000)));
+        assert_eq!(u.find_free(0x1000, va(0x6000), USER_END), Some(va(0x7000)));
+        assert_eq!(u.find_free(0x3000, va(0), va(0x9fff)), None);
+        assert_eq!(
+            u.find_free(0x2000, va(0x4000), va(0x6000)),
+            Some(va(0x4000))
+        );
+        assert_eq!(
+            u.find_free(0x1000, va(0x7fff_f000), va(0xffff_ffff)),
+            Some(va(0x7fff_f000))
+        );
+        assert_eq!(u.find_free(0x2000, va(0x7fff_f000), va(0xffff_ffff)), None);
+        assert_eq!(u.find_free(0x1000, va(0x9000_0000), va(0xffff_ffff)), None);
+        assert_eq!(u.find_free(u32::MAX, va(0), USER_END), None);
+        u.destroy(&mut r.alloc, &mut r.refs).unwrap();
+    }
+
+    #[test]
+    fn a_first_access_maps_a_zeroed_frame_with_the_region_permission() {
+        let mut r = Rig::new();
+        let before = r.alloc.free_count();
+        let mut u = r.vm(A1);
+        add(&mut u, 0x1_0000, 0x4000, Perm::RW, RegionKind::Anon);
+        add(&mut u, 0x2_0000, 0x1000, Perm::RX, RegionKind::Text);
+        add(&mut u, 0x3_0000, 0x1000, Perm::R, RegionKind::Data);
+        assert_eq!(
+            r.fault(&mut u, 0x1_1234, Access::Read),
+            Ok(Resolved::DemandZero)
+        );
+        let t = r.mmu(&u, 0x1_1234).unwrap();
+        assert_eq!(
+            t.flags.map(|f| f.access),
+            Some(Ap::UserReadWrite),
+            "read maps RW"
+        );
+        assert_eq!(
+            r.fault(&mut u, 0x1_1000, Access::Write),
+            Ok(Resolved::AlreadyMapped)
+        );
+        assert_eq!(
+            r.fault(&mut u, 0x1_2000, Access::Write),
+            Ok(Resolved::DemandZero)
+        );
+        assert_eq!(
+            r.fault(&mut u, 0x2_0010, Access::Execute),
+            Ok(Resolved::DemandZero)
+        );
+        assert_eq!(
+            r.mmu(&u, 0x2_0000).unwrap().flags,
+            Some(MapFlags::USER_TEXT)
+        );
+        assert_eq!(
+            r.fault(&mut u, 0x3_0000, Access::Read),
+            Ok(Resolved::DemandZero)
+        );
+        assert_eq!(
+            r.mmu(&u, 0x3_0000).unwrap().flags,
+            Some(MapFlags::USER_RODATA)
+        );
+        for page in [0x1_1000u32, 0x1_2000, 0x2_0000, 0x3_0000] {
+            for off in (0..PAGE_SIZE).step_by(4) {
+                assert_eq!(r.load(&mut u, page + off), Ok(0));
+            }
+        }
+        assert_eq!(u.resident_pages(), 4);
+        assert_eq!(mapped_pages(&u), 4);
+        r.store(&mut u, 0x1_1001, 7).unwrap();
+        assert_eq!(r.load(&mut u, 0x1_1001), Ok(7));
+        r.clean();
+        u.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        assert_eq!(r.alloc.free_count(), before);
+    }
+
+    #[test]
+    fn refused_faults_change_nothing() {
+        let mut r = Rig::new();
+        let mut u = r.vm(A1);
+        add(&mut u, 0x1_0000, 0x1000, Perm::RW, RegionKind::Stack);
+        add(&mut u, 0xf000, 0x1000, Perm::RW, RegionKind::Guard);
+        add(&mut u, 0x2_0000, 0x1000, Perm::RX, RegionKind::Text);
+        add(&mut u, 0x3_0000, 0x1000, Perm::R, RegionKind::Data);
+        let cases = [
+            (0x0, Access::Read, FaultError::NoRegion),
+            (0x1_1000, Access::Read, FaultError::NoRegion),
+            (0x8000_0000, Access::Read, FaultError::NoRegion),
+            (0xffff_fffc, Access::Write, FaultError::NoRegion),
+            (0xf_ffc, Access::Write, FaultError::Guard),
+            (0xf_000, Access::Read, FaultError::Guard),
+            (0x2_0000, Access::Write, FaultError::Protection),
+            (0x3_0000, Access::Write, FaultError::Protection),
+            (0x3_0000, Access::Execute, FaultError::Protection),
+            (0x1_0000, Access::Execute, FaultError::Protection),
+        ];
+        let before = r.alloc.free_count();
+        for (v, a, e) in cases {
+            assert_eq!(r.fault(&mut u, v, a), Err(e), "{v:#x} {a:?}");
+        }
+        // Out of memory: for the frame, then for the L2 table of a new slot.
+        r.alloc.set_budget(Some(0));
+        assert_eq!(
+            r.fault(&mut u, 0x1_0000, Access::Write),
+            Err(FaultError::OutOfMemory)
+        );
+        r.alloc.set_budget(Some(1));
+        assert_eq!(
+            r.fault(&mut u, 0x1_0000, Access::Write),
+            Err(FaultError::OutOfMemory)
+        );
+        r.alloc.set_budget(None);
+        assert_eq!(r.alloc.free_count(), before);
+        assert_eq!(u.resident_pages(), 0);
+        assert_eq!(mapped_pages(&u), 0);
+        assert_eq!(
+            r.fault(&mut u, 0x1_0000, Access::Write),
+            Ok(Resolved::DemandZero)
+        );
+        u.destroy(&mut r.alloc, &mut r.refs).unwrap();
+    }
+
+    #[test]
+    fn after_fork_each_side_sees_only_its_own_writes() {
+        let mut r = Rig::new();
+        let before = r.alloc.free_count();
+        let mut p = r.vm(A1);
+        add(&mut p, 0x1_0000, 0x3000, Perm::RW, RegionKind::Data);
+        r.store(&mut p, 0x1_0000, 1).unwrap();
+        r.store(&mut p, 0x1_1000, 2).unwrap();
+        r.store(&mut p, 0x1_2000, 3).unwrap();
+        // Cached writable in the parent's TLB entries: the fork must invalidate them.
+        assert!(r.mmu(&p, 0x1_0000).is_some());
+        let mut c = r.fork(&mut p, A2).unwrap();
+        assert_eq!(r.refs.shared_frames(), 3);
+        assert_eq!(c.resident_pages(), 3);
+        let pf = Frame::containing(r.mmu(&p, 0x1_0000).unwrap().pa);
+        assert_eq!(r.refs.count(pf), 2);
+        for v in [0x1_0000, 0x1_1000, 0x1_2000] {
+            assert_eq!(r.mmu(&p, v).unwrap().flags, Some(MapFlags::USER_RODATA));
+            assert_eq!(r.mmu(&c, v).unwrap().flags, Some(MapFlags::USER_RODATA));
+            assert_eq!(r.mmu(&p, v).unwrap().pa, r.mmu(&c, v).unwrap().pa);
+        }
+        assert_eq!(r.load(&mut c, 0x1_0000), Ok(1));
+        // The parent writes: it gets a copy, the child keeps the old value.
+        let free = r.alloc.free_count();
+        assert_eq!(
+            r.fault(&mut p, 0x1_0000, Access::Write),
+            Ok(Resolved::CopyOnWrite)
+        );
+        assert_eq!(r.alloc.free_count(), free - 1);
+        r.store(&mut p, 0x1_0000, 10).unwrap();
+        assert_eq!(r.load(&mut c, 0x1_0000), Ok(1));
+        assert_eq!(r.load(&mut p, 0x1_0000), Ok(10));
+        assert_eq!(r.refs.count(pf), 1);
+        // The child writes the same page: its last owner, so no copy.
+        assert_eq!(
+            r.fault(&mut c, 0x1_0000, Access::Write),
+            Ok(Resolved::Reclaimed)
+        );
+        assert_eq!(r.alloc.free_count(), free - 1);
+        assert_eq!(r.mmu(&c, 0x1_0000).unwrap().pa, pf.start());
+        r.store(&mut c, 0x1_0000, 20).unwrap();
+        assert_eq!(r.load(&mut p, 0x1_0000), Ok(10));
+        // The child writes another page first.
+        r.store(&mut c, 0x1_1000, 21).unwrap();
+        assert_eq!(r.load(&mut p, 0x1_1000), Ok(2));
+        // A read of a shared page is no write: no copy.
+        assert_eq!(
+            r.fault(&mut p, 0x1_2000, Access::Read),
+            Ok(Resolved::AlreadyMapped)
+        );
+        assert_eq!(r.refs.shared_frames(), 1);
+        r.clean();
+        // Forking the child again: three owners of the page nobody wrote.
+        let mut g = r.fork(&mut c, A3).unwrap();
+        let shared = Frame::containing(r.mmu(&g, 0x1_2000).unwrap().pa);
+        assert_eq!(r.refs.count(shared), 3);
+        r.store(&mut g, 0x1_2000, 30).unwrap();
+        assert_eq!(r.refs.count(shared), 2);
+        assert_eq!(
+            (r.load(&mut p, 0x1_2000), r.load(&mut c, 0x1_2000)),
+            (Ok(3), Ok(3))
+        );
+        assert_eq!(r.load(&mut g, 0x1_0000), Ok(20));
+        r.clean();
+        // The parent goes first: the child's pages stay.
+        p.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        assert_eq!(r.load(&mut c, 0x1_2000), Ok(3));
+        assert_eq!(r.load(&mut g, 0x1_1000), Ok(21));
+        c.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        assert_eq!(r.load(&mut g, 0x1_1000), Ok(21));
+        g.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        assert_eq!(r.refs.shared_frames(), 0);
+        assert_eq!(r.alloc.free_count(), before);
+        r.clean();
+    }
+
+    #[test]
+    fn fork_shares_read_only_and_text_pages_as_they_are() {
+        let mut r = Rig::new();
+        let mut p = r.vm(A1);
+        add(&mut p, 0x1_0000, 0x1000, Perm::RX, RegionKind::Text);
+        add(&mut p, 0x2_0000, 0x1000, Perm::R, RegionKind::Data);
+        p.populate(
+            va(0x1_0000),
+            &[0xe1, 0x2f, 0xff, 0x1e],
+            &mut r.alloc,
+            &mut r.refs,
+        )
+        .unwrap();
+        r.fault(&mut p, 0x2_0000, Access::Read).unwrap();
+        let mut c = r.fork(&mut p, A2).unwrap();
+        assert_eq!(
+            r.mmu(&c, 0x1_0000).unwrap().flags,
+            Some(MapFlags::USER_TEXT)
+        );
+        assert_eq!(
+            r.mmu(&p, 0x1_0000).unwrap().flags,
+            Some(MapFlags::USER_TEXT)
+        );
+        assert_eq!(
+            r.mmu(&c, 0x2_0000).unwrap().flags,
+            Some(MapFlags::USER_RODATA)
+        );
+        assert_eq!(r.load(&mut c, 0x1_0003), Ok(0x1e));
+        assert_eq!(
+            r.fault(&mut c, 0x1_0000, Access::Execute),
+            Ok(Resolved::AlreadyMapped)
+        );
+        assert_eq!(
+            r.fault(&mut c, 0x1_0000, Access::Write),
+            Err(FaultError::Protection)
+        );
+        assert_eq!(r.refs.shared_frames(), 2);
+        r.clean();
+        p.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        c.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        assert_eq!(r.refs.shared_frames(), 0);
+    }
+
+    #[test]
+    fn a_fork_that_runs_out_of_memory_is_undone() {
+        let mut r = Rig::new();
+        let mut p = r.vm(A1);
+        add(&mut p, 0x1_0000, 0x2000, Perm::RW, RegionKind::Data);
+        add(&mut p, 0x50_0000, 0x1000, Perm::RW, RegionKind::Stack);
+        add(&mut p, 0x60_0000, 0x1000, Perm::R, RegionKind::Data);
+        r.store(&mut p, 0x1_0000, 1).unwrap();
+        r.store(&mut p, 0x1_1000, 2).unwrap();
+        r.store(&mut p, 0x50_0000, 3).unwrap();
+        r.load(&mut p, 0x60_0000).unwrap();
+        let before = r.alloc.free_count();
+        // Short of the L1 (one run), the counts, the first L2 frame, the second L2 frame (after
+        // the first region is shared: it must be unshared again).
+        for budget in 0..4 {
+            r.alloc.set_budget(Some(budget));
+            assert!(matches!(r.fork(&mut p, A2), Err(UvmError::OutOfMemory)));
+            r.alloc.set_budget(None);
+            assert_eq!(r.alloc.free_count(), before, "budget {budget}");
+            assert_eq!(r.refs.shared_frames(), 0);
+            for (v, flags) in [
+                (0x1_0000, MapFlags::USER_DATA),
+                (0x1_1000, MapFlags::USER_DATA),
+                (0x50_0000, MapFlags::USER_DATA),
+                (0x60_0000, MapFlags::USER_RODATA),
+            ] {
+                assert_eq!(p.space().translate(va(v)).unwrap().flags, Some(flags));
+            }
+            r.clean();
+        }
+        r.alloc.set_budget(Some(4));
+        let c = r.fork(&mut p, A2).unwrap();
+        r.alloc.set_budget(None);
+        assert_eq!(r.load(&mut p, 0x50_0000), Ok(3));
+        c.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        p.destroy(&mut r.alloc, &mut r.refs).unwrap();
+    }
+
+    #[test]
+    fn a_shared_object_is_shared_by_every_space_and_freed_with_its_last_region() {
+        let mut r = Rig::new();
+        let before = r.alloc.free_count();
+        let mut a = r.vm(A1);
+        let mut b = r.vm(A2);
+        let object = SharedObject::new(4);
+        let shared = |o: &Arc<SharedObject>| Backing::Shared(o.clone());
+        a.add_region(
+            va(0x10_0000),
+            0x4000,
+            Perm::RW,
+            RegionKind::Shared,
+            shared(&object),
+        )
+        .unwrap();
+        b.add_region(
+            va(0x20_0000),
+            0x4000,
+            Perm::R,
+            RegionKind::Shared,
+            shared(&object),
+        )
+        .unwrap();
+        // The object page exists once, whoever touches it first.
+        assert_eq!(r.load(&mut b, 0x20_1000), Ok(0));
+        assert_eq!(object.resident(), 1);
+        r.store(&mut a, 0x10_1008, 5).unwrap();
+        assert_eq!(r.load(&mut b, 0x20_1008), Ok(5));
+        assert_eq!(
+            r.fault(&mut b, 0x20_1000, Access::Write),
+            Err(FaultError::Protection)
+        );
+        assert_eq!(
+            r.fault(&mut a, 0x10_3000, Access::Write),
+            Ok(Resolved::SharedPage)
+        );
+        assert_eq!(
+            r.fault(&mut a, 0x10_3000, Access::Read),
+            Ok(Resolved::AlreadyMapped)
+        );
+        assert_eq!(object.resident(), 2);
+        assert_eq!(r.refs.shared_frames(), 0);
+        // A fork maps the object lazily and shares its writes.
+        let mut c = r.fork(&mut a, A3).unwrap();
+        assert_eq!(c.resident_pages(), 0);
+        r.store(&mut c, 0x10_1009, 6).unwrap();
+        assert_eq!(r.load(&mut a, 0x10_1009), Ok(6));
+        assert_eq!(
+            r.mmu(&a, 0x10_1000).unwrap().flags,
+            Some(MapFlags::USER_DATA)
+        );
+        // Out of memory for a new object page: nothing changes, in the object either.
+        r.alloc.set_budget(Some(0));
+        assert_eq!(
+            r.fault(&mut c, 0x10_2000, Access::Read),
+            Err(FaultError::OutOfMemory)
+        );
+        r.alloc.set_budget(None);
+        assert_eq!(object.resident(), 2);
+        let r_before = r.alloc.free_count();
+        a.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        c.remove(va(0x10_0000), 0x4000, &mut r.alloc, &mut r.refs)
+            .unwrap();
+        assert_eq!(r.load(&mut b, 0x20_1009), Ok(6), "b still maps the object");
+        assert!(r.alloc.free_count() > r_before, "a's tables went");
+        let objects_frames = object.resident() as usize;
+        let free = r.alloc.free_count();
+        assert!(!SharedObject::release(object, &mut r.alloc).unwrap());
+        b.remove(va(0x20_0000), 0x4000, &mut r.alloc, &mut r.refs)
+            .unwrap();
+        assert!(r.alloc.free_count() >= free + objects_frames);
+        b.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        c.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        assert_eq!(r.alloc.free_count(), before);
+        r.clean();
+    }
+
+    #[test]
+    fn a_split_shared_region_keeps_mapping_the_right_object_pages() {
+        let mut r = Rig::new();
+        let before = r.alloc.free_count();
+        let mut a = r.vm(A1);
+        let object = SharedObject::new(8);
+        a.add_shared_region(
+            va(0x10_0000),
+            0x6000,
+            Perm::RW,
+            RegionKind::Shared,
+            object.clone(),
+            2,
+        )
+        .unwrap();
+        for i in 0..6u32 {
+            r.store(&mut a, 0x10_0000 + i * 0x1000, i as u8 + 100)
+                .unwrap();
+        }
+        a.remove(va(0x10_2000), 0x2000, &mut r.alloc, &mut r.refs)
+            .unwrap();
+        let offsets: Vec<_> = a
+            .regions()
+            .map(|g| (g.start.as_u32(), g.len, g.offset))
+            .collect();
+        assert_eq!(offsets, [(0x10_0000, 0x2000, 2), (0x10_4000, 0x2000, 6)]);
+        assert_eq!(object.resident(), 6, "the object keeps its pages");
+        assert_eq!(a.resident_pages(), 4);
+        // A second mapping of the object sees the same pages at the same offsets.
+        let mut b = r.vm(A2);
+        b.add_shared_region(
+            va(0x30_0000),
+            0x8000,
+            Perm::R,
+            RegionKind::Shared,
+            object.clone(),
+            0,
+        )
+        .unwrap();
+        for i in 0..6u32 {
+            assert_eq!(r.load(&mut b, 0x30_2000 + i * 0x1000), Ok(i as u8 + 100));
+        }
+        assert_eq!(r.load(&mut a, 0x10_5000), Ok(105));
+        assert!(!SharedObject::release(object, &mut r.alloc).unwrap());
+        a.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        b.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        assert_eq!(r.alloc.free_count(), before);
+    }
+
+    #[test]
+    fn remove_cuts_splits_and_frees_what_it_unmaps() {
+        let mut r = Rig::new();
+        let before = r.alloc.free_count();
+        let mut u = r.vm(A1);
+        add(&mut u, 0x1_0000, 0x8000, Perm::RW, RegionKind::Anon);
+        add(&mut u, 0x1_8000, 0x2000, Perm::R, RegionKind::Data);
+        add(&mut u, 0x4_0000, 0x2000, Perm::RW, RegionKind::Anon);
+        for v in (0x1_0000..0x1_8000).step_by(0x1000) {
+            r.store(&mut u, v, v as u8 + (v >> 12) as u8).unwrap();
+        }
+        r.load(&mut u, 0x1_9000).unwrap();
+        let rm =
+            |r: &mut Rig, u: &mut Vm, s: u32, l: u32| u.remove(va(s), l, &mut r.alloc, &mut r.refs);
+        assert_eq!(rm(&mut r, &mut u, 0x1_0000, 0), Err(UvmError::ZeroSize));
+        assert_eq!(
+            rm(&mut r, &mut u, 0x1_0800, 0x1000),
+            Err(UvmError::Unaligned)
+        );
+        assert_eq!(rm(&mut r, &mut u, 0x0, 0x2000), Err(UvmError::OutsideUser));
+        assert_eq!(
+            rm(&mut r, &mut u, 0x2_0000, 0x1000),
+            Err(UvmError::NotFound)
+        );
+        assert_eq!(
+            rm(&mut r, &mut u, 0x4_2000, 0x1000),
+            Err(UvmError::NotFound)
+        );
+        // A hole in the middle: two regions remain, the pages in the hole go.
+        let free = r.alloc.free_count();
+        rm(&mut r, &mut u, 0x1_2000, 0x2000).unwrap();
+        assert_eq!(r.alloc.free_count(), free + 2);
+        assert_eq!(u.resident_pages(), 7);
+        assert_eq!(
+            r.fault(&mut u, 0x1_2000, Access::Read),
+            Err(FaultError::NoRegion)
+        );
+        assert_eq!(r.mmu(&u, 0x1_3000), None);
+        assert_eq!(r.load(&mut u, 0x1_4000), Ok(0x14));
+        // Across the end of one region, a whole one and into a gap.
+        rm(&mut r, &mut u, 0x1_7000, 0x2_0000).unwrap();
+        let left: Vec<_> = u
+            .regions()
+            .map(|g| (g.start.as_u32(), g.len, g.perm))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                (0x1_0000, 0x2000, Perm::RW),
+                (0x1_4000, 0x3000, Perm::RW),
+                (0x4_0000, 0x2000, Perm::RW)
+            ]
+        );
+        assert_eq!(u.resident_pages(), 5);
+        assert_eq!(mapped_pages(&u), 5);
+        // Shared copy on write: the frame stays with its other owner.
+        let mut c = r.fork(&mut u, A2).unwrap();
+        let free = r.alloc.free_count();
+        rm(&mut r, &mut u, 0x1_0000, 0x2000).unwrap();
+        assert_eq!(r.alloc.free_count(), free, "the child still owns them");
+        assert_eq!(r.load(&mut c, 0x1_1000), Ok(0x11));
+        rm(&mut r, &mut c, 0x1_0000, 0x2000).unwrap();
+        assert_eq!(r.alloc.free_count(), free + 2);
+        r.clean();
+        u.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        c.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        assert_eq!(r.alloc.free_count(), before);
+        assert_eq!(r.refs.shared_frames(), 0);
+    }
+
+    #[test]
+    fn populate_writes_through_physical_memory_and_maps_the_pages() {
+        let mut r = Rig::new();
+        let before = r.alloc.free_count();
+        let mut u = r.vm(A1);
+        add(&mut u, 0x1_0000, 0x3000, Perm::RX, RegionKind::Text);
+        add(&mut u, 0x2_0000, 0x2000, Perm::RW, RegionKind::Data);
+        add(&mut u, 0xf000, 0x1000, Perm::RW, RegionKind::Guard);
+        let object = SharedObject::new(1);
+        u.add_region(
+            va(0x3_0000),
+            0x1000,
+            Perm::RW,
+            RegionKind::Shared,
+            Backing::Shared(object),
+        )
+        .unwrap();
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 + 1) as u8).collect();
+        let pop = |r: &mut Rig, u: &mut Vm, v: u32, d: &[u8]| {
+            u.populate(va(v), d, &mut r.alloc, &mut r.refs)
+        };
+        assert_eq!(pop(&mut r, &mut u, 0x1_0000 + 0x1001, &data[..0]), Ok(()));
+        assert_eq!(u.resident_pages(), 0);
+        assert_eq!(
+            pop(&mut r, &mut u, 0x5_0000, &data),
+            Err(UvmError::NotFound)
+        );
+        assert_eq!(
+            pop(&mut r, &mut u, 0xf000, &data[..1]),
+            Err(UvmError::NotFound)
+        );
+        assert_eq!(
+            pop(&mut r, &mut u, 0x3_0000, &data[..1]),
+            Err(UvmError::NotFound)
+        );
+        assert_eq!(
+            pop(&mut r, &mut u, 0x1_2000, &data),
+            Err(UvmError::BadLength)
+        );
+        // Out of memory on the second page: nothing written, nothing mapped.
+        let free = r.alloc.free_count();
+        r.alloc.set_budget(Some(2));
+        assert_eq!(
+            pop(&mut r, &mut u, 0x1_0ffe, &data),
+            Err(UvmError::OutOfMemory)
+        );
+        r.alloc.set_budget(None);
+        assert_eq!(r.alloc.free_count(), free);
+        assert_eq!((u.resident_pages(), mapped_pages(&u)), (0, 0));
+        // Unaligned, across three pages of a read-only executable region.
+        pop(&mut r, &mut u, 0x1_0ffe, &data).unwrap();
+        assert_eq!(u.resident_pages(), 3);
+        for (i, &b) in data.iter().enumerate() {
+            assert_eq!(r.load(&mut u, 0x1_0ffe + i as u32), Ok(b));
+        }
+        assert_eq!(r.load(&mut u, 0x1_0ffd), Ok(0), "zeroed around the data");
+        assert_eq!(r.load(&mut u, 0x1_0ffe + 5000), Ok(0));
+        assert_eq!(
+            r.mmu(&u, 0x1_1000).unwrap().flags,
+            Some(MapFlags::USER_TEXT)
+        );
+        // Again over mapped pages: overwritten in place.
+        pop(&mut r, &mut u, 0x1_1000, &[9, 9]).unwrap();
+        assert_eq!(u.resident_pages(), 3);
+        assert_eq!(r.load(&mut u, 0x1_1001), Ok(9));
+        // Over a page shared copy on write: the child keeps what it had.
+        r.store(&mut u, 0x2_0000, 1).unwrap();
+        let mut c = r.fork(&mut u, A2).unwrap();
+        pop(&mut r, &mut u, 0x2_0000, &[2]).unwrap();
+        assert_eq!(
+            (r.load(&mut u, 0x2_0000), r.load(&mut c, 0x2_0000)),
+            (Ok(2), Ok(1))
+        );
+        assert_eq!(r.refs.shared_frames(), 3, "the three text pages");
+        r.clean();
+        c.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        u.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        assert_eq!(r.alloc.free_count(), before);
+    }
+
+    #[test]
+    fn check_range_follows_regions_and_their_permissions() {
+        let mut r = Rig::new();
+        let mut u = r.vm(A1);
+        add(&mut u, 0x1_0000, 0x2000, Perm::RW, RegionKind::Data);
+        add(&mut u, 0x1_2000, 0x1000, Perm::RW, RegionKind::Anon);
+        add(&mut u, 0x1_3000, 0x1000, Perm::R, RegionKind::Data);
+        add(&mut u, 0x1_4000, 0x1000, Perm::RW, RegionKind::Guard);
+        add(&mut u, 0x2_0000, 0x1000, Perm::RX, RegionKind::Text);
+        assert!(
+            u.check_range(va(0x1_0010), 0x2ff0, true),
+            "two adjacent regions"
+        );
+        assert!(!u.check_range(va(0x1_0010), 0x2ff1, true), "into read-only");
+        assert!(u.check_range(va(0x1_0010), 0x3ff0, false));
+        assert!(
+            !u.check_range(va(0x1_0010), 0x3ff1, false),
+            "into the guard"
+        );
+        assert!(u.check_range(va(0x2_0000), 0x1000, false));
+        assert!(!u.check_range(va(0x2_0000), 1, true));
+        assert!(!u.check_range(va(0x1_fffc), 8, false), "a gap");
+        assert!(!u.check_range(va(0x1_0000), u32::MAX, false));
+        assert!(!u.check_range(va(0xffff_ff00), 0x1000, false));
+        assert!(u.check_range(va(0x5_0000), 0, true));
+        u.destroy(&mut r.alloc, &mut r.refs).unwrap();
+    }
+
+    #[test]
+    fn a_new_asid_tags_later_maintenance() {
+        let mut r = Rig::new();
+        let mut p = r.vm(A1);
+        add(&mut p, 0x1_0000, 0x1000, Perm::RW, RegionKind::Data);
+        r.store(&mut p, 0x1_0000, 1).unwrap();
+        // A rollover: everything is flushed, the space runs with another ASID from now on.
+        r.tlb.invalidate_all();
+        r.tlb.sync();
+        p.set_asid(A3);
+        assert_eq!(p.asid(), A3);
+        assert_eq!(r.load(&mut p, 0x1_0000), Ok(1));
+        let mut c = r.fork(&mut p, A2).unwrap();
+        // The parent's writable entry, cached under A3, must have been invalidated under A3.
+        assert_eq!(
+            r.mmu(&p, 0x1_0000).unwrap().flags,
+            Some(MapFlags::USER_RODATA)
+        );
+        r.store(&mut p, 0x1_0000, 2).unwrap();
+        assert_eq!(r.load(&mut c, 0x1_0000), Ok(1));
+        assert_eq!(r.load(&mut p, 0x1_0000), Ok(2));
+        r.clean();
+        p.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        c.destroy(&mut r.alloc, &mut r.refs).unwrap();
+    }
+
+    #[test]
+    fn displays_a_memory_map_line() {
+        let mut r = Rig::new();
+        let mut u = r.vm(A1);
+        add(&mut u, 0x40_0000, 0x2000, Perm::RX, RegionKind::Text);
+        let object = SharedObject::new(4);
+        u.add_shared_region(
+            va(0x50_0000),
+            0x1000,
+            Perm::RW,
+            RegionKind::Shared,
+            object,
+            3,
+        )
+        .unwrap();
+        let lines: Vec<_> = u.regions().map(|g| alloc::format!("{g}")).collect();
+        assert_eq!(
+            lines,
+            [
+                "00400000-00402000 r-x text   private",
+                "00500000-00501000 rw- shared shared @3 (0/4 pages resident)"
+            ]
+        );
+        assert_eq!(
+            alloc::format!("{}", FaultError::Guard),
+            "access to a guard page"
+        );
+        assert_eq!(
+            alloc::format!("{:?}", SharedObject::new(2)),
+            "SharedObject { pages: 2, resident: 0 }"
+        );
+        u.destroy(&mut r.alloc, &mut r.refs).unwrap();
+    }
+
+    #[test]
+    fn frame_refs_record_only_shared_frames() {
+        let mut refs = FrameRefs::new();
+        let f = Frame::from_number(7);
+        assert_eq!(refs.count(f), 1);
+        assert!(refs.release(f), "an unrecorded frame has one owner");
+        refs.share(f);
+        refs.share(f);
+        assert_eq!((refs.count(f), refs.shared_frames()), (3, 1));
+        assert!(!refs.release(f));
+        assert!(!refs.release(f));
+        assert_eq!((refs.count(f), refs.shared_frames()), (1, 0));
+        assert!(refs.release(f));
+    }
+}
