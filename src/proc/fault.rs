@@ -95,6 +95,7 @@ fn resolve(address: u32, access: Access, status: FaultStatus) -> Result<(), User
         Err(FaultError::Guard) => Err(UserFaultKind::StackOverflow),
         Err(FaultError::Protection) => Err(UserFaultKind::Protection),
         Err(FaultError::OutOfMemory) => Err(UserFaultKind::OutOfMemory),
+        Err(FaultError::Map(e)) => panic!("user fault at {address:#010x}: tables refused: {e}"),
     }
 }
 

@@ -233,15 +233,19 @@ fn shm(key: u32, len: u32) -> SysResult {
     };
     drop(shared);
     let len = object.pages() * PAGE_SIZE;
-    with_current(|p| {
+    let mapped = with_current(|p| {
         let vm = p.vm.as_mut().ok_or(errno::ESRCH)?;
         let va = vm
             .find_free(len, USER_MMAP_BASE, USER_MMAP_END)
             .ok_or(errno::ENOMEM)?;
-        vm.add_region(va, len, Perm::RW, RegionKind::Shared, Backing::Shared(object))
+        vm.add_shared_region(va, len, Perm::RW, RegionKind::Shared, object.clone(), 0)
             .map_err(|_| errno::ENOMEM)?;
         Ok(va.as_u32())
-    })
+    });
+    // Our own reference goes; the object lives on in the regions that map it (if none does,
+    // its frames are freed here).
+    let _ = SharedObject::release(object, &mut KernelFrames);
+    mapped
 }
 
 fn sysinfo(what: u32) -> SysResult {
