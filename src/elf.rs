@@ -244,10 +244,14 @@ impl<'a> Elf<'a> {
                 // An empty segment maps nothing (a linker script's unused PHDRS entry).
                 continue;
             }
-            let data = offset
-                .checked_add(filesz as usize)
-                .and_then(|end| image.get(offset..end))
-                .ok_or(ElfError::SegmentOutsideFile)?;
+            // A segment without file bytes (bss only) may point anywhere, even past the end.
+            let data = match filesz {
+                0 => &[],
+                _ => offset
+                    .checked_add(filesz as usize)
+                    .and_then(|end| image.get(offset..end))
+                    .ok_or(ElfError::SegmentOutsideFile)?,
+            };
             match vaddr.checked_add(memsz) {
                 Some(end) if vaddr >= USER_MIN && end <= USER_END => {}
                 _ => return Err(ElfError::SegmentOutsideUser),
@@ -521,6 +525,11 @@ mod tests {
         let mut ph = good_phdrs();
         ph[2].1 = u32::MAX - 0x10; // offset + filesz wraps
         assert_eq!(with_phdrs(&ph), Err(ElfError::SegmentOutsideFile));
+        // Without file bytes, the offset does not matter (a bss-only segment).
+        let mut ph = good_phdrs();
+        (ph[2].1, ph[2].3) = (u32::MAX, 0);
+        let img = image(0x1_0000, &ph, &body());
+        assert_eq!(Elf::parse(&img).unwrap().segments()[2].data, &[] as &[u8]);
     }
 
     #[test]
