@@ -18,7 +18,7 @@ QEMU     := qemu-system-arm
 QEMU_M   := -M raspi2b -m 1G
 # Evaluated when a recipe runs (after `deps` may have installed one).
 OBJCOPY  ?= $(shell command -v llvm-objcopy || command -v arm-none-eabi-objcopy || echo objcopy-not-found)
-SRCS     := $(shell find src boot -type f) Cargo.toml link.ld .cargo/config.toml
+SRCS     := $(shell find src boot -type f) Cargo.toml build.rs link.ld
 
 .PHONY: all run test host-test target-test bench sdcard gdb clean deps deps-sdcard
 
