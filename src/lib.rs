@@ -23,6 +23,8 @@ pub mod kbench;
 #[cfg(all(target_os = "none", feature = "ktest"))]
 pub mod ktest;
 #[cfg(target_os = "none")]
+pub mod programs;
+#[cfg(target_os = "none")]
 pub mod vm;
 
 #[cfg(target_os = "none")]
