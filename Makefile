@@ -18,7 +18,10 @@ QEMU     := qemu-system-arm
 QEMU_M   := -M raspi2b -m 1G
 # Evaluated when a recipe runs (after `deps` may have installed one).
 OBJCOPY  ?= $(shell command -v llvm-objcopy || command -v arm-none-eabi-objcopy || echo objcopy-not-found)
-SRCS     := $(shell find src boot -type f) Cargo.toml link.ld .cargo/config.toml
+# Everything the kernel is built from, the user programs (src/user) included, without their
+# build directory if they were built there by hand.
+SRCS     := $(shell find src boot -path src/user/target -prune -o -type f -print) \
+            Cargo.toml Cargo.lock build.rs link.ld
 
 .PHONY: all run test host-test target-test bench sdcard gdb clean deps deps-sdcard
 

@@ -6,6 +6,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod elf;
 pub mod mm;
 
 #[cfg(target_os = "none")]
@@ -25,6 +26,8 @@ pub mod ktest;
 pub mod proc;
 #[cfg(target_os = "none")]
 pub mod shell;
+#[cfg(target_os = "none")]
+pub mod programs;
 #[cfg(target_os = "none")]
 pub mod vm;
 

@@ -7,6 +7,7 @@
 //! timeout around QEMU, so a hang fails too.)
 
 mod boot;
+mod programs;
 mod proc;
 mod vm;
 
@@ -31,6 +32,7 @@ fn entries() -> impl Iterator<Item = &'static Entry> {
     boot::ENTRIES
         .iter()
         .chain(vm::ENTRIES)
+        .chain(programs::ENTRIES)
         .chain(proc::ENTRIES)
 }
 

@@ -1,0 +1,672 @@
+//! ELF32 parsing for the program loader: little-endian, `EM_ARM`, `ET_EXEC`, statically linked.
+//!
+//! [`Elf::parse`] validates everything the loader relies on and hands back the entry point and
+//! the loadable segments, each with its permission and its file bytes. It works on any byte slice
+//! (no alignment needed: every field is read with `from_le_bytes`), allocates nothing, and never
+//! panics on hostile input; a program is either accepted whole or refused with an [`ElfError`].
+//!
+//! What an accepted image guarantees:
+//!
+//! - every `PT_LOAD` segment with a non-zero size lies inside the user half,
+//!   `[USER_MIN, USER_END)`, without overflow, and its file bytes lie inside the image;
+//!   `filesz <= memsz` (the rest is zero-filled: `.bss`);
+//! - no segment is both writable and executable;
+//! - no two segments share a page, so each page gets exactly one permission. Segment starts need
+//!   not be page aligned: the loader maps [`Segment::page_start`]`..`[`Segment::page_end`] and
+//!   copies the file bytes to `vaddr`;
+//! - the entry point is word aligned (ARM state) inside an executable segment;
+//! - there is no interpreter and no dynamic section.
+//!
+//! The file is self-contained (only `core`), so the kernel's build script can include it to check
+//! the embedded user programs when the kernel is built.
+
+use core::fmt;
+
+/// Page size the segments are mapped with.
+pub const PAGE_SIZE: u32 = 4096;
+/// Lowest address a segment may use: page 0 is never mapped, so null pointers fault.
+pub const USER_MIN: u32 = 0x1000;
+/// End (exclusive) of the user half (TTBR0, `TTBCR.N = 1`).
+pub const USER_END: u32 = 0x8000_0000;
+/// Most loadable segments an image may have (text, rodata and data need three).
+pub const MAX_SEGMENTS: usize = 8;
+
+const EHDR_SIZE: usize = 52;
+const PHDR_SIZE: usize = 32;
+
+const ELFCLASS32: u8 = 1;
+const ELFDATA2LSB: u8 = 1;
+const EV_CURRENT: u8 = 1;
+const ET_EXEC: u16 = 2;
+const EM_ARM: u16 = 40;
+
+const PT_LOAD: u32 = 1;
+const PT_DYNAMIC: u32 = 2;
+const PT_INTERP: u32 = 3;
+
+const PF_X: u32 = 1;
+const PF_W: u32 = 2;
+const PF_R: u32 = 4;
+
+/// Why an image was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElfError {
+    /// Shorter than an ELF header.
+    TooShort,
+    /// No `\x7fELF` at the start.
+    BadMagic,
+    /// Not 32-bit, little-endian, version 1, `EM_ARM` (or a header size other than 52).
+    NotArm32Le,
+    /// Not `ET_EXEC`, or it asks for an interpreter or dynamic linking.
+    NotExecutable,
+    /// The program header table is missing, has the wrong entry size, lies outside the file, or
+    /// holds a nonsensical `PT_LOAD` (`filesz > memsz`, no permission at all).
+    BadPhdr,
+    /// A segment's file bytes lie outside the image.
+    SegmentOutsideFile,
+    /// A segment lies outside `[USER_MIN, USER_END)` or wraps around.
+    SegmentOutsideUser,
+    /// A segment is both writable and executable.
+    WriteAndExecute,
+    /// Two segments share a page.
+    Overlap,
+    /// The entry point is not word aligned or not inside an executable segment.
+    BadEntry,
+    /// More than [`MAX_SEGMENTS`] loadable segments.
+    TooManySegments,
+}
+
+impl fmt::Display for ElfError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ElfError::TooShort => "image shorter than an ELF header",
+            ElfError::BadMagic => "not an ELF image (bad magic)",
+            ElfError::NotArm32Le => "not a 32-bit little-endian ARM ELF",
+            ElfError::NotExecutable => "not a statically linked executable (ET_EXEC)",
+            ElfError::BadPhdr => "bad program header table",
+            ElfError::SegmentOutsideFile => "segment data outside the file",
+            ElfError::SegmentOutsideUser => "segment outside the user address range",
+            ElfError::WriteAndExecute => "segment both writable and executable",
+            ElfError::Overlap => "segments share a page",
+            ElfError::BadEntry => "entry point not in an executable segment",
+            ElfError::TooManySegments => "too many loadable segments",
+        })
+    }
+}
+
+/// The access a segment is mapped with. Write implies read and execute implies read: the
+/// short-descriptor format has neither write-only nor execute-only pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegPerm {
+    /// Read-only, never executable (rodata).
+    R,
+    /// Read-write, never executable (data, bss).
+    RW,
+    /// Read and execute, never writable (text).
+    RX,
+}
+
+impl SegPerm {
+    /// Whether the segment may be written.
+    pub const fn writable(self) -> bool {
+        matches!(self, SegPerm::RW)
+    }
+
+    /// Whether code may run from the segment.
+    pub const fn executable(self) -> bool {
+        matches!(self, SegPerm::RX)
+    }
+}
+
+/// One loadable segment: `memsz` bytes at `vaddr`, the first `data.len()` of them from the file,
+/// the rest zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment<'a> {
+    /// First byte of the segment (not necessarily page aligned).
+    pub vaddr: u32,
+    /// Size in memory, `> 0` and `>= data.len()`.
+    pub memsz: u32,
+    /// The bytes from the file (`p_filesz` of them), to be copied to `vaddr`.
+    pub data: &'a [u8],
+    /// How the segment's pages are mapped.
+    pub perm: SegPerm,
+}
+
+impl Segment<'_> {
+    const EMPTY: Segment<'static> = Segment {
+        vaddr: 0,
+        memsz: 0,
+        data: &[],
+        perm: SegPerm::R,
+    };
+
+    /// End (exclusive) of the segment's bytes. Cannot overflow: the parser checked it is at most
+    /// [`USER_END`].
+    pub const fn end(&self) -> u32 {
+        self.vaddr + self.memsz
+    }
+
+    /// First byte of the first page the segment touches.
+    pub const fn page_start(&self) -> u32 {
+        self.vaddr & !(PAGE_SIZE - 1)
+    }
+
+    /// End (exclusive) of the last page the segment touches; at most [`USER_END`].
+    pub const fn page_end(&self) -> u32 {
+        // USER_END is page aligned and end() <= USER_END, so rounding up cannot overflow.
+        (self.end() + PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
+    }
+
+    /// Number of pages to map.
+    pub const fn pages(&self) -> u32 {
+        (self.page_end() - self.page_start()) / PAGE_SIZE
+    }
+
+    /// Whether `addr` lies in `[vaddr, vaddr + memsz)`.
+    pub const fn contains(&self, addr: u32) -> bool {
+        addr >= self.vaddr && addr < self.end()
+    }
+}
+
+/// A validated executable: its entry point and its loadable segments, in file order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Elf<'a> {
+    /// Where execution starts (ARM state).
+    pub entry: u32,
+    segments: [Segment<'a>; MAX_SEGMENTS],
+    count: usize,
+}
+
+fn u16_at(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([b[off], b[off + 1]])
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+impl<'a> Elf<'a> {
+    /// Parses and validates `image`. The returned segments borrow their bytes from it.
+    pub fn parse(image: &'a [u8]) -> Result<Self, ElfError> {
+        if image.len() < EHDR_SIZE {
+            return Err(ElfError::TooShort);
+        }
+        let eh = &image[..EHDR_SIZE];
+        if eh[0..4] != *b"\x7fELF" {
+            return Err(ElfError::BadMagic);
+        }
+        if eh[4] != ELFCLASS32
+            || eh[5] != ELFDATA2LSB
+            || eh[6] != EV_CURRENT
+            || u16_at(eh, 18) != EM_ARM
+            || u32_at(eh, 20) != u32::from(EV_CURRENT)
+            || usize::from(u16_at(eh, 40)) != EHDR_SIZE
+        {
+            return Err(ElfError::NotArm32Le);
+        }
+        if u16_at(eh, 16) != ET_EXEC {
+            return Err(ElfError::NotExecutable);
+        }
+        let entry = u32_at(eh, 24);
+        let phoff = u32_at(eh, 28) as usize;
+        let phentsize = usize::from(u16_at(eh, 42));
+        let phnum = usize::from(u16_at(eh, 44));
+        if phentsize != PHDR_SIZE || phnum == 0 {
+            return Err(ElfError::BadPhdr);
+        }
+        let table = phnum
+            .checked_mul(PHDR_SIZE)
+            .and_then(|size| phoff.checked_add(size))
+            .and_then(|end| image.get(phoff..end))
+            .ok_or(ElfError::BadPhdr)?;
+
+        let mut elf = Elf {
+            entry,
+            segments: [Segment::EMPTY; MAX_SEGMENTS],
+            count: 0,
+        };
+        for ph in table.chunks_exact(PHDR_SIZE) {
+            match u32_at(ph, 0) {
+                PT_LOAD => {}
+                PT_DYNAMIC | PT_INTERP => return Err(ElfError::NotExecutable),
+                // PT_PHDR, PT_NOTE, PT_ARM_EXIDX, PT_GNU_STACK, ...: nothing to load.
+                _ => continue,
+            }
+            let offset = u32_at(ph, 4) as usize;
+            let vaddr = u32_at(ph, 8);
+            let filesz = u32_at(ph, 16);
+            let memsz = u32_at(ph, 20);
+            let flags = u32_at(ph, 24);
+            if filesz > memsz {
+                return Err(ElfError::BadPhdr);
+            }
+            if memsz == 0 {
+                // An empty segment maps nothing (a linker script's unused PHDRS entry).
+                continue;
+            }
+            // A segment without file bytes (bss only) may point anywhere, even past the end.
+            let data = match filesz {
+                0 => &[],
+                _ => offset
+                    .checked_add(filesz as usize)
+                    .and_then(|end| image.get(offset..end))
+                    .ok_or(ElfError::SegmentOutsideFile)?,
+            };
+            match vaddr.checked_add(memsz) {
+                Some(end) if vaddr >= USER_MIN && end <= USER_END => {}
+                _ => return Err(ElfError::SegmentOutsideUser),
+            }
+            let perm = match (flags & PF_R != 0, flags & PF_W != 0, flags & PF_X != 0) {
+                (_, true, true) => return Err(ElfError::WriteAndExecute),
+                (_, true, false) => SegPerm::RW,
+                (_, false, true) => SegPerm::RX,
+                (true, false, false) => SegPerm::R,
+                (false, false, false) => return Err(ElfError::BadPhdr),
+            };
+            let seg = Segment {
+                vaddr,
+                memsz,
+                data,
+                perm,
+            };
+            let placed = &elf.segments[..elf.count];
+            if placed
+                .iter()
+                .any(|s| seg.page_start() < s.page_end() && s.page_start() < seg.page_end())
+            {
+                return Err(ElfError::Overlap);
+            }
+            if elf.count == MAX_SEGMENTS {
+                return Err(ElfError::TooManySegments);
+            }
+            elf.segments[elf.count] = seg;
+            elf.count += 1;
+        }
+
+        let in_text = elf
+            .segments()
+            .iter()
+            .any(|s| s.perm.executable() && s.contains(entry));
+        if !entry.is_multiple_of(4) || !in_text {
+            return Err(ElfError::BadEntry);
+        }
+        Ok(elf)
+    }
+
+    /// The loadable segments (non-empty `PT_LOAD`s), in file order.
+    pub fn segments(&self) -> &[Segment<'a>] {
+        &self.segments[..self.count]
+    }
+
+    /// Total pages the segments need.
+    pub fn pages(&self) -> u32 {
+        self.segments().iter().map(Segment::pages).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One program header for [`image`]: `(type, offset, vaddr, filesz, memsz, flags)`.
+    type Ph = (u32, u32, u32, u32, u32, u32);
+
+    const RX: u32 = PF_R | PF_X;
+    const RO: u32 = PF_R;
+    const RW: u32 = PF_R | PF_W;
+
+    /// A hand-made ELF: header, program headers right after it, then `body` at 0x1000 (so
+    /// segments can point into it), every other header field as a linker would write it.
+    fn image(entry: u32, phdrs: &[Ph], body: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 0x1000];
+        b[0..4].copy_from_slice(b"\x7fELF");
+        b[4] = ELFCLASS32;
+        b[5] = ELFDATA2LSB;
+        b[6] = EV_CURRENT;
+        b[16..18].copy_from_slice(&ET_EXEC.to_le_bytes());
+        b[18..20].copy_from_slice(&EM_ARM.to_le_bytes());
+        b[20..24].copy_from_slice(&1u32.to_le_bytes());
+        b[24..28].copy_from_slice(&entry.to_le_bytes());
+        b[28..32].copy_from_slice(&(EHDR_SIZE as u32).to_le_bytes());
+        b[36..40].copy_from_slice(&0x0500_0200u32.to_le_bytes()); // EABI 5, soft float
+        b[40..42].copy_from_slice(&(EHDR_SIZE as u16).to_le_bytes());
+        b[42..44].copy_from_slice(&(PHDR_SIZE as u16).to_le_bytes());
+        b[44..46].copy_from_slice(&(phdrs.len() as u16).to_le_bytes());
+        b[46..48].copy_from_slice(&40u16.to_le_bytes());
+        for (i, &(ty, off, va, filesz, memsz, flags)) in phdrs.iter().enumerate() {
+            let p = EHDR_SIZE + i * PHDR_SIZE;
+            for (j, v) in [ty, off, va, va, filesz, memsz, flags, PAGE_SIZE]
+                .iter()
+                .enumerate()
+            {
+                b[p + 4 * j..p + 4 * j + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        b.extend_from_slice(body);
+        b
+    }
+
+    /// Text (RX, 0x10000, 0x100 bytes), rodata (R, 0x11000, 0x40 bytes), data+bss (RW, 0x12000,
+    /// 0x20 file bytes of 0x2000).
+    fn good_phdrs() -> Vec<Ph> {
+        vec![
+            (PT_LOAD, 0x1000, 0x1_0000, 0x100, 0x100, RX),
+            (PT_LOAD, 0x1100, 0x1_1000, 0x40, 0x40, RO),
+            (PT_LOAD, 0x1140, 0x1_2000, 0x20, 0x2000, RW),
+        ]
+    }
+
+    fn body() -> Vec<u8> {
+        (0..0x160u32).map(|i| i as u8).collect()
+    }
+
+    fn good() -> Vec<u8> {
+        image(0x1_0000, &good_phdrs(), &body())
+    }
+
+    fn with_phdrs(phdrs: &[Ph]) -> Result<(), ElfError> {
+        Elf::parse(&image(0x1_0000, phdrs, &body())).map(drop)
+    }
+
+    fn patched(off: usize, bytes: &[u8]) -> Vec<u8> {
+        let mut b = good();
+        b[off..off + bytes.len()].copy_from_slice(bytes);
+        b
+    }
+
+    #[test]
+    fn accepts_a_good_image() {
+        let img = good();
+        let elf = Elf::parse(&img).unwrap();
+        assert_eq!(elf.entry, 0x1_0000);
+        let s = elf.segments();
+        assert_eq!(s.len(), 3);
+        assert_eq!(
+            (s[0].vaddr, s[0].memsz, s[0].perm),
+            (0x1_0000, 0x100, SegPerm::RX)
+        );
+        assert_eq!(s[0].data, &img[0x1000..0x1100]);
+        assert_eq!(
+            (s[1].vaddr, s[1].perm, s[1].data.len()),
+            (0x1_1000, SegPerm::R, 0x40)
+        );
+        assert_eq!(
+            (s[2].vaddr, s[2].memsz, s[2].perm),
+            (0x1_2000, 0x2000, SegPerm::RW)
+        );
+        assert_eq!(s[2].data, &img[0x1140..0x1160]);
+        assert_eq!(
+            (s[2].page_start(), s[2].page_end(), s[2].pages()),
+            (0x1_2000, 0x1_4000, 2)
+        );
+        assert_eq!(elf.pages(), 4);
+        assert!(s[2].perm.writable() && !s[2].perm.executable());
+        assert!(s[0].perm.executable() && !s[0].perm.writable());
+    }
+
+    #[test]
+    fn works_on_unaligned_slices() {
+        let img = good();
+        for shift in 1..4 {
+            let mut buf = vec![0u8; shift];
+            buf.extend_from_slice(&img);
+            let elf = Elf::parse(&buf[shift..]).unwrap();
+            assert_eq!(elf.segments()[0].data, &img[0x1000..0x1100]);
+        }
+    }
+
+    #[test]
+    fn unaligned_segments_in_distinct_pages_are_accepted() {
+        let ph = [
+            (PT_LOAD, 0x1000, 0x1_0010, 0x100, 0x100, RX),
+            (PT_LOAD, 0x1100, 0x1_1234, 0x40, 0x1000, RW),
+        ];
+        let img = image(0x1_0010, &ph, &body());
+        let elf = Elf::parse(&img).unwrap();
+        let s = elf.segments();
+        assert_eq!((s[0].page_start(), s[0].page_end()), (0x1_0000, 0x1_1000));
+        assert_eq!(
+            (s[1].page_start(), s[1].page_end(), s[1].pages()),
+            (0x1_1000, 0x1_3000, 2)
+        );
+    }
+
+    #[test]
+    fn ignores_other_segment_types_and_empty_loads() {
+        let mut ph = good_phdrs();
+        ph.insert(0, (6, 0x34, 0x1_0034, 0x60, 0x60, RO)); // PT_PHDR
+        ph.push((0x6474_e551, 0, 0, 0, 0, RW)); // PT_GNU_STACK
+        ph.push((0x7000_0001, 0x1000, 0x1_0000, 8, 8, RO)); // PT_ARM_EXIDX
+        ph.push((PT_LOAD, 0x1160, 0x5000_0000, 0, 0, RW | PF_X)); // empty: ignored
+        let img = image(0x1_0000, &ph, &body());
+        assert_eq!(Elf::parse(&img).unwrap().segments().len(), 3);
+    }
+
+    #[test]
+    fn too_short() {
+        assert_eq!(Elf::parse(&[]), Err(ElfError::TooShort));
+        assert_eq!(Elf::parse(&good()[..51]), Err(ElfError::TooShort));
+    }
+
+    #[test]
+    fn bad_magic() {
+        assert_eq!(Elf::parse(&patched(0, b"\x7fELG")), Err(ElfError::BadMagic));
+        assert_eq!(Elf::parse(&patched(1, b"el")), Err(ElfError::BadMagic));
+    }
+
+    #[test]
+    fn not_arm32_le() {
+        for (off, bytes) in [
+            (4, &[2u8][..]),    // ELFCLASS64
+            (5, &[2][..]),      // big endian
+            (6, &[0][..]),      // EI_VERSION
+            (18, &[62, 0][..]), // EM_X86_64
+            (20, &[2, 0, 0, 0][..]),
+            (40, &[64, 0][..]), // e_ehsize
+        ] {
+            assert_eq!(
+                Elf::parse(&patched(off, bytes)),
+                Err(ElfError::NotArm32Le),
+                "{off}"
+            );
+        }
+    }
+
+    #[test]
+    fn not_executable() {
+        assert_eq!(
+            Elf::parse(&patched(16, &[1, 0])),
+            Err(ElfError::NotExecutable)
+        ); // ET_REL
+        assert_eq!(
+            Elf::parse(&patched(16, &[3, 0])),
+            Err(ElfError::NotExecutable)
+        ); // ET_DYN
+        for ty in [PT_INTERP, PT_DYNAMIC] {
+            let mut ph = good_phdrs();
+            ph.push((ty, 0x1000, 0x1_0000, 0x10, 0x10, RO));
+            assert_eq!(with_phdrs(&ph), Err(ElfError::NotExecutable));
+        }
+    }
+
+    #[test]
+    fn bad_phdr() {
+        assert_eq!(with_phdrs(&[]), Err(ElfError::BadPhdr)); // no table
+        assert_eq!(Elf::parse(&patched(42, &[40, 0])), Err(ElfError::BadPhdr)); // entry size
+                                                                                // Table beyond the end, and a table whose offset + size wraps.
+        let len = good().len() as u32;
+        assert_eq!(
+            Elf::parse(&patched(28, &(len - 64).to_le_bytes())),
+            Err(ElfError::BadPhdr)
+        );
+        assert_eq!(
+            Elf::parse(&patched(28, &u32::MAX.to_le_bytes())),
+            Err(ElfError::BadPhdr)
+        );
+        assert_eq!(
+            Elf::parse(&patched(44, &[0xff, 0xff])),
+            Err(ElfError::BadPhdr)
+        );
+        // filesz > memsz; a load with no permission at all.
+        let mut ph = good_phdrs();
+        ph[1].3 = 0x41;
+        assert_eq!(with_phdrs(&ph), Err(ElfError::BadPhdr));
+        let mut ph = good_phdrs();
+        ph[1].5 = 0;
+        assert_eq!(with_phdrs(&ph), Err(ElfError::BadPhdr));
+    }
+
+    #[test]
+    fn segment_outside_file() {
+        let len = good().len() as u32;
+        let mut ph = good_phdrs();
+        ph[2].1 = len - 0x10; // 0x20 bytes from 0x10 before the end
+        assert_eq!(with_phdrs(&ph), Err(ElfError::SegmentOutsideFile));
+        let mut ph = good_phdrs();
+        ph[2].1 = u32::MAX - 0x10; // offset + filesz wraps
+        assert_eq!(with_phdrs(&ph), Err(ElfError::SegmentOutsideFile));
+        // Without file bytes, the offset does not matter (a bss-only segment).
+        let mut ph = good_phdrs();
+        (ph[2].1, ph[2].3) = (u32::MAX, 0);
+        let img = image(0x1_0000, &ph, &body());
+        assert_eq!(Elf::parse(&img).unwrap().segments()[2].data, &[] as &[u8]);
+    }
+
+    #[test]
+    fn segment_outside_user() {
+        for (va, memsz) in [
+            (0, 0x100),           // page 0
+            (0xfff, 0x100),       // starts in page 0
+            (0x8000_0000, 0x100), // kernel half
+            (0x7fff_ff00, 0x101), // runs into it
+            (0xffff_ff00, 0x200), // wraps
+            (0x1_2000, u32::MAX), // wraps
+        ] {
+            let mut ph = good_phdrs();
+            ph[2].2 = va;
+            ph[2].4 = memsz;
+            assert_eq!(
+                with_phdrs(&ph),
+                Err(ElfError::SegmentOutsideUser),
+                "{va:#x}+{memsz:#x}"
+            );
+        }
+        // The last byte of the user half is fine.
+        let mut ph = good_phdrs();
+        ph[2].2 = 0x7fff_e000;
+        assert!(with_phdrs(&ph).is_ok());
+    }
+
+    #[test]
+    fn write_and_execute() {
+        let mut ph = good_phdrs();
+        ph[2].5 = RW | PF_X;
+        assert_eq!(with_phdrs(&ph), Err(ElfError::WriteAndExecute));
+        let mut ph = good_phdrs();
+        ph[0].5 = PF_W | PF_X; // without PF_R
+        assert_eq!(with_phdrs(&ph), Err(ElfError::WriteAndExecute));
+    }
+
+    #[test]
+    fn overlap() {
+        // Same bytes; a shared page between text and rodata; rodata inside the data range.
+        for (i, va) in [(1, 0x1_0000), (1, 0x1_00f0), (1, 0x1_0ff0), (1, 0x1_3000)] {
+            let mut ph = good_phdrs();
+            ph[i].2 = va;
+            assert_eq!(with_phdrs(&ph), Err(ElfError::Overlap), "{va:#x}");
+        }
+        // Data placed below text and running into its page.
+        let mut ph = good_phdrs();
+        ph[2].2 = 0xf000;
+        ph[2].4 = 0x1001;
+        assert_eq!(with_phdrs(&ph), Err(ElfError::Overlap));
+    }
+
+    #[test]
+    fn bad_entry() {
+        for entry in [0, 0x1_0002, 0x1_0100, 0x1_1000, 0x1_2000, 0x1_00ff] {
+            let img = image(entry, &good_phdrs(), &body());
+            assert_eq!(Elf::parse(&img), Err(ElfError::BadEntry), "{entry:#x}");
+        }
+        assert!(Elf::parse(&image(0x1_00fc, &good_phdrs(), &body())).is_ok());
+        // No executable segment at all.
+        let ph = &good_phdrs()[1..];
+        assert_eq!(
+            Elf::parse(&image(0x1_1000, ph, &body())),
+            Err(ElfError::BadEntry)
+        );
+    }
+
+    #[test]
+    fn too_many_segments() {
+        let seg = |i: u32| (PT_LOAD, 0x1000, 0x1_0000 + i * PAGE_SIZE, 0x10, 0x10, RX);
+        let ph: Vec<Ph> = (0..MAX_SEGMENTS as u32).map(seg).collect();
+        assert_eq!(
+            Elf::parse(&image(0x1_0000, &ph, &body()))
+                .unwrap()
+                .segments()
+                .len(),
+            8
+        );
+        let ph: Vec<Ph> = (0..=MAX_SEGMENTS as u32).map(seg).collect();
+        assert_eq!(with_phdrs(&ph), Err(ElfError::TooManySegments));
+    }
+
+    #[test]
+    fn errors_display() {
+        assert_eq!(
+            ElfError::WriteAndExecute.to_string(),
+            "segment both writable and executable"
+        );
+        assert_eq!(
+            ElfError::TooShort.to_string(),
+            "image shorter than an ELF header"
+        );
+    }
+
+    #[test]
+    fn limits_match_the_memory_map() {
+        assert_eq!(USER_END, crate::mm::layout::USER_END.as_u32());
+        assert_eq!(PAGE_SIZE as usize, crate::mm::PAGE_SIZE as usize);
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Random byte changes (mostly in the headers) never make the parser panic, and what it
+            /// accepts keeps every promise of the module documentation.
+            #[test]
+            fn mutated_images_are_refused_or_sound(
+                edits in prop::collection::vec((0usize..0x200, any::<u8>()), 1..6),
+                cut in prop::option::of(0usize..0x1200),
+            ) {
+                let mut img = good();
+                for (off, byte) in edits {
+                    let off = if off < 0x160 { off } else { 0x1000 + off - 0x160 };
+                    img[off] = byte;
+                }
+                if let Some(cut) = cut {
+                    img.truncate(cut);
+                }
+                if let Ok(elf) = Elf::parse(&img) {
+                    let segs = elf.segments();
+                    prop_assert!(!segs.is_empty() && segs.len() <= MAX_SEGMENTS);
+                    for (i, s) in segs.iter().enumerate() {
+                        prop_assert!(s.memsz > 0 && s.data.len() as u64 <= u64::from(s.memsz));
+                        prop_assert!(s.vaddr >= USER_MIN && u64::from(s.vaddr) + u64::from(s.memsz) <= u64::from(USER_END));
+                        prop_assert!(!(s.perm.writable() && s.perm.executable()));
+                        let start = s.data.as_ptr() as usize - img.as_ptr() as usize;
+                        prop_assert!(start + s.data.len() <= img.len());
+                        for t in &segs[i + 1..] {
+                            prop_assert!(s.page_end() <= t.page_start() || t.page_end() <= s.page_start());
+                        }
+                    }
+                    prop_assert!(elf.entry.is_multiple_of(4));
+                    prop_assert!(segs.iter().any(|s| s.perm == SegPerm::RX && s.contains(elf.entry)));
+                }
+            }
+        }
+    }
+}
