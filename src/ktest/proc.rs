@@ -99,7 +99,7 @@ fn fault_exec_data() {
 }
 
 fn bad_syscalls() {
-    assert_eq!(run("badcall", 0), ExitStatus::Exited(0));
+    assert_eq!(run("syscheck", 0), ExitStatus::Exited(0));
 }
 
 fn demand_zero() {

@@ -59,7 +59,7 @@ pub fn new_space() -> Result<UserSpace, UvmError> {
 
 /// Builds the address space of the program in `image`; returns it with the entry point.
 fn load(image: &[u8]) -> Result<(UserSpace, u32), SpawnError> {
-    let elf = elf::parse(image).map_err(SpawnError::BadImage)?;
+    let elf = elf::Elf::parse(image).map_err(SpawnError::BadImage)?;
     let mut space = new_space()?;
     match map_image(&mut space, &elf) {
         Ok(()) => Ok((space, elf.entry)),

@@ -68,12 +68,12 @@ pub enum ExitStatus {
 }
 
 impl ExitStatus {
-    /// The value `wait` returns: the exit code, or -(128 + reason number) for a kill, so a
-    /// parent can tell them apart.
+    /// The value `wait` returns: the exit code, or 256 + a reason number for a kill, so a
+    /// parent can tell them apart (docs/syscalls.md).
     pub fn code(self) -> i32 {
         match self {
             Self::Exited(c) => c,
-            Self::Killed(r) => -128 - r.number(),
+            Self::Killed(r) => 256 + r.number(),
         }
     }
 }

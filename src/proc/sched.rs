@@ -3,7 +3,7 @@
 use super::{State, Table, KERNEL_IDLE, KERNEL_WAKE, TABLE, TICK_MS};
 use crate::arch::arm::exception::TrapFrame;
 use crate::arch::arm::{irq, timer};
-use crate::bsp::raspi2::irq as board_irq;
+use crate::irq as board_irq;
 use crate::vm;
 use core::sync::atomic::{AtomicU32, Ordering};
 

@@ -100,7 +100,7 @@ fn exit(frame: &mut TrapFrame, code: i32) {
 /// `write(fd, buf, len)`: fd 1 and 2 are the console. Copied through a small bounce buffer
 /// (no lock held while user memory is read).
 fn write(fd: u32, buf: u32, len: u32) -> SysResult {
-    if fd != 1 && fd != 2 {
+    if fd != 1 {
         return Err(errno::EBADF);
     }
     let mut chunk = [0u8; 128];
@@ -115,6 +115,10 @@ fn write(fd: u32, buf: u32, len: u32) -> SysResult {
 }
 
 fn sleep(frame: &mut TrapFrame, ms: u32) {
+    if ms == 0 {
+        frame.r[0] = 0;
+        return sched::reschedule(&mut TABLE.lock(), frame, Why::Yield);
+    }
     let until = timer::now() + u64::from(ms) * u64::from(sched::ticks_per_ms());
     frame.r[0] = 0;
     let mut t = TABLE.lock();
@@ -144,17 +148,21 @@ fn mmap(hint: u32, len: u32, prot: u32) -> SysResult {
     };
     with_current(|p| {
         let vm = p.vm.as_mut().ok_or(errno::ESRCH)?;
-        let va = if hint != 0 {
-            if hint % PAGE_SIZE != 0 {
-                return Err(errno::EINVAL);
+        // A free, page-aligned hint is taken as is; otherwise the kernel chooses.
+        if hint != 0 && hint % PAGE_SIZE == 0 {
+            let va = VirtAddr::new(hint);
+            if vm
+                .add_region(va, len, perm, RegionKind::Anon, Backing::Private)
+                .is_ok()
+            {
+                return Ok(hint);
             }
-            VirtAddr::new(hint)
-        } else {
-            vm.find_free(len, USER_MMAP_BASE, USER_MMAP_END)
-                .ok_or(errno::ENOMEM)?
-        };
+        }
+        let va = vm
+            .find_free(len, USER_MMAP_BASE, USER_MMAP_END)
+            .ok_or(errno::ENOMEM)?;
         vm.add_region(va, len, perm, RegionKind::Anon, Backing::Private)
-            .map_err(|_| errno::EINVAL)?;
+            .map_err(|_| errno::ENOMEM)?;
         Ok(va.as_u32())
     })
 }
@@ -235,6 +243,13 @@ fn shm(key: u32, len: u32) -> SysResult {
     let len = object.pages() * PAGE_SIZE;
     let mapped = with_current(|p| {
         let vm = p.vm.as_mut().ok_or(errno::ESRCH)?;
+        let existing = vm.regions().find(|r| match &r.backing {
+            Backing::Shared(o) => Arc::ptr_eq(o, &object),
+            Backing::Private => false,
+        });
+        if let Some(r) = existing {
+            return Ok(r.start.as_u32());
+        }
         let va = vm
             .find_free(len, USER_MMAP_BASE, USER_MMAP_END)
             .ok_or(errno::ENOMEM)?;
@@ -256,7 +271,7 @@ fn sysinfo(what: u32) -> SysResult {
         }
         info::ASID => with_current(|p| Ok(p.asid.map_or(0, |a| u32::from(a.get())))),
         info::SHARED_FRAMES => Ok(FRAME_REFS.lock().shared_frames()),
-        info::TIMER_HZ => timer::frequency().ok_or(errno::ENOSYS),
+        info::TIMER_HZ => timer::frequency().map_err(|_| errno::ENOSYS),
         _ => Err(errno::EINVAL),
     }
 }
