@@ -18,6 +18,8 @@ pub mod bsp;
 pub mod console;
 #[cfg(target_os = "none")]
 pub mod init;
+#[cfg(target_os = "none")]
+pub mod irq;
 #[cfg(all(target_os = "none", feature = "kbench"))]
 pub mod kbench;
 #[cfg(all(target_os = "none", feature = "ktest"))]
