@@ -7,6 +7,7 @@
 //! timeout around QEMU, so a hang fails too.)
 
 mod boot;
+mod irq;
 mod vm;
 
 use crate::arch::arm::semihosting;
@@ -25,9 +26,9 @@ pub enum Entry {
 }
 
 /// Every entry, in order: the boot tests see the machine as the boot stub left it, the VM tests
-/// run after the `vm2_start` step.
+/// run after the `vm2_start` step, the interrupt tests after the `irq::init` step.
 fn entries() -> impl Iterator<Item = &'static Entry> {
-    boot::ENTRIES.iter().chain(vm::ENTRIES)
+    boot::ENTRIES.iter().chain(vm::ENTRIES).chain(irq::ENTRIES)
 }
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
