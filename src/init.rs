@@ -109,6 +109,8 @@ pub fn kernel_init(args: BootArgs) -> ! {
     #[cfg(not(any(feature = "ktest", feature = "kbench")))]
     {
         crate::vm::vm2_start();
+        crate::irq::init();
+        print_interrupts();
         println!("kernel up: {} MiB of ARM RAM", info.arm_memory.1 >> 20);
         extern "Rust" {
             fn kernel_main(info: &BootInfo) -> !;
@@ -116,6 +118,18 @@ pub fn kernel_init(args: BootArgs) -> ! {
         // SAFETY: `kernel_main` is defined by the kernel binary with exactly this signature.
         unsafe { kernel_main(&info) }
     }
+}
+
+/// The interrupt set-up `irq::init` made, and the timer's frequency (or why there is none).
+#[cfg(not(any(feature = "ktest", feature = "kbench")))]
+fn print_interrupts() {
+    println!("interrupts: all to core 0, masked until the scheduler starts");
+    match arm::timer::frequency() {
+        Ok(hz) => println!("  timer        : virtual timer (CNTV), CNTFRQ {hz} Hz, stopped"),
+        Err(e) => println!("  timer        : unusable: {e}"),
+    }
+    println!("  IPI          : ARM-local mailbox 0 of core 0");
+    println!("  UART0 RX     : GPU IRQ 57 via the GPU interrupt routing, into the console queue");
 }
 
 #[panic_handler]

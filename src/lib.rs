@@ -1,13 +1,14 @@
 //! A Raspberry Pi 2 (BCM2836, Cortex-A7) kernel built around its virtual-memory subsystem.
 //!
-//! `mm` is portable and tested on the host; everything that touches the hardware (`arch`, `bsp`,
-//! the console, `vm`, the on-target tests) builds only for the target.
+//! `mm` and `ring` are portable and tested on the host; everything that touches the hardware
+//! (`arch`, `bsp`, the console, `irq`, `vm`, the on-target tests) builds only for the target.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod elf;
 pub mod mm;
+pub mod ring;
 
 #[cfg(target_os = "none")]
 pub mod arch;
@@ -18,6 +19,8 @@ pub mod bsp;
 pub mod console;
 #[cfg(target_os = "none")]
 pub mod init;
+#[cfg(target_os = "none")]
+pub mod irq;
 #[cfg(all(target_os = "none", feature = "kbench"))]
 pub mod kbench;
 #[cfg(all(target_os = "none", feature = "ktest"))]

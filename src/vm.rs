@@ -113,6 +113,8 @@ pub struct Devices {
     pub uart0: VirtAddr,
     pub gpio: VirtAddr,
     pub mailbox: VirtAddr,
+    /// The BCM2835 interrupt controller (in the mailbox's page, which is mapped once).
+    pub intc: VirtAddr,
     pub system_timer: VirtAddr,
     pub local: VirtAddr,
 }
@@ -230,7 +232,8 @@ pub extern "C" fn vm2_start() {
     let devices = Devices {
         uart0: map("uart0", board::UART0_PHYS, 0x1000),
         gpio: map("gpio", board::GPIO_PHYS, 0x1000),
-        mailbox: map("mailbox", board::MAILBOX_PHYS, 0x40),
+        mailbox: map("mailbox+intc", board::MAILBOX_PHYS, 0x40),
+        intc: map("intc", board::INTC_PHYS, 0x28),
         system_timer: map("system-timer", board::SYSTEM_TIMER_PHYS, 0x1000),
         local: map("arm-local", board::LOCAL_PHYS, 0x1000),
     };

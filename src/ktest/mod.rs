@@ -7,8 +7,9 @@
 //! timeout around QEMU, so a hang fails too.)
 
 mod boot;
-mod programs;
+mod irq;
 mod proc;
+mod programs;
 mod vm;
 
 use crate::arch::arm::semihosting;
@@ -27,11 +28,12 @@ pub enum Entry {
 }
 
 /// Every entry, in order: the boot tests see the machine as the boot stub left it, the VM tests
-/// run after the `vm2_start` step.
+/// run after the `vm2_start` step, the interrupt tests after the `irq::init` step.
 fn entries() -> impl Iterator<Item = &'static Entry> {
     boot::ENTRIES
         .iter()
         .chain(vm::ENTRIES)
+        .chain(irq::ENTRIES)
         .chain(programs::ENTRIES)
         .chain(proc::ENTRIES)
 }

@@ -95,6 +95,8 @@ pub struct KernelWindow {
     mmio_bottom: VirtAddr,
     records: [Option<MmioRecord>; MAX_MMIO_MAPPINGS],
     count: usize,
+    /// Whether the last `alloc_mmio` made a new record (rather than reusing one).
+    last_alloc_new: bool,
 }
 
 impl Default for KernelWindow {
@@ -111,6 +113,7 @@ impl KernelWindow {
             mmio_bottom: MMIO_TOP,
             records: [None; MAX_MMIO_MAPPINGS],
             count: 0,
+            last_alloc_new: false,
         }
     }
 
@@ -184,6 +187,7 @@ impl KernelWindow {
         for r in self.records.iter().flatten() {
             let r_end = u64::from(r.phys.as_u32()) + u64::from(r.size);
             if first >= r.phys && end <= r_end {
+                self.last_alloc_new = false;
                 return Ok(VirtAddr::new(
                     r.virt.as_u32() + (phys.as_u32() - r.phys.as_u32()),
                 ));
@@ -205,14 +209,17 @@ impl KernelWindow {
         });
         self.count += 1;
         self.mmio_bottom = virt;
+        self.last_alloc_new = true;
         Ok(VirtAddr::new(virt.as_u32() + phys.page_offset()))
     }
 
-    /// Whether `va` (returned by `alloc_mmio`) starts the most recent record, i.e. the caller
-    /// must map it; `false` when `alloc_mmio` reused an earlier mapping.
+    /// Whether `va`, just returned by `alloc_mmio`, starts a new record, i.e. the caller must map
+    /// it; `false` when `alloc_mmio` reused an earlier mapping (even the most recent one).
     pub fn is_new(&self, va: VirtAddr) -> bool {
-        self.last()
-            .is_some_and(|r| r.virt == va.align_down(PAGE_SIZE))
+        self.last_alloc_new
+            && self
+                .last()
+                .is_some_and(|r| r.virt == va.align_down(PAGE_SIZE))
     }
 
     /// The most recent MMIO record.
@@ -230,6 +237,7 @@ impl KernelWindow {
                 let r = *r;
                 self.count -= 1;
                 self.records[self.count] = None;
+                self.last_alloc_new = false;
                 self.mmio_bottom = VirtAddr::new(r.virt.as_u32() + r.size);
                 Ok(r)
             }
@@ -291,6 +299,21 @@ mod tests {
         let b = w.alloc_mmio("uart0", UART0, 0x48).unwrap();
         assert_eq!(b.as_u32(), a.as_u32() + 0x1000);
         assert!(!w.is_new(b));
+        assert_eq!(w.mmio_mappings().count(), 1);
+    }
+
+    #[test]
+    fn a_range_in_the_first_page_of_the_latest_mapping_is_not_new() {
+        let mut w = KernelWindow::new();
+        let mbox = w
+            .alloc_mmio("mailbox", PhysAddr::new(0x3F00_B880), 0x40)
+            .unwrap();
+        assert!(w.is_new(mbox));
+        let intc = w
+            .alloc_mmio("intc", PhysAddr::new(0x3F00_B200), 0x28)
+            .unwrap();
+        assert_eq!(intc.as_u32(), mbox.as_u32() - 0x680);
+        assert!(!w.is_new(intc), "the page is mapped already");
         assert_eq!(w.mmio_mappings().count(), 1);
     }
 

@@ -1,4 +1,5 @@
-//! ARMv7-A (Cortex-A7) specifics: the boot stub, CP15, cache and TLB maintenance, exceptions.
+//! ARMv7-A (Cortex-A7) specifics: the boot stub, CP15, cache and TLB maintenance, exceptions,
+//! the generic timer.
 
 pub mod barrier;
 pub mod boot;
@@ -9,6 +10,7 @@ pub mod irq;
 pub mod mmu;
 pub mod pmu;
 pub mod semihosting;
+pub mod timer;
 pub mod tlb;
 
 /// Core number in the cluster (MPIDR.Aff0).

@@ -1,8 +1,10 @@
-//! PL011 UART0 (ARM PrimeCell UART TRM, BCM2835 ARM Peripherals ch. 13): 8N1, FIFOs on, polled.
+//! PL011 UART0 (ARM PrimeCell UART TRM, BCM2835 ARM Peripherals ch. 13): 8N1, FIFOs on. Sending
+//! is polled; receiving may interrupt (RX FIFO level and receive timeout), with the bytes taken by
+//! whoever handles the interrupt (the console).
 
 use super::mmio::Mmio;
 use core::fmt;
-use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 use tock_registers::register_bitfields;
 use tock_registers::register_structs;
 use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
@@ -23,6 +25,24 @@ register_bitfields! {
         RXE OFFSET(9) NUMBITS(1) [],
         TXE OFFSET(8) NUMBITS(1) [],
         UARTEN OFFSET(0) NUMBITS(1) []
+    ],
+    /// Interrupt bits, the same in IMSC (mask set/clear: 1 = enabled), RIS, MIS and ICR.
+    INT [
+        /// Overrun, break, parity and framing errors.
+        OEIM OFFSET(10) NUMBITS(1) [],
+        BEIM OFFSET(9) NUMBITS(1) [],
+        PEIM OFFSET(8) NUMBITS(1) [],
+        FEIM OFFSET(7) NUMBITS(1) [],
+        /// Receive timeout: the RX FIFO holds data and nothing arrived for 32 bit periods.
+        RTIM OFFSET(6) NUMBITS(1) [],
+        TXIM OFFSET(5) NUMBITS(1) [],
+        /// Receive: the RX FIFO reached its trigger level (IFLS).
+        RXIM OFFSET(4) NUMBITS(1) []
+    ],
+    IFLS [
+        /// RX FIFO trigger level: 0 = 1/8 full (2 of 16 bytes) ... 4 = 7/8.
+        RXIFLSEL OFFSET(3) NUMBITS(3) [],
+        TXIFLSEL OFFSET(0) NUMBITS(3) []
     ]
 }
 
@@ -36,10 +56,11 @@ register_structs! {
         (0x28 => fbrd: WriteOnly<u32>),
         (0x2c => lcrh: WriteOnly<u32, LCRH::Register>),
         (0x30 => cr: WriteOnly<u32, CR::Register>),
-        (0x34 => _ifls),
-        (0x38 => imsc: WriteOnly<u32>),
-        (0x3c => _ris_mis),
-        (0x44 => icr: WriteOnly<u32>),
+        (0x34 => ifls: ReadWrite<u32, IFLS::Register>),
+        (0x38 => imsc: ReadWrite<u32, INT::Register>),
+        (0x3c => _ris),
+        (0x40 => mis: ReadOnly<u32, INT::Register>),
+        (0x44 => icr: WriteOnly<u32, INT::Register>),
         (0x48 => @END),
     }
 }
@@ -99,6 +120,41 @@ impl Pl011 {
         } else {
             Some((self.regs.dr.get() & 0xff) as u8)
         }
+    }
+
+    /// Whether a received byte is waiting in the FIFO.
+    pub fn rx_ready(&self) -> bool {
+        !self.regs.fr.is_set(FR::RXFE)
+    }
+
+    /// Lets the receiver interrupt: when the RX FIFO reaches 1/8 full (2 bytes), or holds
+    /// anything and the line has been idle for 32 bit periods (receive timeout). Both stay
+    /// asserted until the FIFO is read empty (or below the level), so the handler must drain it.
+    pub fn enable_rx_interrupts(&self) {
+        let r = &self.regs;
+        r.ifls.modify(IFLS::RXIFLSEL.val(0));
+        r.icr.write(INT::RXIM::SET + INT::RTIM::SET);
+        r.imsc.modify(INT::RXIM::SET + INT::RTIM::SET);
+    }
+
+    /// Masks the receive interrupts again.
+    pub fn disable_rx_interrupts(&self) {
+        self.regs.imsc.modify(INT::RXIM::CLEAR + INT::RTIM::CLEAR);
+    }
+
+    /// Whether the receive interrupts are enabled.
+    pub fn rx_interrupts_enabled(&self) -> bool {
+        self.regs.imsc.matches_all(INT::RXIM::SET + INT::RTIM::SET)
+    }
+
+    /// Whether a receive interrupt is asserted (masked status).
+    pub fn rx_interrupt_pending(&self) -> bool {
+        self.regs.mis.matches_any(&[INT::RXIM::SET, INT::RTIM::SET])
+    }
+
+    /// Clears the receive interrupts (they re-assert at once if the FIFO still holds data).
+    pub fn clear_rx_interrupts(&self) {
+        self.regs.icr.write(INT::RXIM::SET + INT::RTIM::SET);
     }
 
     /// Waits until everything written has left the transmitter.
