@@ -6,7 +6,12 @@ use super::Entry;
 use crate::init::BootInfo;
 use crate::proc::fault::UserFaultKind;
 use crate::proc::{self, ExitStatus, KillReason, Pid};
+use crate::mm::asid::ContextId;
+use crate::mm::uvm::{Backing, Perm, RegionKind};
+use crate::mm::{VirtAddr, PAGE_SIZE};
+use crate::proc::{KernelFrames, FRAME_REFS};
 use crate::vm;
+use alloc::vec::Vec;
 
 pub const ENTRIES: &[Entry] = &[
     Entry::Step("proc::init (scheduler, timer tick)", start),
@@ -130,21 +135,70 @@ fn shared_memory() {
     assert_eq!(vm::free_frames(), free, "the shared object's frames are freed with it");
 }
 
+/// Address spaces kept alive at once: more than the 255 ASIDs, so one generation cannot hold
+/// them all.
+const ROLLOVER_SPACES: u32 = 300;
+/// Where each space of the rollover test keeps its word.
+const ROLLOVER_VA: u32 = 0x1000_0000;
+
+/// Enters `space`, reads its word through TTBR0 and the ASID the allocator gives, leaves.
+fn read_through_asid(space: &mut proc::UserSpace, ctx: &mut ContextId) -> u32 {
+    let asid = vm::enter_user(space.l1_phys(), ctx).expect("CPU 0");
+    space.set_asid(asid);
+    // SAFETY: the space maps ROLLOVER_VA to a frame holding one word written by the test, and
+    // it is current in TTBR0 with its ASID until `leave_user`.
+    let v = unsafe { core::ptr::read_volatile(ROLLOVER_VA as *const u32) };
+    vm::leave_user();
+    v
+}
+
 fn asid_rollover() {
     let generation = vm::ASIDS.lock().generation();
-    // Three processes keep patterns in memory and check them while ASIDs roll over.
-    let keepers: alloc::vec::Vec<Pid> = (1..=3).map(|i| spawn("pattern", i)).collect();
-    for _ in 0..300 {
-        assert_eq!(run("true", 0), ExitStatus::Exited(0));
+    // Three processes keep patterns in memory and check them every 5 ms while the ASIDs roll
+    // over under them (they are switched in with a stale generation and get new ASIDs).
+    let keepers: Vec<Pid> = (1..=3).map(|i| spawn("pattern", i)).collect();
+    // 300 address spaces, each with one page holding its number, all alive at the same time.
+    let mut spaces: Vec<(proc::UserSpace, ContextId)> = Vec::new();
+    for i in 0..ROLLOVER_SPACES {
+        let mut space = proc::new_space().expect("memory for a space");
+        let va = VirtAddr::new(ROLLOVER_VA);
+        space
+            .add_region(va, PAGE_SIZE, Perm::RW, RegionKind::Anon, Backing::Private)
+            .unwrap();
+        space
+            .populate(va, &i.to_le_bytes(), &mut KernelFrames, &mut FRAME_REFS.lock())
+            .unwrap();
+        let mut ctx = ContextId::NEW;
+        assert_eq!(read_through_asid(&mut space, &mut ctx), i);
+        spaces.push((space, ctx));
+        if i % 32 == 0 {
+            proc::kernel_sleep_ms(10); // let the pattern processes run and check
+        }
     }
     let after = vm::ASIDS.lock().generation();
-    assert!(after > generation, "300 address spaces must roll the ASIDs over");
+    assert!(
+        after > generation,
+        "{ROLLOVER_SPACES} live address spaces must roll the ASIDs over"
+    );
+    proc::kernel_sleep_ms(50);
+    // Every kept space still reads its own word (those of the old generation with a new ASID).
+    for (i, (space, ctx)) in spaces.iter_mut().enumerate() {
+        assert_eq!(read_through_asid(space, ctx), i as u32, "space {i}");
+    }
+    let mut refs = FRAME_REFS.lock();
+    for (space, mut ctx) in spaces {
+        // destroy invalidates the space's ASID in the TLB; then the ASID may go back.
+        space.destroy(&mut KernelFrames, &mut refs).unwrap();
+        vm::ASIDS.lock().release(&mut ctx).unwrap();
+    }
+    drop(refs);
+    println!("(generation {generation} -> {after})");
     for k in keepers {
-        assert!(proc::kill(k) || proc::exit_status(k).is_some());
+        let alive = proc::kill(k);
         let s = proc::wait(k);
         assert!(
-            s == ExitStatus::Killed(KillReason::Killed) || s == ExitStatus::Exited(0),
-            "pattern process saw wrong memory: {s}"
+            alive && s == ExitStatus::Killed(KillReason::Killed),
+            "pattern process {k} ended with {s}"
         );
     }
 }
@@ -157,7 +211,8 @@ fn kill_returns_frames() {
     assert!(proc::kill(pid));
     assert_eq!(proc::wait(pid), ExitStatus::Killed(KillReason::Killed));
     assert_eq!(vm::free_frames(), free);
-    assert_eq!(vm::ASIDS.lock().asids_in_use(), 0, "its ASID is released");
+    let in_use = vm::ASIDS.lock().asids_in_use();
+    assert_eq!(in_use, 0, "its ASID is released");
 }
 
 fn mixed_round() {
@@ -180,6 +235,7 @@ fn no_leaks() {
     mixed_round();
     let grown = (vm::heap_size() - heap) / crate::mm::PAGE_SIZE;
     assert_eq!(vm::free_frames() + grown, free, "frames lost");
-    assert_eq!(vm::ASIDS.lock().asids_in_use(), 0);
+    let in_use = vm::ASIDS.lock().asids_in_use();
+    assert_eq!(in_use, 0);
     assert_eq!(proc::shared_frames(), 0);
 }

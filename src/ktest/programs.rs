@@ -14,7 +14,8 @@ pub const ENTRIES: &[Entry] = &[
 ];
 
 const EXPECTED: &[&str] = &[
-    "bench", "cow", "demand", "demo", "fault", "forktest", "hello", "shm", "spin", "syscheck",
+    "bench", "cow", "demand", "demo", "fault", "forktest", "hello", "pattern", "shm", "spin",
+    "syscheck", "true",
 ];
 
 fn all_embedded() {

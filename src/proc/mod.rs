@@ -344,20 +344,18 @@ impl Table {
             // Its tables must not stay live in TTBR0 while they are freed.
             vm::leave_user();
         }
-        let mut p_context = p.context;
         let space = p.vm.take();
         let parent = p.parent;
-        // The ASID first (TLB entries of the ASID are invalidated by destroy below anyway).
-        if let Err(e) = vm::ASIDS.lock().release(&mut p_context) {
-            println!("[kernel] pid {pid}: ASID release refused: {e}");
-        }
-        if let Some(p) = self.procs.get_mut(&pid) {
-            p.context = p_context;
-        }
+        // The frames (destroy also invalidates the TLB entries of its ASID), then the ASID.
         if let Some(space) = space {
             let mut refs = FRAME_REFS.lock();
             if let Err(e) = space.destroy(&mut KernelFrames, &mut refs) {
                 println!("[kernel] pid {pid}: address space teardown: {e:?}");
+            }
+        }
+        if let Some(p) = self.procs.get_mut(&pid) {
+            if let Err(e) = vm::ASIDS.lock().release(&mut p.context) {
+                println!("[kernel] pid {pid}: ASID release refused: {e}");
             }
         }
         // Orphans go to the kernel task; zombies among them are collected now.

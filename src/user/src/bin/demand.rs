@@ -2,7 +2,7 @@
 //! when first touched, and keeps what is written. Exit codes: 0 all right, 1 mmap failed,
 //! 2 the mapping was populated eagerly, 3 a fresh page did not read zero, 4 a pattern did not
 //! read back, 5 munmap failed, 6 touching did not make pages resident, 7 munmap did not release
-//! them, 8 sysinfo failed.
+//! them, 8 sysinfo failed. With arg 1 it keeps the touched pages and sleeps until killed.
 #![no_std]
 #![no_main]
 
@@ -31,7 +31,7 @@ fn figures() -> Option<(u32, u32)> {
     ))
 }
 
-fn main(_arg: u32) -> i32 {
+fn main(arg: u32) -> i32 {
     let pid = getpid();
     let Some((free0, res0)) = figures() else {
         return 8;
@@ -89,6 +89,13 @@ fn main(_arg: u32) -> i32 {
         return 6;
     }
 
+    if arg == 1 {
+        // Keep the touched pages until the kernel kills us (the kill test counts the frames).
+        println!("[pid {pid}] demand: holding {TOUCHED} pages until killed");
+        loop {
+            ulib::sleep(1000);
+        }
+    }
     // SAFETY: nothing uses the mapping after this.
     if let Err(e) = unsafe { munmap(base, LEN) } {
         println!("[pid {pid}] demand: FAIL: munmap: {e}");
