@@ -174,17 +174,20 @@ fn meminfo(_: &mut Args<'_>) {
         crate::mm::layout::HEAP_BASE.as_u32(),
         vm::heap_top().as_u32()
     );
-    vm::with_kernel_vm(|k, _| {
-        let bottom = k.window.mmio_bottom().as_u32();
-        let n = k.window.mmio_mappings().count();
-        println!(
-            "mmio    : {:#010x}..{:#010x}, {} mappings, {} KiB free between heap and MMIO",
-            bottom,
-            crate::mm::layout::MMIO_TOP.as_u32(),
-            n,
-            (bottom - vm::heap_top().as_u32()) / 1024
-        );
+    let (heap_top, bottom, n) = vm::with_kernel_vm(|k, _| {
+        (
+            k.window.heap().end.as_u32(),
+            k.window.mmio_bottom().as_u32(),
+            k.window.mmio_mappings().count(),
+        )
     });
+    println!(
+        "mmio    : {:#010x}..{:#010x}, {} mappings, {} KiB free between heap and MMIO",
+        bottom,
+        crate::mm::layout::MMIO_TOP.as_u32(),
+        n,
+        (bottom - heap_top) / 1024
+    );
     let (asids, generation) = {
         let a = vm::ASIDS.lock();
         (a.asids_in_use(), a.generation())

@@ -154,7 +154,8 @@ fn switch(t: &mut Table, frame: &mut TrapFrame, next: Option<super::Pid>) {
         None => {
             *frame = t.kernel_ctx.take().expect("the kernel task was switched out");
             vm::leave_user();
-            KERNEL_WAKE.store(false, Ordering::Relaxed);
+            // KERNEL_WAKE stays set until the kernel task waits again (`idle_wait` clears
+            // it): an interrupt taken before it leaves the idle wait must not switch it out.
         }
     }
     t.current = next;
