@@ -2,7 +2,11 @@
 //!
 //! Run with `cargo bench --bench pmm`. Both allocators manage the same 1 GiB (262144 frames, the
 //! first 64 reserved as firmware and kernel), start from the same state and run the same operation
-//! sequence; each case is timed best-of-`REPS` with `std::time::Instant`.
+//! sequence. Each case runs `REPS` rounds; a round times the PMM and buddy back to back (which one
+//! goes first alternates), each from a fresh state, with `std::time::Instant`, and each side's
+//! figure is its best (least) round. On a shared machine a round is often slowed down by someone
+//! else; the least of many rounds is what the code costs, and interleaving the two allocators
+//! makes them see the same machine.
 //!
 //! Output, one line per case: `ns <case> pmm <ns/op> buddy <ns/op>` and `ratio <case> <buddy/pmm>`,
 //! then `metadata pmm <bytes>` and `metadata buddy <bytes>`. Buddy's metadata is measured, not
@@ -14,7 +18,6 @@ use buddy_system_allocator::FrameAllocator as Buddy;
 use pi2vm::mm::pmm::Pmm;
 use pi2vm::mm::Frame;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::VecDeque;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -47,7 +50,8 @@ const FRAMES: u32 = 262_144;
 const RESERVED: u32 = 64;
 /// 2^(ORDER-1) = 2^18 frames: the smallest buddy order that holds the whole gigabyte in one block.
 const ORDER: usize = 19;
-const REPS: usize = 7;
+/// Rounds per case.
+const REPS: usize = 15;
 
 type BuddyAlloc = Buddy<ORDER>;
 
@@ -105,11 +109,22 @@ fn new_buddy(free: Option<&[bool]>) -> BuddyAlloc {
     b
 }
 
-/// Best of `REPS` runs of `once` (which sets up, then times its operations with [`timed`]),
-/// divided by `ops`, in ns.
-fn best(ops: u64, mut once: impl FnMut() -> f64) -> f64 {
-    let best = (0..REPS).map(|_| once()).fold(f64::INFINITY, f64::min);
-    best * 1e9 / ops as f64
+/// Runs `REPS` rounds of `pmm` and `buddy` (each sets up its state, then times its operations
+/// with [`timed`] and returns the seconds), alternating which goes first, and returns the best
+/// round of each divided by `ops`, in ns.
+fn duel(ops: u64, mut pmm: impl FnMut() -> f64, mut buddy: impl FnMut() -> f64) -> (f64, f64) {
+    let (mut p, mut b) = (f64::INFINITY, f64::INFINITY);
+    for round in 0..REPS {
+        if round % 2 == 0 {
+            p = p.min(pmm());
+            b = b.min(buddy());
+        } else {
+            b = b.min(buddy());
+            p = p.min(pmm());
+        }
+    }
+    let per_op = |t: f64| t * 1e9 / ops as f64;
+    (per_op(p), per_op(b))
 }
 
 /// Seconds `run` takes on `state`.
@@ -119,6 +134,30 @@ fn timed<S>(state: &mut S, run: impl FnOnce(&mut S)) -> f64 {
     let dt = t.elapsed().as_secs_f64();
     black_box(state);
     dt
+}
+
+/// `ops` allocations through a FIFO window of `W` live ones: allocate, then free the one
+/// allocated `W` steps earlier; at the end the rest, oldest first. The window is a fixed ring
+/// (`W` a power of two), so the harness adds a few instructions per step, the same for both
+/// allocators, instead of a `VecDeque`'s bookkeeping.
+fn windowed<S, T: Copy, const W: usize>(
+    state: &mut S,
+    ops: u64,
+    alloc: impl Fn(&mut S) -> T,
+    free: impl Fn(&mut S, T),
+) {
+    let mut ring: [Option<T>; W] = [None; W];
+    for i in 0..ops as usize {
+        let x = black_box(alloc(state));
+        if let Some(old) = ring[i % W].replace(x) {
+            free(state, old);
+        }
+    }
+    for i in ops as usize..ops as usize + W {
+        if let Some(old) = ring[i % W].take() {
+            free(state, old);
+        }
+    }
 }
 
 fn report(case: &str, pmm: f64, buddy: f64) {
@@ -131,60 +170,43 @@ const WINDOW: usize = 64;
 const SINGLE_OPS: u64 = 1_000_000;
 
 fn single_pmm(pmm: &mut Pmm) {
-    let mut window = VecDeque::with_capacity(WINDOW + 1);
-    for _ in 0..SINGLE_OPS {
-        window.push_back(black_box(pmm.alloc_frame().unwrap()));
-        if window.len() > WINDOW {
-            pmm.free_frame(window.pop_front().unwrap()).unwrap();
-        }
-    }
-    for f in window {
-        pmm.free_frame(f).unwrap();
-    }
+    windowed::<_, _, WINDOW>(
+        pmm,
+        SINGLE_OPS,
+        |p| p.alloc_frame().unwrap(),
+        |p, f| p.free_frame(f).unwrap(),
+    );
 }
 
 fn single_buddy(b: &mut BuddyAlloc) {
-    let mut window = VecDeque::with_capacity(WINDOW + 1);
-    for _ in 0..SINGLE_OPS {
-        window.push_back(black_box(b.alloc(1).unwrap()));
-        if window.len() > WINDOW {
-            b.dealloc(window.pop_front().unwrap(), 1);
-        }
-    }
-    for f in window {
-        b.dealloc(f, 1);
-    }
+    windowed::<_, _, WINDOW>(
+        b,
+        SINGLE_OPS,
+        |b| b.alloc(1).unwrap(),
+        |b, f| b.dealloc(f, 1),
+    );
 }
 
 /// Contiguous runs of `count` frames aligned to `count` through a window of `CONTIG_WINDOW`.
 const CONTIG_WINDOW: usize = 8;
 
 fn contig_pmm(pmm: &mut Pmm, count: u32, ops: u64) {
-    let mut window = VecDeque::with_capacity(CONTIG_WINDOW + 1);
-    for _ in 0..ops {
-        window.push_back(black_box(pmm.alloc_contiguous(count, count, None).unwrap()));
-        if window.len() > CONTIG_WINDOW {
-            pmm.free_contiguous(window.pop_front().unwrap(), count)
-                .unwrap();
-        }
-    }
-    for f in window {
-        pmm.free_contiguous(f, count).unwrap();
-    }
+    windowed::<_, _, CONTIG_WINDOW>(
+        pmm,
+        ops,
+        |p| p.alloc_contiguous(count, count, None).unwrap(),
+        |p, f| p.free_contiguous(f, count).unwrap(),
+    );
 }
 
 fn contig_buddy(b: &mut BuddyAlloc, count: usize, ops: u64) {
     let layout = Layout::from_size_align(count, count).unwrap();
-    let mut window = VecDeque::with_capacity(CONTIG_WINDOW + 1);
-    for _ in 0..ops {
-        window.push_back(black_box(b.alloc_aligned(layout).unwrap()));
-        if window.len() > CONTIG_WINDOW {
-            b.dealloc_aligned(window.pop_front().unwrap(), layout);
-        }
-    }
-    for f in window {
-        b.dealloc_aligned(f, layout);
-    }
+    windowed::<_, _, CONTIG_WINDOW>(
+        b,
+        ops,
+        |b| b.alloc_aligned(layout).unwrap(),
+        |b, f| b.dealloc_aligned(f, layout),
+    );
 }
 
 fn main() {
@@ -199,23 +221,25 @@ fn main() {
 
     // (a) single frames on an empty gigabyte.
     if wanted("single-empty") {
-        let p = best(SINGLE_OPS, || {
-            timed(&mut new_pmm(&mut storage, None), |pmm| single_pmm(pmm))
-        });
-        let b = best(SINGLE_OPS, || timed(&mut new_buddy(None), single_buddy));
+        let (p, b) = duel(
+            SINGLE_OPS,
+            || timed(&mut new_pmm(&mut storage, None), |pmm| single_pmm(pmm)),
+            || timed(&mut new_buddy(None), single_buddy),
+        );
         report("single-empty", p, b);
     }
 
     // (b) single frames on a randomly half-full gigabyte (same holes for both).
     if wanted("single-half-full") {
-        let p = best(SINGLE_OPS, || {
-            timed(&mut new_pmm(&mut storage, Some(&holes)), |pmm| {
-                single_pmm(pmm)
-            })
-        });
-        let b = best(SINGLE_OPS, || {
-            timed(&mut new_buddy(Some(&holes)), single_buddy)
-        });
+        let (p, b) = duel(
+            SINGLE_OPS,
+            || {
+                timed(&mut new_pmm(&mut storage, Some(&holes)), |pmm| {
+                    single_pmm(pmm)
+                })
+            },
+            || timed(&mut new_buddy(Some(&holes)), single_buddy),
+        );
         report("single-half-full", p, b);
     }
 
@@ -227,16 +251,19 @@ fn main() {
         if !wanted(case) {
             continue;
         }
-        let p = best(ops, || {
-            timed(&mut new_pmm(&mut storage, None), |pmm| {
-                contig_pmm(pmm, count, ops)
-            })
-        });
-        let b = best(ops, || {
-            timed(&mut new_buddy(None), |bd| {
-                contig_buddy(bd, count as usize, ops)
-            })
-        });
+        let (p, b) = duel(
+            ops,
+            || {
+                timed(&mut new_pmm(&mut storage, None), |pmm| {
+                    contig_pmm(pmm, count, ops)
+                })
+            },
+            || {
+                timed(&mut new_buddy(None), |bd| {
+                    contig_buddy(bd, count as usize, ops)
+                })
+            },
+        );
         report(case, p, b);
     }
 
@@ -245,31 +272,34 @@ fn main() {
         let n = (FRAMES - RESERVED) as usize;
         let ops = 2 * n as u64;
         let mut frames = Vec::with_capacity(n);
-        let p = best(ops, || {
-            timed(&mut new_pmm(&mut storage, None), |pmm| {
-                frames.clear();
-                while let Ok(f) = pmm.alloc_frame() {
-                    frames.push(f);
-                }
-                assert_eq!(frames.len(), n);
-                for &f in &frames {
-                    pmm.free_frame(f).unwrap();
-                }
-            })
-        });
         let mut numbers = Vec::with_capacity(n);
-        let b = best(ops, || {
-            timed(&mut new_buddy(None), |bd| {
-                numbers.clear();
-                while let Some(f) = bd.alloc(1) {
-                    numbers.push(f);
-                }
-                assert_eq!(numbers.len(), n);
-                for &f in &numbers {
-                    bd.dealloc(f, 1);
-                }
-            })
-        });
+        let (p, b) = duel(
+            ops,
+            || {
+                timed(&mut new_pmm(&mut storage, None), |pmm| {
+                    frames.clear();
+                    while let Ok(f) = pmm.alloc_frame() {
+                        frames.push(f);
+                    }
+                    assert_eq!(frames.len(), n);
+                    for &f in &frames {
+                        pmm.free_frame(f).unwrap();
+                    }
+                })
+            },
+            || {
+                timed(&mut new_buddy(None), |bd| {
+                    numbers.clear();
+                    while let Some(f) = bd.alloc(1) {
+                        numbers.push(f);
+                    }
+                    assert_eq!(numbers.len(), n);
+                    for &f in &numbers {
+                        bd.dealloc(f, 1);
+                    }
+                })
+            },
+        );
         report("fill-drain-1g", p, b);
     }
 
