@@ -2,11 +2,16 @@
 //!
 //! Run with `cargo bench --bench pmm`. Both allocators manage the same 1 GiB (262144 frames, the
 //! first 64 reserved as firmware and kernel), start from the same state and run the same operation
-//! sequence. Each case runs `REPS` rounds; a round times the PMM and buddy back to back (which one
-//! goes first alternates), each from a fresh state, with `std::time::Instant`, and each side's
-//! figure is its best (least) round. On a shared machine a round is often slowed down by someone
-//! else; the least of many rounds is what the code costs, and interleaving the two allocators
-//! makes them see the same machine.
+//! sequence. Each case runs `REPS` rounds; a round runs the PMM and buddy back to back (which one
+//! goes first alternates), each from a fresh state.
+//!
+//! Timing is made to survive a shared, busy machine. A run is timed in laps of a fixed number of
+//! operations (a few microseconds each) with `std::time::Instant`; since the operations are the
+//! same in every round, lap `k` of one round and lap `k` of another time the same work, and the
+//! figure of an allocator is the sum over laps of each lap's least time over the rounds, divided
+//! by the operations. Someone else taking the CPU slows down a few laps of one round, rarely the
+//! same lap in every round, so it drops out; what is left is what the code costs. Both allocators
+//! are measured the same way, in the same rounds.
 //!
 //! Output, one line per case: `ns <case> pmm <ns/op> buddy <ns/op>` and `ratio <case> <buddy/pmm>`,
 //! then `metadata pmm <bytes>` and `metadata buddy <bytes>`. Buddy's metadata is measured, not
@@ -109,48 +114,87 @@ fn new_buddy(free: Option<&[bool]>) -> BuddyAlloc {
     b
 }
 
-/// Runs `REPS` rounds of `pmm` and `buddy` (each sets up its state, then times its operations
-/// with [`timed`] and returns the seconds), alternating which goes first, and returns the best
-/// round of each divided by `ops`, in ns.
-fn duel(ops: u64, mut pmm: impl FnMut() -> f64, mut buddy: impl FnMut() -> f64) -> (f64, f64) {
-    let (mut p, mut b) = (f64::INFINITY, f64::INFINITY);
-    for round in 0..REPS {
-        if round % 2 == 0 {
-            p = p.min(pmm());
-            b = b.min(buddy());
-        } else {
-            b = b.min(buddy());
-            p = p.min(pmm());
+/// The lap times of one run.
+struct Laps {
+    last: Instant,
+    times: Vec<f64>,
+}
+
+impl Laps {
+    fn new() -> Self {
+        Self {
+            last: Instant::now(),
+            times: Vec::with_capacity(4096),
         }
     }
-    let per_op = |t: f64| t * 1e9 / ops as f64;
+
+    /// Starts the clock (after the state is set up).
+    fn start(&mut self) {
+        self.times.clear();
+        self.last = Instant::now();
+    }
+
+    /// Ends a lap and starts the next.
+    #[inline]
+    fn lap(&mut self) {
+        let now = Instant::now();
+        self.times.push((now - self.last).as_secs_f64());
+        self.last = now;
+    }
+}
+
+/// Runs `REPS` rounds of `pmm` and `buddy` (each sets up its state, calls [`Laps::start`], runs
+/// its operations calling [`Laps::lap`] every so many, and ends with a lap), alternating which
+/// goes first, and returns for each the sum over laps of the least time of that lap, divided by
+/// `ops`, in ns.
+fn duel(ops: u64, mut pmm: impl FnMut(&mut Laps), mut buddy: impl FnMut(&mut Laps)) -> (f64, f64) {
+    fn keep_least(best: &mut Vec<f64>, laps: &Laps) {
+        if best.is_empty() {
+            best.extend_from_slice(&laps.times);
+        }
+        assert_eq!(best.len(), laps.times.len(), "the same work in every round");
+        for (b, &t) in best.iter_mut().zip(&laps.times) {
+            *b = b.min(t);
+        }
+    }
+    let (mut p, mut b) = (Vec::new(), Vec::new());
+    let mut laps = Laps::new();
+    for round in 0..REPS {
+        for side in [round % 2, 1 - round % 2] {
+            if side == 0 {
+                pmm(&mut laps);
+                keep_least(&mut p, &laps);
+            } else {
+                buddy(&mut laps);
+                keep_least(&mut b, &laps);
+            }
+        }
+    }
+    let per_op = |best: Vec<f64>| best.iter().sum::<f64>() * 1e9 / ops as f64;
     (per_op(p), per_op(b))
 }
 
-/// Seconds `run` takes on `state`.
-fn timed<S>(state: &mut S, run: impl FnOnce(&mut S)) -> f64 {
-    let t = Instant::now();
-    run(state);
-    let dt = t.elapsed().as_secs_f64();
-    black_box(state);
-    dt
-}
-
 /// `ops` allocations through a FIFO window of `W` live ones: allocate, then free the one
-/// allocated `W` steps earlier; at the end the rest, oldest first. The window is a fixed ring
-/// (`W` a power of two), so the harness adds a few instructions per step, the same for both
-/// allocators, instead of a `VecDeque`'s bookkeeping.
+/// allocated `W` steps earlier; at the end the rest, oldest first; a lap every `lap` steps. The
+/// window is a fixed ring (`W` a power of two), so the harness adds a few instructions per step,
+/// the same for both allocators, instead of a `VecDeque`'s bookkeeping.
 fn windowed<S, T: Copy, const W: usize>(
     state: &mut S,
     ops: u64,
+    lap: usize,
+    laps: &mut Laps,
     alloc: impl Fn(&mut S) -> T,
     free: impl Fn(&mut S, T),
 ) {
     let mut ring: [Option<T>; W] = [None; W];
+    laps.start();
     for i in 0..ops as usize {
         let x = black_box(alloc(state));
         if let Some(old) = ring[i % W].replace(x) {
             free(state, old);
+        }
+        if i % lap == lap - 1 {
+            laps.lap();
         }
     }
     for i in ops as usize..ops as usize + W {
@@ -158,6 +202,8 @@ fn windowed<S, T: Copy, const W: usize>(
             free(state, old);
         }
     }
+    laps.lap();
+    black_box(state);
 }
 
 fn report(case: &str, pmm: f64, buddy: f64) {
@@ -168,20 +214,26 @@ fn report(case: &str, pmm: f64, buddy: f64) {
 /// Single frames through a FIFO window: allocate one, free the one allocated `WINDOW` steps ago.
 const WINDOW: usize = 64;
 const SINGLE_OPS: u64 = 1_000_000;
+/// Steps per lap: some microseconds for the PMM.
+const SINGLE_LAP: usize = 1024;
 
-fn single_pmm(pmm: &mut Pmm) {
+fn single_pmm(pmm: &mut Pmm, laps: &mut Laps) {
     windowed::<_, _, WINDOW>(
         pmm,
         SINGLE_OPS,
+        SINGLE_LAP,
+        laps,
         |p| p.alloc_frame().unwrap(),
         |p, f| p.free_frame(f).unwrap(),
     );
 }
 
-fn single_buddy(b: &mut BuddyAlloc) {
+fn single_buddy(b: &mut BuddyAlloc, laps: &mut Laps) {
     windowed::<_, _, WINDOW>(
         b,
         SINGLE_OPS,
+        SINGLE_LAP,
+        laps,
         |b| b.alloc(1).unwrap(),
         |b, f| b.dealloc(f, 1),
     );
@@ -189,25 +241,33 @@ fn single_buddy(b: &mut BuddyAlloc) {
 
 /// Contiguous runs of `count` frames aligned to `count` through a window of `CONTIG_WINDOW`.
 const CONTIG_WINDOW: usize = 8;
+const CONTIG_LAP: usize = 256;
 
-fn contig_pmm(pmm: &mut Pmm, count: u32, ops: u64) {
+fn contig_pmm(pmm: &mut Pmm, count: u32, ops: u64, laps: &mut Laps) {
     windowed::<_, _, CONTIG_WINDOW>(
         pmm,
         ops,
+        CONTIG_LAP,
+        laps,
         |p| p.alloc_contiguous(count, count, None).unwrap(),
         |p, f| p.free_contiguous(f, count).unwrap(),
     );
 }
 
-fn contig_buddy(b: &mut BuddyAlloc, count: usize, ops: u64) {
+fn contig_buddy(b: &mut BuddyAlloc, count: usize, ops: u64, laps: &mut Laps) {
     let layout = Layout::from_size_align(count, count).unwrap();
     windowed::<_, _, CONTIG_WINDOW>(
         b,
         ops,
+        CONTIG_LAP,
+        laps,
         |b| b.alloc_aligned(layout).unwrap(),
         |b, f| b.dealloc_aligned(f, layout),
     );
 }
+
+/// Frames per lap when filling and draining.
+const FILL_LAP: usize = 4096;
 
 fn main() {
     // `cargo bench --bench pmm -- <text>` runs only the cases whose name contains <text>.
@@ -223,8 +283,8 @@ fn main() {
     if wanted("single-empty") {
         let (p, b) = duel(
             SINGLE_OPS,
-            || timed(&mut new_pmm(&mut storage, None), |pmm| single_pmm(pmm)),
-            || timed(&mut new_buddy(None), single_buddy),
+            |laps| single_pmm(&mut new_pmm(&mut storage, None), laps),
+            |laps| single_buddy(&mut new_buddy(None), laps),
         );
         report("single-empty", p, b);
     }
@@ -233,12 +293,8 @@ fn main() {
     if wanted("single-half-full") {
         let (p, b) = duel(
             SINGLE_OPS,
-            || {
-                timed(&mut new_pmm(&mut storage, Some(&holes)), |pmm| {
-                    single_pmm(pmm)
-                })
-            },
-            || timed(&mut new_buddy(Some(&holes)), single_buddy),
+            |laps| single_pmm(&mut new_pmm(&mut storage, Some(&holes)), laps),
+            |laps| single_buddy(&mut new_buddy(Some(&holes)), laps),
         );
         report("single-half-full", p, b);
     }
@@ -253,16 +309,8 @@ fn main() {
         }
         let (p, b) = duel(
             ops,
-            || {
-                timed(&mut new_pmm(&mut storage, None), |pmm| {
-                    contig_pmm(pmm, count, ops)
-                })
-            },
-            || {
-                timed(&mut new_buddy(None), |bd| {
-                    contig_buddy(bd, count as usize, ops)
-                })
-            },
+            |laps| contig_pmm(&mut new_pmm(&mut storage, None), count, ops, laps),
+            |laps| contig_buddy(&mut new_buddy(None), count as usize, ops, laps),
         );
         report(case, p, b);
     }
@@ -275,29 +323,45 @@ fn main() {
         let mut numbers = Vec::with_capacity(n);
         let (p, b) = duel(
             ops,
-            || {
-                timed(&mut new_pmm(&mut storage, None), |pmm| {
-                    frames.clear();
-                    while let Ok(f) = pmm.alloc_frame() {
-                        frames.push(f);
+            |laps| {
+                let mut pmm = new_pmm(&mut storage, None);
+                frames.clear();
+                laps.start();
+                while let Ok(f) = pmm.alloc_frame() {
+                    frames.push(f);
+                    if frames.len() % FILL_LAP == 0 {
+                        laps.lap();
                     }
-                    assert_eq!(frames.len(), n);
-                    for &f in &frames {
-                        pmm.free_frame(f).unwrap();
+                }
+                assert_eq!(frames.len(), n);
+                for (i, &f) in frames.iter().enumerate() {
+                    pmm.free_frame(f).unwrap();
+                    if i % FILL_LAP == FILL_LAP - 1 {
+                        laps.lap();
                     }
-                })
+                }
+                laps.lap();
+                black_box(&mut pmm);
             },
-            || {
-                timed(&mut new_buddy(None), |bd| {
-                    numbers.clear();
-                    while let Some(f) = bd.alloc(1) {
-                        numbers.push(f);
+            |laps| {
+                let mut bd = new_buddy(None);
+                numbers.clear();
+                laps.start();
+                while let Some(f) = bd.alloc(1) {
+                    numbers.push(f);
+                    if numbers.len() % FILL_LAP == 0 {
+                        laps.lap();
                     }
-                    assert_eq!(numbers.len(), n);
-                    for &f in &numbers {
-                        bd.dealloc(f, 1);
+                }
+                assert_eq!(numbers.len(), n);
+                for (i, &f) in numbers.iter().enumerate() {
+                    bd.dealloc(f, 1);
+                    if i % FILL_LAP == FILL_LAP - 1 {
+                        laps.lap();
                     }
-                })
+                }
+                laps.lap();
+                black_box(&mut bd);
             },
         );
         report("fill-drain-1g", p, b);
