@@ -2,8 +2,8 @@
 //!
 //! Run with `cargo bench --bench pmm`. Both allocators manage the same 1 GiB (262144 frames, the
 //! first 64 reserved as firmware and kernel), start from the same state and run the same operation
-//! sequence. Each case runs `REPS` rounds; a round runs the PMM and buddy back to back (which one
-//! goes first alternates), each from a fresh state.
+//! sequence. Each case runs `REPS` rounds; a round sets both up afresh and runs them side by side.
+//! `ns` is per allocation and its free, except in `fill-drain-1g` (per allocation or free).
 //!
 //! Timing is made to survive a shared, busy machine. A run is cut into laps of a fixed number of
 //! operations (a few microseconds each), and the two allocators take turns lap by lap (which one
