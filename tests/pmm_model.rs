@@ -7,6 +7,9 @@ use proptest::prelude::*;
 use std::collections::BTreeSet;
 
 const MAX_FRAMES: u32 = 700;
+/// Frames of the larger memories: 256 bitmap words, so that the one-bit-per-word levels span
+/// several words of their own and runs of whole words have room.
+const BIG_FRAMES: u32 = 8192;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -48,6 +51,32 @@ fn op() -> impl Strategy<Value = Op> {
         3 => any::<usize>().prop_map(Op::FreeRunOwned),
         1 => (any_frame.clone(), 0u32..80).prop_map(|(f, n)| Op::FreeRunAny(f, n)),
         2 => (any_frame, 0u32..24).prop_map(|(f, n)| Op::Reserve(f, n)),
+    ]
+}
+
+/// Operations for the larger memories: mostly runs of whole words (the `full` level; up to 40
+/// words, aligned to 1 to 128 words), runs of up to a few words in the bitmap, and frees of whole
+/// words at random (mostly refused).
+fn big_op() -> impl Strategy<Value = Op> {
+    let any_frame = 0u32..BIG_FRAMES + 40;
+    let limit = proptest::option::of(0u32..(BIG_FRAMES + 40) * 4096);
+    prop_oneof![
+        4 => Just(Op::Alloc),
+        3 => any::<usize>().prop_map(Op::FreeOwned),
+        8 => (1u32..=40, 0u32..8, limit.clone()).prop_map(|(w, s, limit)| Op::AllocContiguous {
+            count: w * 32,
+            align: 32 << s,
+            limit,
+        }),
+        4 => (1u32..100, 0u32..10, limit).prop_map(|(count, s, limit)| Op::AllocContiguous {
+            count,
+            align: 1 << s,
+            limit,
+        }),
+        4 => any::<usize>().prop_map(Op::FreeRunOwned),
+        1 => (0u32..BIG_FRAMES / 32 + 2, 1u32..40).prop_map(|(w, n)| Op::FreeRunAny(w * 32, n * 32)),
+        1 => (any_frame.clone(), 0u32..80).prop_map(|(f, n)| Op::FreeRunAny(f, n)),
+        1 => (any_frame, 0u32..64).prop_map(|(f, n)| Op::Reserve(f, n)),
     ]
 }
 
@@ -165,12 +194,18 @@ fn compare(pmm: &Pmm, m: &Model) {
         pmm.allocated_frames() as usize,
         m.frames as usize - m.free.len() - m.reserved.len()
     );
-    for f in 0..MAX_FRAMES + 40 {
+    // Both sets in order, side by side with the frames (and some past the end).
+    let (mut free, mut reserved) = (m.free.iter().peekable(), m.reserved.iter().peekable());
+    for f in 0..m.frames.max(MAX_FRAMES) + 40 {
         let frame = Frame::from_number(f);
-        assert_eq!(pmm.is_free(frame), m.free.contains(&f), "frame {f} free");
+        assert_eq!(
+            pmm.is_free(frame),
+            free.next_if_eq(&&f).is_some(),
+            "frame {f} free"
+        );
         assert_eq!(
             pmm.is_reserved(frame),
-            m.reserved.contains(&f),
+            reserved.next_if_eq(&&f).is_some(),
             "frame {f} reserved"
         );
     }
@@ -343,5 +378,20 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..200),
     ) {
         run(frames, 0, &ops);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn larger_memories_with_runs_of_whole_words_agree_with_the_model(
+        frames in 1u32..=BIG_FRAMES,
+        // Often whole words, so that runs of whole words start right after the boot reservations
+        // and the bottom of memory can fill up.
+        boot_reserved in prop_oneof![0u32..300, (0u32..10).prop_map(|w| w * 32)],
+        ops in proptest::collection::vec(big_op(), 1..120),
+    ) {
+        run(frames, boot_reserved, &ops);
     }
 }

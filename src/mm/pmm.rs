@@ -27,20 +27,36 @@
 //!
 //! - **Single frames** are found next-fit: a hint remembers the bitmap word of the last allocation;
 //!   the search looks at the summary from there on (32 bitmap words per summary word, skipping
-//!   full ones with one `trailing_zeros`), wrapping to the start once. It never scans from frame 0.
+//!   full ones with one `trailing_zeros`), wrapping around once to the lowest word that may hold a
+//!   free frame. It never scans from frame 0. The common case, a free frame in the hinted word, is
+//!   a handful of instructions; the levels are touched only when a word becomes empty or wholly
+//!   free (or stops being), at most once in 32 operations, out of line.
 //! - **Contiguous runs** are found first-fit from the bottom (so low memory with a `limit`, e.g.
-//!   for DMA, is used first): jump to the next free frame through the summary, round up to the
-//!   alignment, then test the candidate run a whole word at a time (`word & mask == mask`). When
-//!   the run is broken, the search jumps past the *last* allocated frame of the candidate (found
-//!   with `leading_zeros`), never bit by bit. Runs of whole words (count and alignment multiples
-//!   of 32 frames, such as 1 MiB blocks) are searched in the `full` level instead, one bit per
-//!   word of 32 frames.
+//!   for DMA, is used first). A second hint, `low`, says below which bitmap word nothing is free:
+//!   every free lowers it, a search of the bitmap raises it to the first word in which it found a
+//!   free frame, and searches start there instead of at frame 0. Words are tested whole, not bit
+//!   by bit:
+//!   - a run of up to 32 frames no longer than its alignment (16 frames aligned to 64 KiB, say)
+//!     fits in an aligned slot of one word, and one subtract-and-mask finds the lowest slot whose
+//!     frames are all free (the "zero byte" test, for slots of any width);
+//!   - a run of up to 32 frames longer than its alignment looks at the word and the next one as a
+//!     64-bit window, in which a few shift-and steps mark where runs of that length start;
+//!   - a longer run jumps to the next free frame through the summary, rounds up to the alignment
+//!     and tests the candidate a word at a time; when it is broken, the search goes on past its
+//!     *last* allocated frame (found with `leading_zeros`).
+//!
+//!   Runs of whole words (count and alignment multiples of 32 frames, such as 1 MiB blocks) are
+//!   searched in the `full` level instead, where a word stands for 32 bitmap words (1024 frames),
+//!   with the same word-at-a-time tests: 256 frames aligned to 1 MiB are an aligned byte `0xff`
+//!   there. Allocating or freeing them stores whole words, and a whole-word free checks for double
+//!   frees in the summary.
 //! - **Reserved frames** (firmware area, the kernel L1 table, the kernel image, this bitmap) are
 //!   clear in the bitmap like allocated ones; what tells them apart is a small sorted array of
 //!   disjoint, non-adjacent frame ranges inside the struct ([`MAX_RESERVED_RANGES`] entries; new
 //!   ranges merge with ones they overlap or touch, so the usual boot reservations, which sit end to
-//!   end from frame 0, take a single entry). Only a frame whose bit is clear is looked up there, so
-//!   a normal free costs one short scan of a few entries. No heap, and no second bitmap.
+//!   end from frame 0, take a single entry). Only a frame whose bit is clear is looked up there, and
+//!   only below the end of the highest range, so a normal free costs one comparison. No heap, and
+//!   no second bitmap.
 //! - **Counts** of free and reserved frames are kept as the bits change, so they cost nothing to
 //!   read.
 //!
@@ -114,8 +130,19 @@ fn last_clear(level: &[u32], lo: usize, hi: usize) -> Option<usize> {
     })
 }
 
+/// Whether any of bits `lo..hi` (non-empty) of a level is set.
+#[inline(always)]
+fn any_set(level: &[u32], lo: usize, hi: usize) -> bool {
+    let b = BITS as usize;
+    if lo / b == (hi - 1) / b {
+        // The common case: one word.
+        return level[lo / b] & bit_range((lo % b) as u32, ((hi - 1) % b + 1) as u32) != 0;
+    }
+    chunks(lo as u32, hi as u32).any(|(i, m)| level[i] & m != 0)
+}
+
 /// Sets (`on`) or clears bits `lo..hi` (non-empty) of a level.
-#[inline]
+#[inline(always)]
 fn set_range(level: &mut [u32], lo: usize, hi: usize, on: bool) {
     let b = BITS as usize;
     if lo / b == (hi - 1) / b {
@@ -128,6 +155,12 @@ fn set_range(level: &mut [u32], lo: usize, hi: usize, on: bool) {
         }
         return;
     }
+    set_range_across(level, lo, hi, on);
+}
+
+/// [`set_range`] for bits spread over several words, out of line.
+#[inline(never)]
+fn set_range_across(level: &mut [u32], lo: usize, hi: usize, on: bool) {
     for (i, m) in chunks(lo as u32, hi as u32) {
         if on {
             level[i] |= m;
@@ -135,6 +168,133 @@ fn set_range(level: &mut [u32], lo: usize, hi: usize, on: bool) {
             level[i] &= !m;
         }
     }
+}
+
+/// The shifts that turn a bit string into the starts of its runs of `n` ones (`1 <= n <= 32`).
+/// After `x &= x >> k` for `k` = 1, 2, 4, ... up to `h / 2`, where `h` is the largest power of
+/// two not above `n`, bit `p` says that bits `p..p + h` are set; a last shift by `n - h` makes
+/// that `p..p + n`. Shifts that are not needed are zero (no-ops), so the test of a word has no
+/// loop and no branch, and working them out takes a few instructions.
+#[inline(always)]
+fn run_shifts(n: u32) -> [u32; 6] {
+    debug_assert!((1..=BITS).contains(&n));
+    let h = 1 << (BITS - 1 - n.leading_zeros());
+    let m = h - 1;
+    [1 & m, 2 & m, 4 & m, 8 & m, 16 & m, n - h]
+}
+
+/// Bit `p` of the result is set when bits `p..p + n` of `x` are all set, with `shifts` from
+/// [`run_shifts`]`(n)`.
+#[inline(always)]
+fn run_starts(x: u64, shifts: &[u32; 6]) -> u64 {
+    shifts.iter().fold(x, |r, &k| r & (r >> k))
+}
+
+/// The bits of a word at which a run aligned to `align` (a power of two, at most 32) may start:
+/// every bit for 1, `0x5555_5555` for 2, ..., `0x0001_0001` for 16, bit 0 for 32. A table, not a
+/// division.
+#[inline]
+fn aligned_starts(align: u32) -> u32 {
+    const STARTS: [u32; 6] = [
+        u32::MAX,
+        0x5555_5555,
+        0x1111_1111,
+        0x0101_0101,
+        0x0001_0001,
+        0x0000_0001,
+    ];
+    debug_assert!(align.is_power_of_two() && align <= BITS);
+    STARTS[align.trailing_zeros() as usize]
+}
+
+/// `x` rounded up to a multiple of `step`, a power of two (a mask, not a division).
+#[inline]
+fn round_up(x: usize, step: usize) -> usize {
+    debug_assert!(step.is_power_of_two());
+    (x + step - 1) & !(step - 1)
+}
+
+/// The lowest bit `p` of a level, in a word `from..=last`, such that `p` is a multiple of `align`
+/// and bits `p..p + n` are all set, for `1 <= n <= align <= 32` (`align` a power of two: a request
+/// no longer than its alignment, the usual case); the caller checks that the run ends in time.
+/// `next_nonzero(i)` is the first non-zero word at or after `i` (the bitmap's comes from the
+/// summary), so empty stretches cost one jump.
+///
+/// Each word is tested at once, without a loop over its bits. The aligned slots of `align` bits
+/// never cross a word, and a slot fits when its low `n` bits are all set. With `missing` the clear
+/// bits among those, the lowest slot where `missing` is zero is flagged at its top bit by
+/// `(missing - low) & !missing & high` (`low` and `high`: the lowest and highest bit of every
+/// slot): the "zero byte" test, for slots of any width. A borrow only leaves a slot that is zero,
+/// so no slot below the lowest fitting one is flagged.
+#[inline(always)]
+fn find_slot(
+    level: &[u32],
+    from: usize,
+    last: usize,
+    n: u32,
+    align: u32,
+    next_nonzero: impl Fn(usize) -> Option<usize>,
+) -> Option<usize> {
+    debug_assert!(1 <= n && n <= align && align <= BITS && align.is_power_of_two());
+    let low = aligned_starts(align);
+    let top = align - 1;
+    let high = low << top;
+    let need = if n == BITS {
+        u32::MAX
+    } else {
+        low.wrapping_mul((1 << n) - 1)
+    };
+    scan(level, from, last, next_nonzero, |x, _| {
+        let missing = !x & need;
+        (missing.wrapping_sub(low) & !missing & high) >> top
+    })
+}
+
+/// As [`find_slot`], for runs longer than their alignment (`align < n <= 32`), which may cross
+/// into the next word: with the next word each word makes a 64-bit window in which
+/// [`run_starts`] marks where runs of `n` begin, and [`aligned_starts`] keeps the aligned ones.
+#[inline(always)]
+fn find_window(
+    level: &[u32],
+    from: usize,
+    last: usize,
+    n: u32,
+    align: u32,
+    next_nonzero: impl Fn(usize) -> Option<usize>,
+) -> Option<usize> {
+    debug_assert!(align < n && n <= BITS && align.is_power_of_two());
+    let starts = aligned_starts(align);
+    let shifts = run_shifts(n);
+    scan(level, from, last, next_nonzero, |x, i| {
+        let next = level.get(i + 1).copied().unwrap_or(0);
+        run_starts(u64::from(x) | u64::from(next) << BITS, &shifts) as u32 & starts
+    })
+}
+
+/// The loop of [`find_slot`] and [`find_window`]: the lowest bit `p` in words `from..=last` of a level such that
+/// `starts(word, i)`, which marks where runs start in a non-zero word `i`, has bit `p % 32` set.
+#[inline(always)]
+fn scan(
+    level: &[u32],
+    from: usize,
+    last: usize,
+    next_nonzero: impl Fn(usize) -> Option<usize>,
+    starts: impl Fn(u32, usize) -> u32,
+) -> Option<usize> {
+    let mut i = from;
+    while i <= last {
+        let x = level[i];
+        if x == 0 {
+            i = next_nonzero(i + 1)?;
+            continue;
+        }
+        let fits = starts(x, i);
+        if fits != 0 {
+            return Some(i * BITS as usize + fits.trailing_zeros() as usize);
+        }
+        i += 1;
+    }
+    None
 }
 
 /// A run of frames `[start, end)` split at word boundaries: the masks of its first and last
@@ -182,6 +342,13 @@ pub struct Pmm<'a> {
     reserved: u32,
     /// Bitmap word where the next single-frame search starts.
     hint: usize,
+    /// Every bitmap word below this one is zero (no free frame): contiguous searches start here,
+    /// and a single-frame search that wraps around. Lowered by every free, raised by searches of
+    /// the bitmap to the first word in which they found a free frame.
+    low: usize,
+    /// The end of the highest reserved range (0 when there is none): frames at or above it are
+    /// not reserved, without looking at the table.
+    reserved_end: u32,
     /// Reserved frame ranges `[start, end)`, sorted, disjoint and not touching; only the first
     /// `range_count` are meaningful.
     ranges: [(u32, u32); MAX_RESERVED_RANGES],
@@ -241,20 +408,25 @@ impl<'a> Pmm<'a> {
             free: frame_count,
             reserved: 0,
             hint: 0,
+            low: 0,
+            reserved_end: 0,
             ranges: [(0, 0); MAX_RESERVED_RANGES],
             range_count: 0,
         })
     }
 
-    /// Whether both one-bit-per-word levels agree with the bitmap (for tests: every operation
-    /// keeps them in step).
+    /// Whether both one-bit-per-word levels agree with the bitmap and the search hints hold
+    /// (for tests: every operation keeps them in step).
     pub fn levels_consistent(&self) -> bool {
         let b = BITS as usize;
-        self.bitmap.iter().enumerate().all(|(w, &x)| {
+        let levels = self.bitmap.iter().enumerate().all(|(w, &x)| {
             let bit = 1 << (w % b);
             ((self.summary[w / b] & bit != 0) == (x != 0))
                 && ((self.full[w / b] & bit != 0) == (x == u32::MAX))
-        })
+        });
+        let low = self.low < self.bitmap.len() && self.bitmap[..self.low].iter().all(|&x| x == 0);
+        let top = self.ranges[..self.range_count].last().map_or(0, |r| r.1);
+        levels && low && self.hint < self.bitmap.len() && self.reserved_end == top
     }
 
     /// Number of frames managed (free, allocated and reserved).
@@ -299,35 +471,68 @@ impl<'a> Pmm<'a> {
     /// Allocates one frame.
     #[inline]
     pub fn alloc_frame(&mut self) -> Result<Frame, PmmError> {
-        let mut w = self.hint;
-        let mut word = self.bitmap[w];
+        let w = self.hint;
+        let word = self.bitmap[w];
         if word == 0 {
-            if self.free == 0 {
-                return Err(PmmError::OutOfMemory);
-            }
-            w = self
-                .next_nonempty_word(w)
-                .or_else(|| self.next_nonempty_word(0))
-                .ok_or(PmmError::OutOfMemory)?;
-            word = self.bitmap[w];
-            self.hint = w;
+            return self.alloc_frame_past_hint();
         }
-        let bit = word.trailing_zeros();
+        Ok(self.take_lowest(w, word))
+    }
+
+    /// [`Pmm::alloc_frame`] when the hinted word is empty: moves the hint to the next word with a
+    /// free frame, wrapping around to `low` once. Out of line, so that the common path stays short
+    /// where it is inlined.
+    #[cold]
+    #[inline(never)]
+    fn alloc_frame_past_hint(&mut self) -> Result<Frame, PmmError> {
+        if self.free == 0 {
+            return Err(PmmError::OutOfMemory);
+        }
+        let w = self
+            .next_nonempty_word(self.hint)
+            .or_else(|| self.next_nonempty_word(self.low))
+            .ok_or(PmmError::OutOfMemory)?;
+        self.hint = w;
+        let word = self.bitmap[w];
+        Ok(self.take_lowest(w, word))
+    }
+
+    /// Takes the lowest free frame of bitmap word `w`, whose value `word` is not zero.
+    #[inline(always)]
+    fn take_lowest(&mut self, w: usize, word: u32) -> Frame {
         let value = word & (word - 1);
         self.bitmap[w] = value;
-        if word == u32::MAX {
-            self.full[w / BITS as usize] &= !(1 << (w % BITS as usize));
-        }
-        if value == 0 {
-            self.summary[w / BITS as usize] &= !(1 << (w % BITS as usize));
+        if word == u32::MAX || value == 0 {
+            self.word_changed(w, value);
         }
         self.free -= 1;
-        Ok(Frame::from_number(w as u32 * BITS + bit))
+        Frame::from_number(w as u32 * BITS + word.trailing_zeros())
+    }
+
+    /// Brings the bits of bitmap word `w` in both levels, and `low`, in step with its new `value`
+    /// (so every path that stores a word through it keeps `low` right). Single-frame operations
+    /// need it only when the word was or becomes wholly free or empty, at most once in 32 of
+    /// them; out of line, so that their common path stays short.
+    #[inline(never)]
+    fn word_changed(&mut self, w: usize, value: u32) {
+        let (s, bit) = (w / BITS as usize, 1 << (w % BITS as usize));
+        if value == 0 {
+            self.summary[s] &= !bit;
+        } else {
+            self.summary[s] |= bit;
+            // Only a word that was empty can lie below `low`.
+            self.low = self.low.min(w);
+        }
+        if value == u32::MAX {
+            self.full[s] |= bit;
+        } else {
+            self.full[s] &= !bit;
+        }
     }
 
     /// Returns one frame. Refused with `OutOfRange` past the managed memory, `DoubleFree` when it
     /// is already free and `Reserved` when it is reserved.
-    #[inline]
+    #[inline(always)]
     pub fn free_frame(&mut self, frame: Frame) -> Result<(), PmmError> {
         let n = frame.number();
         if n >= self.frame_count {
@@ -342,12 +547,10 @@ impl<'a> Pmm<'a> {
         if self.in_reserved(n) {
             return Err(PmmError::Reserved);
         }
-        self.bitmap[w] = word | bit;
-        if word == 0 {
-            self.summary[w / BITS as usize] |= 1 << (w % BITS as usize);
-        }
-        if word | bit == u32::MAX {
-            self.full[w / BITS as usize] |= 1 << (w % BITS as usize);
+        let value = word | bit;
+        self.bitmap[w] = value;
+        if word == 0 || value == u32::MAX {
+            self.word_changed(w, value);
         }
         self.free += 1;
         Ok(())
@@ -383,62 +586,137 @@ impl<'a> Pmm<'a> {
         if count > self.free || count > end {
             return Err(PmmError::OutOfMemory);
         }
+        if !(count | align).is_multiple_of(BITS) {
+            return self.alloc_run(count, align, end);
+        }
+        // Whole words (count and alignment multiples of 32 frames), found in the `full` level.
+        let lo = self
+            .find_whole_words(count / BITS, align / BITS, end / BITS)
+            .ok_or(PmmError::OutOfMemory)?;
+        self.fill_words(lo, lo + (count / BITS) as usize, false);
+        self.free -= count;
+        Ok(Frame::from_number(lo as u32 * BITS))
+    }
+
+    /// [`Pmm::alloc_contiguous`] for runs that are not whole words, searched in the bitmap from
+    /// the first word with a free frame on.
+    #[inline(never)]
+    fn alloc_run(&mut self, count: u32, align: u32, end: u32) -> Result<Frame, PmmError> {
         if count == 1 && align == 1 && end == self.frame_count {
             return self.alloc_frame();
         }
-        if count.is_multiple_of(BITS) && align.is_multiple_of(BITS) {
-            return self.alloc_whole_words(count, align, end);
+        // Nothing is free below `first`; the search starts there.
+        let first = self
+            .next_nonempty_word(self.low)
+            .ok_or(PmmError::OutOfMemory)?;
+        let last = ((end - count) / BITS) as usize;
+        let next_nonzero = |i| next_set(self.summary, i);
+        let start = if count <= align && align <= BITS {
+            find_slot(self.bitmap, first, last, count, align, next_nonzero)
+        } else if count <= BITS && align <= BITS {
+            find_window(self.bitmap, first, last, count, align, next_nonzero)
+        } else {
+            self.find_long_run(first, count, align, end)
         }
-        let mut pos = 0;
+        .map(|p| p as u32)
+        .filter(|&p| p + count <= end)
+        .ok_or(PmmError::OutOfMemory)?;
+        self.low = first;
+        self.clear_bits(start, start + count);
+        self.free -= count;
+        Ok(Frame::from_number(start))
+    }
+
+    /// The lowest run of `count` free frames aligned to `align` that ends at or below frame
+    /// `end`, from bitmap word `first` on, for runs longer than a word or aligned to more than one:
+    /// jump to the next free frame through the summary, round up to the alignment, test the
+    /// candidate a word at a time, and when it is broken go on past its *last* allocated frame.
+    fn find_long_run(&self, first: usize, count: u32, align: u32, end: u32) -> Option<usize> {
+        let mut pos = first as u32 * BITS;
         loop {
-            let f = self.next_free_from(pos).ok_or(PmmError::OutOfMemory)?;
-            let start = match f.checked_add(align - 1) {
-                Some(v) => v & !(align - 1),
-                None => return Err(PmmError::OutOfMemory),
-            };
-            let stop = match start.checked_add(count) {
-                Some(v) if v <= end => v,
-                _ => return Err(PmmError::OutOfMemory),
-            };
+            let f = self.next_free_from(pos)?;
+            let start = f.checked_add(align - 1)? & !(align - 1);
+            let stop = start.checked_add(count).filter(|&v| v <= end)?;
             match self.last_taken(start, stop) {
-                None => {
-                    self.clear_bits(start, stop);
-                    self.free -= count;
-                    return Ok(Frame::from_number(start));
-                }
+                None => return Some(start as usize),
                 Some(taken) => pos = taken + 1,
             }
         }
     }
 
-    /// `alloc_contiguous` for runs of whole bitmap words (count and alignment multiples of 32
-    /// frames, e.g. 256 frames aligned to 1 MiB), searched in the `full` level, one bit per word:
-    /// a candidate (an aligned word index) fits when all its bits are set, and a failed one jumps
-    /// past its last clear bit to the next set one. Lowest fit, like the general path.
-    fn alloc_whole_words(&mut self, count: u32, align: u32, end: u32) -> Result<Frame, PmmError> {
-        let words = (count / BITS) as usize;
-        let step = (align / BITS) as usize;
-        let end_w = (end / BITS) as usize;
-        let mut w = next_set(self.full, 0).ok_or(PmmError::OutOfMemory)?;
+    /// The lowest run of `words` wholly free bitmap words aligned to `step` words (a power of
+    /// two) that ends at or below word `end`, searched in the `full` level, one bit per word, from
+    /// the level word of `low` on. Runs no longer than their alignment of up to 32 words (128 MiB)
+    /// go through [`find_slot`], a level word at a time: 256 frames aligned to 1 MiB, for one, are
+    /// an aligned byte `0xff` there.
+    #[inline(always)]
+    fn find_whole_words(&self, words: u32, step: u32, end: u32) -> Option<usize> {
+        if !(words <= step && step <= BITS) {
+            return self.find_other_words(words, step, end);
+        }
+        let full = &*self.full;
+        // `count <= end` was checked, so `end >= words`.
+        let last = ((end - words) / BITS) as usize;
+        let lo = find_slot(
+            full,
+            self.low / BITS as usize,
+            last.min(full.len() - 1),
+            words,
+            step,
+            Some,
+        )?;
+        (lo + words as usize <= end as usize).then_some(lo)
+    }
+
+    /// [`Pmm::find_whole_words`] for runs longer than their alignment (up to 32 words, with
+    /// [`find_window`]) or longer than 32 words or aligned to more (jumping past the last clear
+    /// bit of each failed candidate).
+    #[inline(never)]
+    fn find_other_words(&self, words: u32, step: u32, end: u32) -> Option<usize> {
+        let full = &*self.full;
+        if words <= BITS && step <= BITS {
+            let last = ((end - words) / BITS) as usize;
+            let lo = find_window(
+                full,
+                self.low / BITS as usize,
+                last.min(full.len() - 1),
+                words,
+                step,
+                Some,
+            )?;
+            return (lo + words as usize <= end as usize).then_some(lo);
+        }
+        let (words, step, end) = (words as usize, step as usize, end as usize);
+        let mut w = next_set(full, self.low)?;
         loop {
-            // `step` is a power of two: round up with a mask, not a division.
-            w = (w + step - 1) & !(step - 1);
-            if w + words > end_w {
-                return Err(PmmError::OutOfMemory);
+            w = round_up(w, step);
+            if w + words > end {
+                return None;
             }
-            match last_clear(self.full, w, w + words) {
-                None => {
-                    // A plain loop: runs are a few words, shorter than a memset call is worth.
-                    for x in &mut self.bitmap[w..w + words] {
-                        *x = 0;
-                    }
-                    self.mark_words(w, w + words, false);
-                    self.free -= count;
-                    return Ok(Frame::from_number(w as u32 * BITS));
-                }
-                Some(k) => w = next_set(self.full, k + 1).ok_or(PmmError::OutOfMemory)?,
+            match last_clear(full, w, w + words) {
+                None => return Some(w),
+                Some(k) => w = next_set(full, k + 1)?,
             }
         }
+    }
+
+    /// Marks bitmap words `lo..hi` (non-empty) all free or all allocated, with their bits in
+    /// both levels.
+    #[inline(always)]
+    fn fill_words(&mut self, lo: usize, hi: usize, free: bool) {
+        let value = if free { u32::MAX } else { 0 };
+        // Eight words (1 MiB) per fixed-size copy, which is a few plain stores; a loop of single
+        // words would become a call to `memset`, costly for runs of a few words.
+        let words = &mut self.bitmap[lo..hi];
+        let mut i = 0;
+        while i + 8 <= words.len() {
+            words[i..i + 8].copy_from_slice(&[value; 8]);
+            i += 8;
+        }
+        for x in &mut words[i..] {
+            *x = value;
+        }
+        self.mark_words(lo, hi, free);
     }
 
     /// Returns `count` contiguous frames starting at `first`. Checks the whole run before changing
@@ -448,24 +726,29 @@ impl<'a> Pmm<'a> {
         if self.reserved_overlap(start, end) != 0 {
             return Err(PmmError::Reserved);
         }
-        if start.is_multiple_of(BITS) && count.is_multiple_of(BITS) {
-            // Whole words: no masks.
-            let (lo, hi) = ((start / BITS) as usize, (end / BITS) as usize);
-            if self.bitmap[lo..hi].iter().any(|&w| w != 0) {
-                return Err(PmmError::DoubleFree);
-            }
-            for x in &mut self.bitmap[lo..hi] {
-                *x = u32::MAX;
-            }
-            self.mark_words(lo, hi, true);
-            self.free += count;
-            return Ok(());
+        if !(start | count).is_multiple_of(BITS) {
+            return self.free_run(start, end);
         }
+        // Whole words: no masks, and the summary says whether any of them has a free frame.
+        let (lo, hi) = ((start / BITS) as usize, (end / BITS) as usize);
+        if any_set(self.summary, lo, hi) {
+            return Err(PmmError::DoubleFree);
+        }
+        self.fill_words(lo, hi, true);
+        self.low = self.low.min(lo);
+        self.free += count;
+        Ok(())
+    }
+
+    /// [`Pmm::free_contiguous`] for runs that are not whole words, from the double-free check on.
+    #[inline(never)]
+    fn free_run(&mut self, start: u32, end: u32) -> Result<(), PmmError> {
         if self.any_free(start, end) {
             return Err(PmmError::DoubleFree);
         }
+        // `set_bits` lowers `low` as it makes words non-empty.
         self.set_bits(start, end);
-        self.free += count;
+        self.free += end - start;
         Ok(())
     }
 
@@ -506,6 +789,7 @@ impl<'a> Pmm<'a> {
         }
         self.ranges[lo_idx] = (lo, hi);
         self.range_count = self.range_count + 1 - merged;
+        self.reserved_end = self.ranges[self.range_count - 1].1;
 
         self.clear_bits(start, end);
         self.free -= free_in;
@@ -543,16 +827,26 @@ impl<'a> Pmm<'a> {
 
     #[inline]
     fn in_reserved(&self, n: u32) -> bool {
-        let ranges = &self.ranges[..self.range_count];
-        // Sorted: most frames lie above the boot reservations, so test the last end first.
-        match ranges.last() {
-            Some(&(_, end)) if n < end => ranges.iter().any(|&(s, e)| s <= n && n < e),
-            _ => false,
-        }
+        // Most frames lie above the boot reservations: one comparison.
+        n < self.reserved_end
+            && self.ranges[..self.range_count]
+                .iter()
+                .any(|&(s, e)| s <= n && n < e)
     }
 
     /// How many frames of `[start, end)` are reserved.
+    #[inline]
     fn reserved_overlap(&self, start: u32, end: u32) -> u32 {
+        // Most runs lie above the boot reservations: one comparison.
+        if start >= self.reserved_end {
+            return 0;
+        }
+        self.reserved_in(start, end)
+    }
+
+    /// [`Pmm::reserved_overlap`] through the table.
+    #[inline(never)]
+    fn reserved_in(&self, start: u32, end: u32) -> u32 {
         self.ranges[..self.range_count]
             .iter()
             .map(|&(s, e)| end.min(e).saturating_sub(start.max(s)))
@@ -630,26 +924,16 @@ impl<'a> Pmm<'a> {
 
     // ---- updates (no checks, no counts) ------------------------------------------------------
 
-    /// Stores a bitmap word and keeps its summary bit in step.
+    /// Stores a bitmap word and keeps both levels, and `low`, in step.
     #[inline]
     fn set_word(&mut self, w: usize, value: u32) {
         self.bitmap[w] = value;
-        let s = w / BITS as usize;
-        let bit = 1 << (w % BITS as usize);
-        if value == 0 {
-            self.summary[s] &= !bit;
-        } else {
-            self.summary[s] |= bit;
-        }
-        if value == u32::MAX {
-            self.full[s] |= bit;
-        } else {
-            self.full[s] &= !bit;
-        }
+        self.word_changed(w, value);
     }
 
     /// Bitmap words `lo..hi` (non-empty) were just filled with all ones (`free`) or all zeros:
     /// sets or clears their bits in both levels.
+    #[inline(always)]
     fn mark_words(&mut self, lo: usize, hi: usize, free: bool) {
         set_range(self.summary, lo, hi, free);
         set_range(self.full, lo, hi, free);
@@ -746,6 +1030,7 @@ mod tests {
         free: u32,
         reserved: u32,
         hint: usize,
+        low: usize,
         ranges: Vec<(u32, u32)>,
     }
 
@@ -756,6 +1041,7 @@ mod tests {
             free: p.free,
             reserved: p.reserved,
             hint: p.hint,
+            low: p.low,
             ranges: p.ranges[..p.range_count].to_vec(),
         }
     }
@@ -766,6 +1052,7 @@ mod tests {
             let s = p.summary[w / 32] & (1 << (w % 32)) != 0;
             assert_eq!(s, word != 0, "summary bit of word {w}");
         }
+        assert!(p.levels_consistent(), "levels or hints out of step");
         let free: u32 = p.bitmap.iter().map(|w| w.count_ones()).sum();
         assert_eq!(free, p.free_frames());
         let reserved: u32 = p.reserved_ranges().map(|(_, n)| n).sum();
@@ -1207,6 +1494,87 @@ mod tests {
         assert_eq!(p.reserved_ranges().count(), 1);
         let f = p.alloc_frame().unwrap();
         assert!(f.start().as_u32() >= bitmap_end);
+        check_invariants(&p);
+    }
+
+    #[test]
+    fn contiguous_searches_start_at_the_first_word_with_a_free_frame_and_every_free_lowers_it() {
+        let mut s = storage(1024);
+        let mut p = Pmm::new(&mut s, 1024).unwrap();
+        for n in 0..64 {
+            assert_eq!(p.alloc_frame(), Ok(frame(n)));
+        }
+        assert_eq!(p.low, 0);
+        // The search finds words 0 and 1 empty and remembers it.
+        assert_eq!(p.alloc_contiguous(16, 16, None), Ok(frame(64)));
+        assert_eq!(p.low, 2);
+        assert_eq!(p.alloc_contiguous(16, 1, None), Ok(frame(80)));
+        assert_eq!(p.alloc_contiguous(8, 8, None), Ok(frame(96)));
+        assert_eq!(p.low, 3);
+        check_invariants(&p);
+        // A single frame, a short run and a run of whole words freed below the hint lower it.
+        p.free_frame(frame(40)).unwrap();
+        assert_eq!(p.low, 1);
+        check_invariants(&p);
+        assert_eq!(p.alloc_contiguous(1, 2, None), Ok(frame(40)));
+        assert_eq!(p.alloc_contiguous(16, 16, None), Ok(frame(112)));
+        assert_eq!(p.low, 3);
+        p.free_contiguous(frame(80), 16).unwrap();
+        assert_eq!(p.low, 2);
+        check_invariants(&p);
+        assert_eq!(p.alloc_contiguous(16, 16, None), Ok(frame(80)));
+        assert_eq!(p.alloc_contiguous(8, 1, None), Ok(frame(104)));
+        assert_eq!(p.low, 3);
+        p.free_contiguous(frame(0), 32).unwrap();
+        assert_eq!(p.low, 0);
+        check_invariants(&p);
+        // Single frames wrap around to the hint, not to frame 0.
+        assert_eq!(p.alloc_contiguous(32, 32, None), Ok(frame(0)));
+        for n in 128..1024 {
+            assert_eq!(p.alloc_frame(), Ok(frame(n)));
+        }
+        assert_eq!(p.alloc_contiguous(1, 2, None), Err(PmmError::OutOfMemory));
+        p.free_frame(frame(700)).unwrap();
+        assert_eq!(p.alloc_frame(), Ok(frame(700)));
+        check_invariants(&p);
+    }
+
+    #[test]
+    fn runs_of_whole_words_are_found_in_the_full_level_across_its_words() {
+        // 4096 frames: 128 bitmap words, four words of each level.
+        let mut s = storage(4096);
+        let mut p = Pmm::new(&mut s, 4096).unwrap();
+        // A frame reserved in every eighth word below word 96: no wholly free aligned block of
+        // eight words until the fourth level word.
+        for w in (0..96).step_by(8) {
+            p.reserve(frame(w * 32 + 5), 1).unwrap();
+        }
+        // 8 words aligned to 8 (1 MiB): the "aligned byte 0xff" case.
+        assert_eq!(p.alloc_contiguous(256, 256, None), Ok(frame(96 * 32)));
+        // 3 words aligned to 1: runs that cross into the next level word are seen too.
+        assert_eq!(p.alloc_contiguous(96, 32, None), Ok(frame(32)));
+        // 2 words aligned to 2, below a limit that leaves no room.
+        assert_eq!(
+            p.alloc_contiguous(64, 64, Some(PhysAddr::new(96 * 32 * 4096))),
+            Ok(frame(4 * 32))
+        );
+        assert_eq!(
+            p.alloc_contiguous(256, 256, Some(PhysAddr::new(104 * 32 * 4096))),
+            Err(PmmError::OutOfMemory)
+        );
+        // Longer than 32 words, and aligned to more than 32 words.
+        assert_eq!(
+            p.alloc_contiguous(33 * 32, 32, None),
+            Err(PmmError::OutOfMemory)
+        );
+        assert_eq!(p.alloc_contiguous(24 * 32, 32, None), Ok(frame(104 * 32)));
+        p.free_contiguous(frame(104 * 32), 24 * 32).unwrap();
+        assert_eq!(
+            p.alloc_contiguous(1024, 2048, None),
+            Err(PmmError::OutOfMemory)
+        );
+        p.free_contiguous(frame(96 * 32), 256).unwrap();
+        assert_eq!(p.alloc_contiguous(1024, 1024, None), Ok(frame(96 * 32)));
         check_invariants(&p);
     }
 

@@ -2,7 +2,17 @@
 //!
 //! Run with `cargo bench --bench pmm`. Both allocators manage the same 1 GiB (262144 frames, the
 //! first 64 reserved as firmware and kernel), start from the same state and run the same operation
-//! sequence; each case is timed best-of-`REPS` with `std::time::Instant`.
+//! sequence. Each case runs `REPS` rounds; a round sets both up afresh and runs them side by side.
+//! `ns` is per allocation and its free, except in `fill-drain-1g` (per allocation or free).
+//!
+//! Timing is made to survive a shared, busy machine. A run is cut into laps of a fixed number of
+//! operations (a few microseconds each), and the two allocators take turns lap by lap (which one
+//! goes first alternates), so that whatever the machine does at a given moment, both see it. Each
+//! lap is timed with `std::time::Instant`; since the operations are the same in every round, lap
+//! `k` of one round and lap `k` of another time the same work, and the figure of an allocator is
+//! the sum over laps of each lap's least time over the rounds, divided by the operations. Someone
+//! else taking the CPU slows down a few laps of one round, rarely the same lap in every round, so
+//! it drops out; what is left is what the code costs.
 //!
 //! Output, one line per case: `ns <case> pmm <ns/op> buddy <ns/op>` and `ratio <case> <buddy/pmm>`,
 //! then `metadata pmm <bytes>` and `metadata buddy <bytes>`. Buddy's metadata is measured, not
@@ -14,7 +24,6 @@ use buddy_system_allocator::FrameAllocator as Buddy;
 use pi2vm::mm::pmm::Pmm;
 use pi2vm::mm::Frame;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::VecDeque;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -47,7 +56,8 @@ const FRAMES: u32 = 262_144;
 const RESERVED: u32 = 64;
 /// 2^(ORDER-1) = 2^18 frames: the smallest buddy order that holds the whole gigabyte in one block.
 const ORDER: usize = 19;
-const REPS: usize = 7;
+/// Rounds per case.
+const REPS: usize = 15;
 
 type BuddyAlloc = Buddy<ORDER>;
 
@@ -105,20 +115,189 @@ fn new_buddy(free: Option<&[bool]>) -> BuddyAlloc {
     b
 }
 
-/// Best of `REPS` runs of `once` (which sets up, then times its operations with [`timed`]),
-/// divided by `ops`, in ns.
-fn best(ops: u64, mut once: impl FnMut() -> f64) -> f64 {
-    let best = (0..REPS).map(|_| once()).fold(f64::INFINITY, f64::min);
-    best * 1e9 / ops as f64
+/// A benchmark run that can be advanced a lap at a time.
+trait Run {
+    /// Does the next lap of at most `n` operations; false when there was nothing left to do.
+    fn advance(&mut self, n: usize) -> bool;
 }
 
-/// Seconds `run` takes on `state`.
-fn timed<S>(state: &mut S, run: impl FnOnce(&mut S)) -> f64 {
-    let t = Instant::now();
-    run(state);
-    let dt = t.elapsed().as_secs_f64();
-    black_box(state);
-    dt
+/// Runs `REPS` rounds; in each, `with_pmm` and `with_buddy` set up a fresh state and hand a
+/// [`Run`] over it to their argument, and the two runs take turns a lap of `lap` operations at a
+/// time (alternating which goes first). Returns for each the sum over laps of the least time of
+/// that lap over the rounds, divided by `ops`, in ns.
+fn duel(
+    ops: u64,
+    lap: usize,
+    mut with_pmm: impl FnMut(&mut dyn FnMut(&mut dyn Run)),
+    mut with_buddy: impl FnMut(&mut dyn FnMut(&mut dyn Run)),
+) -> (f64, f64) {
+    fn keep_least(best: &mut Vec<f64>, laps: &[f64]) {
+        if best.is_empty() {
+            best.extend_from_slice(laps);
+        }
+        assert_eq!(best.len(), laps.len(), "the same work in every round");
+        for (b, &t) in best.iter_mut().zip(laps) {
+            *b = b.min(t);
+        }
+    }
+    fn timed_lap(run: &mut dyn Run, lap: usize, laps: &mut Vec<f64>) -> bool {
+        let t = Instant::now();
+        let more = run.advance(lap);
+        laps.push(t.elapsed().as_secs_f64());
+        more
+    }
+    let (mut best_p, mut best_b) = (Vec::new(), Vec::new());
+    let (mut laps_p, mut laps_b) = (Vec::new(), Vec::new());
+    for round in 0..REPS {
+        laps_p.clear();
+        laps_b.clear();
+        with_pmm(&mut |p| {
+            with_buddy(&mut |b| {
+                let (mut more_p, mut more_b) = (true, true);
+                let mut k = round;
+                while more_p || more_b {
+                    if k % 2 == 0 {
+                        more_p = more_p && timed_lap(p, lap, &mut laps_p);
+                        more_b = more_b && timed_lap(b, lap, &mut laps_b);
+                    } else {
+                        more_b = more_b && timed_lap(b, lap, &mut laps_b);
+                        more_p = more_p && timed_lap(p, lap, &mut laps_p);
+                    }
+                    k += 1;
+                }
+            })
+        });
+        keep_least(&mut best_p, &laps_p);
+        keep_least(&mut best_b, &laps_b);
+    }
+    let per_op = |best: Vec<f64>| best.iter().sum::<f64>() * 1e9 / ops as f64;
+    (per_op(best_p), per_op(best_b))
+}
+
+/// `ops` allocations through a FIFO window of `W` live ones: allocate, then free the one
+/// allocated `W` steps earlier; at the end the rest, oldest first. The window is a fixed ring
+/// (`W` a power of two, `ops >= W`, laps of at least `W`), so the harness adds a few instructions
+/// per step, the same for both allocators, instead of a `VecDeque`'s bookkeeping.
+struct Windowed<S, T, A, F, const W: usize> {
+    state: S,
+    ops: usize,
+    /// Steps done.
+    done: usize,
+    ring: Option<[T; W]>,
+    alloc: A,
+    free: F,
+}
+
+impl<S, T: Copy, A: Fn(&mut S) -> T, F: Fn(&mut S, T), const W: usize> Windowed<S, T, A, F, W> {
+    fn new(state: S, ops: u64, alloc: A, free: F) -> Self {
+        assert!(W.is_power_of_two() && ops as usize >= W);
+        Self {
+            state,
+            ops: ops as usize,
+            done: 0,
+            ring: None,
+            alloc,
+            free,
+        }
+    }
+}
+
+impl<S, T: Copy, A: Fn(&mut S) -> T, F: Fn(&mut S, T), const W: usize> Run
+    for Windowed<S, T, A, F, W>
+{
+    fn advance(&mut self, n: usize) -> bool {
+        assert!(n >= W);
+        let (state, alloc, free) = (&mut self.state, &self.alloc, &self.free);
+        let Some(ring) = &mut self.ring else {
+            // The first `W` allocations fill the window; from then on each one pushes out the
+            // oldest.
+            self.ring = Some(std::array::from_fn(|_| alloc(state)));
+            self.done = W;
+            return true;
+        };
+        if self.done == self.ops {
+            // The rest, oldest first.
+            for k in self.ops..self.ops + W {
+                free(state, ring[k % W]);
+            }
+            self.done += 1;
+            return true;
+        }
+        if self.done > self.ops {
+            black_box(state);
+            return false;
+        }
+        let stop = (self.done + n).min(self.ops);
+        for i in self.done..stop {
+            let x = alloc(state);
+            let old = std::mem::replace(&mut ring[i % W], x);
+            free(state, old);
+        }
+        self.done = stop;
+        true
+    }
+}
+
+/// Every frame allocated one by one until there is none left, then all freed in the same order.
+struct FillDrain<S, T, A, F> {
+    state: S,
+    frames: Vec<T>,
+    /// Frames freed so far, once allocation has run out.
+    freed: Option<usize>,
+    alloc: A,
+    free: F,
+}
+
+impl<S, T: Copy, A: Fn(&mut S) -> Option<T>, F: Fn(&mut S, T)> FillDrain<S, T, A, F> {
+    fn new(state: S, frames: usize, alloc: A, free: F) -> Self {
+        Self {
+            state,
+            frames: Vec::with_capacity(frames),
+            freed: None,
+            alloc,
+            free,
+        }
+    }
+}
+
+impl<S, T: Copy, A: Fn(&mut S) -> Option<T>, F: Fn(&mut S, T)> Run for FillDrain<S, T, A, F> {
+    fn advance(&mut self, n: usize) -> bool {
+        let state = &mut self.state;
+        match self.freed {
+            None => {
+                for _ in 0..n {
+                    match (self.alloc)(state) {
+                        Some(f) => self.frames.push(f),
+                        None => {
+                            self.freed = Some(0);
+                            break;
+                        }
+                    }
+                }
+                true
+            }
+            Some(k) if k < self.frames.len() => {
+                let stop = (k + n).min(self.frames.len());
+                for &f in &self.frames[k..stop] {
+                    (self.free)(state, f);
+                }
+                self.freed = Some(stop);
+                true
+            }
+            Some(_) => {
+                black_box(state);
+                false
+            }
+        }
+    }
+}
+
+/// For the harness's closures: a refused call is a bug in the benchmark, kept out of line so
+/// that the closures stay small enough to be inlined.
+#[cold]
+#[inline(never)]
+fn refused<E: std::fmt::Debug>(e: E) -> ! {
+    panic!("refused: {e:?}")
 }
 
 fn report(case: &str, pmm: f64, buddy: f64) {
@@ -129,63 +308,15 @@ fn report(case: &str, pmm: f64, buddy: f64) {
 /// Single frames through a FIFO window: allocate one, free the one allocated `WINDOW` steps ago.
 const WINDOW: usize = 64;
 const SINGLE_OPS: u64 = 1_000_000;
-
-fn single_pmm(pmm: &mut Pmm) {
-    let mut window = VecDeque::with_capacity(WINDOW + 1);
-    for _ in 0..SINGLE_OPS {
-        window.push_back(black_box(pmm.alloc_frame().unwrap()));
-        if window.len() > WINDOW {
-            pmm.free_frame(window.pop_front().unwrap()).unwrap();
-        }
-    }
-    for f in window {
-        pmm.free_frame(f).unwrap();
-    }
-}
-
-fn single_buddy(b: &mut BuddyAlloc) {
-    let mut window = VecDeque::with_capacity(WINDOW + 1);
-    for _ in 0..SINGLE_OPS {
-        window.push_back(black_box(b.alloc(1).unwrap()));
-        if window.len() > WINDOW {
-            b.dealloc(window.pop_front().unwrap(), 1);
-        }
-    }
-    for f in window {
-        b.dealloc(f, 1);
-    }
-}
+/// Steps per lap: some microseconds for the PMM.
+const SINGLE_LAP: usize = 1024;
 
 /// Contiguous runs of `count` frames aligned to `count` through a window of `CONTIG_WINDOW`.
 const CONTIG_WINDOW: usize = 8;
+const CONTIG_LAP: usize = 256;
 
-fn contig_pmm(pmm: &mut Pmm, count: u32, ops: u64) {
-    let mut window = VecDeque::with_capacity(CONTIG_WINDOW + 1);
-    for _ in 0..ops {
-        window.push_back(black_box(pmm.alloc_contiguous(count, count, None).unwrap()));
-        if window.len() > CONTIG_WINDOW {
-            pmm.free_contiguous(window.pop_front().unwrap(), count)
-                .unwrap();
-        }
-    }
-    for f in window {
-        pmm.free_contiguous(f, count).unwrap();
-    }
-}
-
-fn contig_buddy(b: &mut BuddyAlloc, count: usize, ops: u64) {
-    let layout = Layout::from_size_align(count, count).unwrap();
-    let mut window = VecDeque::with_capacity(CONTIG_WINDOW + 1);
-    for _ in 0..ops {
-        window.push_back(black_box(b.alloc_aligned(layout).unwrap()));
-        if window.len() > CONTIG_WINDOW {
-            b.dealloc_aligned(window.pop_front().unwrap(), layout);
-        }
-    }
-    for f in window {
-        b.dealloc_aligned(f, layout);
-    }
-}
+/// Frames per lap when filling and draining.
+const FILL_LAP: usize = 4096;
 
 fn main() {
     // `cargo bench --bench pmm -- <text>` runs only the cases whose name contains <text>.
@@ -197,26 +328,36 @@ fn main() {
     let mut storage = vec![0u32; Pmm::storage_words(FRAMES)];
     let holes = holes();
 
-    // (a) single frames on an empty gigabyte.
-    if wanted("single-empty") {
-        let p = best(SINGLE_OPS, || {
-            timed(&mut new_pmm(&mut storage, None), |pmm| single_pmm(pmm))
-        });
-        let b = best(SINGLE_OPS, || timed(&mut new_buddy(None), single_buddy));
-        report("single-empty", p, b);
-    }
-
-    // (b) single frames on a randomly half-full gigabyte (same holes for both).
-    if wanted("single-half-full") {
-        let p = best(SINGLE_OPS, || {
-            timed(&mut new_pmm(&mut storage, Some(&holes)), |pmm| {
-                single_pmm(pmm)
-            })
-        });
-        let b = best(SINGLE_OPS, || {
-            timed(&mut new_buddy(Some(&holes)), single_buddy)
-        });
-        report("single-half-full", p, b);
+    // (a) single frames on an empty gigabyte, (b) on a randomly half-full one (the same holes
+    // for both).
+    for (case, free) in [
+        ("single-empty", None),
+        ("single-half-full", Some(&holes[..])),
+    ] {
+        if !wanted(case) {
+            continue;
+        }
+        let (p, b) = duel(
+            SINGLE_OPS,
+            SINGLE_LAP,
+            |go| {
+                go(&mut Windowed::<_, _, _, _, WINDOW>::new(
+                    new_pmm(&mut storage, free),
+                    SINGLE_OPS,
+                    |p| p.alloc_frame().unwrap_or_else(|e| refused(e)),
+                    |p, f| p.free_frame(f).unwrap_or_else(|e| refused(e)),
+                ))
+            },
+            |go| {
+                go(&mut Windowed::<_, _, _, _, WINDOW>::new(
+                    new_buddy(free),
+                    SINGLE_OPS,
+                    |b| b.alloc(1).unwrap_or_else(|| refused("out of memory")),
+                    |b, f| b.dealloc(f, 1),
+                ))
+            },
+        );
+        report(case, p, b);
     }
 
     // (c) 16 frames aligned to 64 KiB, (d) 256 frames aligned to 1 MiB, on an empty gigabyte.
@@ -227,49 +368,59 @@ fn main() {
         if !wanted(case) {
             continue;
         }
-        let p = best(ops, || {
-            timed(&mut new_pmm(&mut storage, None), |pmm| {
-                contig_pmm(pmm, count, ops)
-            })
-        });
-        let b = best(ops, || {
-            timed(&mut new_buddy(None), |bd| {
-                contig_buddy(bd, count as usize, ops)
-            })
-        });
+        let layout = Layout::from_size_align(count as usize, count as usize).unwrap();
+        let (p, b) = duel(
+            ops,
+            CONTIG_LAP,
+            |go| {
+                go(&mut Windowed::<_, _, _, _, CONTIG_WINDOW>::new(
+                    new_pmm(&mut storage, None),
+                    ops,
+                    |p| {
+                        p.alloc_contiguous(count, count, None)
+                            .unwrap_or_else(|e| refused(e))
+                    },
+                    |p, f| p.free_contiguous(f, count).unwrap_or_else(|e| refused(e)),
+                ))
+            },
+            |go| {
+                go(&mut Windowed::<_, _, _, _, CONTIG_WINDOW>::new(
+                    new_buddy(None),
+                    ops,
+                    |b| {
+                        b.alloc_aligned(layout)
+                            .unwrap_or_else(|| refused("out of memory"))
+                    },
+                    |b, f| b.dealloc_aligned(f, layout),
+                ))
+            },
+        );
         report(case, p, b);
     }
 
     // (e) every frame of the gigabyte one by one, then all freed; ns per alloc or free.
     if wanted("fill-drain-1g") {
         let n = (FRAMES - RESERVED) as usize;
-        let ops = 2 * n as u64;
-        let mut frames = Vec::with_capacity(n);
-        let p = best(ops, || {
-            timed(&mut new_pmm(&mut storage, None), |pmm| {
-                frames.clear();
-                while let Ok(f) = pmm.alloc_frame() {
-                    frames.push(f);
-                }
-                assert_eq!(frames.len(), n);
-                for &f in &frames {
-                    pmm.free_frame(f).unwrap();
-                }
-            })
-        });
-        let mut numbers = Vec::with_capacity(n);
-        let b = best(ops, || {
-            timed(&mut new_buddy(None), |bd| {
-                numbers.clear();
-                while let Some(f) = bd.alloc(1) {
-                    numbers.push(f);
-                }
-                assert_eq!(numbers.len(), n);
-                for &f in &numbers {
-                    bd.dealloc(f, 1);
-                }
-            })
-        });
+        let (p, b) = duel(
+            2 * n as u64,
+            FILL_LAP,
+            |go| {
+                let mut run = FillDrain::new(
+                    new_pmm(&mut storage, None),
+                    n,
+                    |p| p.alloc_frame().ok(),
+                    |p, f| p.free_frame(f).unwrap_or_else(|e| refused(e)),
+                );
+                go(&mut run);
+                assert_eq!(run.frames.len(), n);
+            },
+            |go| {
+                let mut run =
+                    FillDrain::new(new_buddy(None), n, |b| b.alloc(1), |b, f| b.dealloc(f, 1));
+                go(&mut run);
+                assert_eq!(run.frames.len(), n);
+            },
+        );
         report("fill-drain-1g", p, b);
     }
 
