@@ -76,11 +76,13 @@ host-test:
 	  awk '/^test result:/ { p += $$4; f += $$6 } END { printf "host: %d passed, %d failed\n", p, f }' $(BUILD)/host-test.log; \
 	  exit $$status
 
-target-test: $(BUILD)/ktest.elf $(BUILD)/ktest.img
+target-test: $(BUILD)/ktest.elf $(BUILD)/ktest.img $(IMG)
 	@echo "== on-target tests under QEMU: ELF, all four cores started at the entry =="
 	@tests/qemu-run.sh elf $(BUILD)/ktest.elf $(BUILD)/ktest-elf.log
 	@echo "== on-target tests under QEMU: kernel7.img loaded at 0x8000 as the firmware does =="
 	@tests/qemu-run.sh image $(BUILD)/ktest.img $(BUILD)/ktest-img.log
+	@echo "== the UART shell of the normal kernel: commands piped into QEMU's serial =="
+	@tests/console.sh $(BUILD)/kernel.elf $(BUILD)/console.log
 
 # --- bench --------------------------------------------------------------------------------------
 bench: deps $(BUILD)/kbench.elf

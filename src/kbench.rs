@@ -130,7 +130,10 @@ fn processes() {
     // Address-space switch between two user spaces (ASID/TTBR0 sequence, no TLB flush).
     let mut a = proc::new_space().unwrap();
     let mut b = proc::new_space().unwrap();
-    let (mut ca, mut cb) = (crate::mm::asid::ContextId::NEW, crate::mm::asid::ContextId::NEW);
+    let (mut ca, mut cb) = (
+        crate::mm::asid::ContextId::NEW,
+        crate::mm::asid::ContextId::NEW,
+    );
     vm::enter_user(a.l1_phys(), &mut ca).unwrap();
     vm::enter_user(b.l1_phys(), &mut cb).unwrap();
     let total = pmu::measure(|| {
@@ -173,7 +176,10 @@ fn processes() {
     });
     report("fork_1mib_touched", n);
     let mut refs = FRAME_REFS.lock();
-    child.unwrap().destroy(&mut KernelFrames, &mut refs).unwrap();
+    child
+        .unwrap()
+        .destroy(&mut KernelFrames, &mut refs)
+        .unwrap();
     a.destroy(&mut KernelFrames, &mut refs).unwrap();
     b.destroy(&mut KernelFrames, &mut refs).unwrap();
     drop(refs);
@@ -182,6 +188,7 @@ fn processes() {
     }
 
     // The user program: system call round trip, demand-zero fault, yield.
+    crate::irq::init();
     proc::init();
     // SAFETY: PMUSERENR.EN = 1 lets User mode read PMCCNTR (benchmark builds only).
     unsafe { core::arch::asm!("mcr p15, 0, {}, c9, c14, 0", in(reg) 1u32, options(nostack)) };

@@ -28,9 +28,9 @@ pub mod ktest;
 #[cfg(target_os = "none")]
 pub mod proc;
 #[cfg(target_os = "none")]
-pub mod shell;
-#[cfg(target_os = "none")]
 pub mod programs;
+#[cfg(target_os = "none")]
+pub mod shell;
 #[cfg(target_os = "none")]
 pub mod vm;
 

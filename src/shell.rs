@@ -24,17 +24,72 @@ struct Command {
 type Args<'a> = core::str::SplitWhitespace<'a>;
 
 const COMMANDS: &[Command] = &[
-    Command { name: "help", args: "", help: "this list", run: help },
-    Command { name: "ls", args: "", help: "programs that can be run", run: ls },
-    Command { name: "ps", args: "", help: "processes: pid, parent, state, ASID, ticks, pages", run: ps },
-    Command { name: "run", args: "<program> [arg]", help: "start a program (arg in r0)", run: run },
-    Command { name: "kill", args: "<pid>", help: "end a process, freeing all it holds", run: kill },
-    Command { name: "meminfo", args: "", help: "frames, heap, MMIO window, ASIDs, shared frames", run: meminfo },
-    Command { name: "vmmap", args: "[pid]", help: "regions and mappings of a process (none: the kernel half)", run: vmmap },
-    Command { name: "kmap", args: "", help: "the kernel's memory map", run: kmap },
-    Command { name: "exits", args: "", help: "recent ends of processes started here", run: exits },
-    Command { name: "demo", args: "[n]", help: "two demo processes printing pid and ASID n times", run: demo },
-    Command { name: "uptime", args: "", help: "time since boot, ticks, context switches", run: uptime },
+    Command {
+        name: "help",
+        args: "",
+        help: "this list",
+        run: help,
+    },
+    Command {
+        name: "ls",
+        args: "",
+        help: "programs that can be run",
+        run: ls,
+    },
+    Command {
+        name: "ps",
+        args: "",
+        help: "processes: pid, parent, state, ASID, ticks, pages",
+        run: ps,
+    },
+    Command {
+        name: "run",
+        args: "<program> [arg]",
+        help: "start a program (arg in r0)",
+        run,
+    },
+    Command {
+        name: "kill",
+        args: "<pid>",
+        help: "end a process, freeing all it holds",
+        run: kill,
+    },
+    Command {
+        name: "meminfo",
+        args: "",
+        help: "frames, heap, MMIO window, ASIDs, shared frames",
+        run: meminfo,
+    },
+    Command {
+        name: "vmmap",
+        args: "[pid]",
+        help: "regions and mappings of a process (none: the kernel half)",
+        run: vmmap,
+    },
+    Command {
+        name: "kmap",
+        args: "",
+        help: "the kernel's memory map",
+        run: kmap,
+    },
+    Command {
+        name: "exits",
+        args: "",
+        help: "recent ends of processes started here",
+        run: exits,
+    },
+    Command {
+        name: "demo",
+        args: "[n]",
+        help: "two demo processes printing pid and ASID n times",
+        run: demo,
+    },
+    Command {
+        name: "uptime",
+        args: "",
+        help: "time since boot, ticks, context switches",
+        run: uptime,
+    },
 ];
 
 /// Runs the shell forever.
@@ -75,11 +130,7 @@ fn read_line(line: &mut String) {
                 println!();
                 return;
             }
-            0x08 | 0x7f => {
-                if line.pop().is_some() {
-                    print!("\x08 \x08");
-                }
-            }
+            0x08 | 0x7f if line.pop().is_some() => print!("\x08 \x08"),
             0x03 => {
                 println!("^C");
                 line.clear();
@@ -118,7 +169,9 @@ fn ps(_: &mut Args<'_>) {
     println!("  PID  PPID  STATE     ASID  TICKS  PAGES  NAME");
     proc::with_table(|t| {
         for p in t.processes() {
-            let asid = p.asid.map_or(String::from("-"), |a| alloc::format!("{}", a.get()));
+            let asid = p
+                .asid
+                .map_or(String::from("-"), |a| alloc::format!("{}", a.get()));
             let pages = p.vm().map_or(0, |v| v.resident_pages());
             println!(
                 "  {:>3}  {:>4}  {:<8}  {:>4}  {:>5}  {:>5}  {}",
@@ -131,7 +184,12 @@ fn ps(_: &mut Args<'_>) {
                 p.name
             );
         }
-        println!("  {} processes; current: {}", t.live(), t.current().map_or(String::from("kernel"), |p| alloc::format!("pid {p}")));
+        println!(
+            "  {} processes; current: {}",
+            t.live(),
+            t.current()
+                .map_or(String::from("kernel"), |p| alloc::format!("pid {p}"))
+        );
     });
 }
 
@@ -193,7 +251,10 @@ fn meminfo(_: &mut Args<'_>) {
         (a.asids_in_use(), a.generation())
     };
     println!("asids   : {asids} of 255 in use, generation {generation}");
-    println!("cow     : {} frames shared copy-on-write", proc::shared_frames());
+    println!(
+        "cow     : {} frames shared copy-on-write",
+        proc::shared_frames()
+    );
     println!("procs   : {} live", proc::with_table(|t| t.live()));
 }
 
@@ -220,7 +281,9 @@ fn memory_str(m: MemoryType) -> &'static str {
 }
 
 fn flags_str(f: Option<MapFlags>) -> String {
-    let Some(f) = f else { return String::from("(other)") };
+    let Some(f) = f else {
+        return String::from("(other)");
+    };
     let mut s = String::new();
     let _ = write!(
         s,
@@ -286,7 +349,9 @@ fn vmmap(args: &mut Args<'_>) {
             };
             let backing = match &r.backing {
                 Backing::Private => String::from("private"),
-                Backing::Shared(o) => alloc::format!("shared object, {} of {} pages", o.resident(), o.pages()),
+                Backing::Shared(o) => {
+                    alloc::format!("shared object, {} of {} pages", o.resident(), o.pages())
+                }
             };
             println!(
                 "  {:#010x}..{:#010x}  {perm}  {kind:<9}  {backing}",

@@ -4,11 +4,11 @@
 
 use super::Entry;
 use crate::init::BootInfo;
-use crate::proc::fault::UserFaultKind;
-use crate::proc::{self, ExitStatus, KillReason, Pid};
 use crate::mm::asid::ContextId;
 use crate::mm::uvm::{Backing, Perm, RegionKind};
 use crate::mm::{VirtAddr, PAGE_SIZE};
+use crate::proc::fault::UserFaultKind;
+use crate::proc::{self, ExitStatus, KillReason, Pid};
 use crate::proc::{KernelFrames, FRAME_REFS};
 use crate::vm;
 use alloc::vec::Vec;
@@ -16,20 +16,50 @@ use alloc::vec::Vec;
 pub const ENTRIES: &[Entry] = &[
     Entry::Step("proc::init (scheduler, timer tick)", start),
     Entry::Test("proc::hello_runs_and_exits_0", hello_runs),
-    Entry::Test("proc::preemption_lets_others_run_past_a_spinner", preemption),
-    Entry::Test("proc::reading_kernel_memory_kills_only_the_offender", fault_kernel_read),
-    Entry::Test("proc::touching_unmapped_memory_kills_only_the_offender", fault_unmapped),
-    Entry::Test("proc::writing_own_text_kills_only_the_offender", fault_text_write),
-    Entry::Test("proc::stack_overflow_into_guard_kills_only_the_offender", fault_stack),
+    Entry::Test(
+        "proc::preemption_lets_others_run_past_a_spinner",
+        preemption,
+    ),
+    Entry::Test(
+        "proc::reading_kernel_memory_kills_only_the_offender",
+        fault_kernel_read,
+    ),
+    Entry::Test(
+        "proc::touching_unmapped_memory_kills_only_the_offender",
+        fault_unmapped,
+    ),
+    Entry::Test(
+        "proc::writing_own_text_kills_only_the_offender",
+        fault_text_write,
+    ),
+    Entry::Test(
+        "proc::stack_overflow_into_guard_kills_only_the_offender",
+        fault_stack,
+    ),
     Entry::Test("proc::page_0_is_never_mapped", fault_null),
-    Entry::Test("proc::undefined_instruction_kills_only_the_offender", fault_undefined),
-    Entry::Test("proc::executing_data_kills_only_the_offender", fault_exec_data),
+    Entry::Test(
+        "proc::undefined_instruction_kills_only_the_offender",
+        fault_undefined,
+    ),
+    Entry::Test(
+        "proc::executing_data_kills_only_the_offender",
+        fault_exec_data,
+    ),
     Entry::Test("proc::bad_system_call_arguments_get_errors", bad_syscalls),
-    Entry::Test("proc::demand_zero_64_mib_costs_nothing_until_touched", demand_zero),
+    Entry::Test(
+        "proc::demand_zero_64_mib_costs_nothing_until_touched",
+        demand_zero,
+    ),
     Entry::Test("proc::fork_is_copy_on_write", copy_on_write),
     Entry::Test("proc::fork_and_wait_collect_every_child", fork_wait),
-    Entry::Test("proc::shared_memory_is_seen_by_both_processes", shared_memory),
-    Entry::Test("proc::asid_rollover_keeps_live_spaces_correct", asid_rollover),
+    Entry::Test(
+        "proc::shared_memory_is_seen_by_both_processes",
+        shared_memory,
+    ),
+    Entry::Test(
+        "proc::asid_rollover_keeps_live_spaces_correct",
+        asid_rollover,
+    ),
     Entry::Test("proc::kill_returns_every_frame", kill_returns_frames),
     Entry::Test("proc::no_frame_leaks_after_many_processes", no_leaks),
 ];
@@ -132,7 +162,11 @@ fn shared_memory() {
     let reader = spawn("shm", 2);
     assert_eq!(proc::wait(writer), ExitStatus::Exited(0));
     assert_eq!(proc::wait(reader), ExitStatus::Exited(0));
-    assert_eq!(vm::free_frames(), free, "the shared object's frames are freed with it");
+    assert_eq!(
+        vm::free_frames(),
+        free,
+        "the shared object's frames are freed with it"
+    );
 }
 
 /// Address spaces kept alive at once: more than the 255 ASIDs, so one generation cannot hold
@@ -166,7 +200,12 @@ fn asid_rollover() {
             .add_region(va, PAGE_SIZE, Perm::RW, RegionKind::Anon, Backing::Private)
             .unwrap();
         space
-            .populate(va, &i.to_le_bytes(), &mut KernelFrames, &mut FRAME_REFS.lock())
+            .populate(
+                va,
+                &i.to_le_bytes(),
+                &mut KernelFrames,
+                &mut FRAME_REFS.lock(),
+            )
             .unwrap();
         let mut ctx = ContextId::NEW;
         assert_eq!(read_through_asid(&mut space, &mut ctx), i);

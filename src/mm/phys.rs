@@ -127,8 +127,20 @@ impl PhysMem for DirectMap {
     }
 
     fn zero_frame(&mut self, frame: Frame) {
-        // SAFETY: as in `read_u32`; the whole frame is owned RAM and 4 KiB aligned.
-        unsafe { core::ptr::write_bytes(Self::ptr::<u8>(frame.start()), 0, PAGE_SIZE as usize) }
+        // Doubleword stores (STRD), four per iteration: a generic `memset` goes about a byte per
+        // instruction, and the demand-zero fault pays for this loop. Volatile, so the loop is
+        // not turned back into a `memset` call.
+        let p = Self::ptr::<u64>(frame.start());
+        for i in (0..PAGE_SIZE as usize / 8).step_by(4) {
+            // SAFETY: as in `read_u32`; the whole frame is owned RAM and 4 KiB aligned, and
+            // doublewords i..i+4 lie inside it.
+            unsafe {
+                p.add(i).write_volatile(0);
+                p.add(i + 1).write_volatile(0);
+                p.add(i + 2).write_volatile(0);
+                p.add(i + 3).write_volatile(0);
+            }
+        }
     }
 
     fn copy_frame(&mut self, dst: Frame, src: Frame) {

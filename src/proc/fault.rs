@@ -75,10 +75,7 @@ fn resolve(address: u32, access: Access, status: FaultStatus) -> Result<(), User
     if address >= USER_END.as_u32() {
         return Err(UserFaultKind::KernelMemory);
     }
-    if !matches!(
-        status.kind,
-        FaultKind::Translation | FaultKind::Permission
-    ) {
+    if !matches!(status.kind, FaultKind::Translation | FaultKind::Permission) {
         return Err(UserFaultKind::Other(status.kind));
     }
     let mut t = TABLE.lock();

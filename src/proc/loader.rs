@@ -88,7 +88,12 @@ fn map_image(space: &mut UserSpace, elf: &elf::Elf<'_>) -> Result<(), SpawnError
             Backing::Private,
         )?;
         // File bytes now; the rest of the region (.bss) is demand-zero.
-        space.populate(VirtAddr::new(seg.vaddr), seg.data, &mut KernelFrames, &mut refs)?;
+        space.populate(
+            VirtAddr::new(seg.vaddr),
+            seg.data,
+            &mut KernelFrames,
+            &mut refs,
+        )?;
         if perm == Perm::RX {
             // The code was written through the direct map (D-cache): make it visible to
             // instruction fetch before it can run (ARM ARM B2.2.9).

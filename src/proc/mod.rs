@@ -278,7 +278,9 @@ fn user_exception(frame: &mut TrapFrame, kind: ExceptionKind) {
             fault::user_abort(frame, report);
         }
         ExceptionKind::Undefined => {
-            let pc = frame.pc.wrapping_sub(if frame.cpsr & (1 << 5) != 0 { 2 } else { 4 });
+            let pc = frame
+                .pc
+                .wrapping_sub(if frame.cpsr & (1 << 5) != 0 { 2 } else { 4 });
             kill_current(frame, KillReason::Undefined { pc });
         }
         ExceptionKind::Irq | ExceptionKind::Fiq => {

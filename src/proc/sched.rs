@@ -100,10 +100,7 @@ pub(super) fn reschedule(t: &mut Table, frame: &mut TrapFrame, why: Why) {
             }
         }
         Some(pid) => {
-            let running = t
-                .procs
-                .get(&pid)
-                .is_some_and(|p| p.state == State::Running);
+            let running = t.procs.get(&pid).is_some_and(|p| p.state == State::Running);
             if KERNEL_WAKE.load(Ordering::Relaxed) && t.kernel_ctx.is_some() {
                 return switch(t, frame, None);
             }
@@ -152,7 +149,10 @@ fn switch(t: &mut Table, frame: &mut TrapFrame, next: Option<super::Pid>) {
             }
         }
         None => {
-            *frame = t.kernel_ctx.take().expect("the kernel task was switched out");
+            *frame = t
+                .kernel_ctx
+                .take()
+                .expect("the kernel task was switched out");
             vm::leave_user();
             // KERNEL_WAKE stays set until the kernel task waits again (`idle_wait` clears
             // it): an interrupt taken before it leaves the idle wait must not switch it out.

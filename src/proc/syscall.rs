@@ -80,7 +80,10 @@ pub(super) fn dispatch(frame: &mut TrapFrame) {
 }
 
 fn current_pid() -> Pid {
-    TABLE.lock().current.expect("a system call has a current process")
+    TABLE
+        .lock()
+        .current
+        .expect("a system call has a current process")
 }
 
 /// Runs `f` on the current process.
@@ -133,8 +136,7 @@ fn page_len(len: u32) -> Result<u32, i32> {
     if len == 0 {
         return Err(errno::EINVAL);
     }
-    len.checked_next_multiple_of(PAGE_SIZE)
-        .ok_or(errno::EINVAL)
+    len.checked_next_multiple_of(PAGE_SIZE).ok_or(errno::EINVAL)
 }
 
 /// `mmap(hint, len, prot)`: anonymous private memory, zero-filled on first touch. Costs no
@@ -149,7 +151,7 @@ fn mmap(hint: u32, len: u32, prot: u32) -> SysResult {
     with_current(|p| {
         let vm = p.vm.as_mut().ok_or(errno::ESRCH)?;
         // A free, page-aligned hint is taken as is; otherwise the kernel chooses.
-        if hint != 0 && hint % PAGE_SIZE == 0 {
+        if hint != 0 && hint.is_multiple_of(PAGE_SIZE) {
             let va = VirtAddr::new(hint);
             if vm
                 .add_region(va, len, perm, RegionKind::Anon, Backing::Private)
@@ -169,13 +171,18 @@ fn mmap(hint: u32, len: u32, prot: u32) -> SysResult {
 
 fn munmap(va: u32, len: u32) -> SysResult {
     let len = page_len(len)?;
-    if va % PAGE_SIZE != 0 {
+    if !va.is_multiple_of(PAGE_SIZE) {
         return Err(errno::EINVAL);
     }
     with_current(|p| {
         let vm = p.vm.as_mut().ok_or(errno::ESRCH)?;
-        vm.remove(VirtAddr::new(va), len, &mut KernelFrames, &mut FRAME_REFS.lock())
-            .map_err(|_| errno::EINVAL)?;
+        vm.remove(
+            VirtAddr::new(va),
+            len,
+            &mut KernelFrames,
+            &mut FRAME_REFS.lock(),
+        )
+        .map_err(|_| errno::EINVAL)?;
         Ok(0)
     })
 }
