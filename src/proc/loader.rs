@@ -95,10 +95,18 @@ fn map_image(space: &mut UserSpace, elf: &elf::Elf<'_>) -> Result<(), SpawnError
             &mut refs,
         )?;
         if perm == Perm::RX {
+            // No demand-zero page in a text region: a zero tail is filled now, so that every
+            // executable page goes through the maintenance below.
+            let tail = seg.memsz as usize - seg.data.len();
+            if tail > 0 {
+                let zeros = alloc::vec![0u8; tail];
+                let at = VirtAddr::new(seg.vaddr + seg.data.len() as u32);
+                space.populate(at, &zeros, &mut KernelFrames, &mut refs)?;
+            }
             // The code was written through the direct map (D-cache): make it visible to
             // instruction fetch before it can run (ARM ARM B2.2.9).
             let mut va = start;
-            while va < seg.vaddr + seg.data.len() as u32 {
+            while va < end {
                 if let Some(t) = space.space().translate(VirtAddr::new(va)) {
                     if let Some(kva) = layout::phys_to_virt(t.pa) {
                         cache::sync_instructions(kva, PAGE_SIZE);

@@ -232,9 +232,18 @@ static KERNEL_WAKE: AtomicBool = AtomicBool::new(false);
 /// code may allocate from the heap between frames (the heap grows through the PMM).
 pub struct KernelFrames;
 
+/// Frames user memory may not take: the kernel heap (which grows from the PMM directly) keeps
+/// them, so a process that uses up memory gets errors and faults, never a kernel without heap.
+pub const KERNEL_RESERVE_FRAMES: u32 = 256;
+
 impl FrameAllocator for KernelFrames {
     fn alloc_frame(&mut self) -> Result<Frame, PmmError> {
-        vm::with_pmm(|p| p.alloc_frame())
+        vm::with_pmm(|p| {
+            if p.free_frames() <= KERNEL_RESERVE_FRAMES {
+                return Err(PmmError::OutOfMemory);
+            }
+            p.alloc_frame()
+        })
     }
 
     fn alloc_contiguous(
@@ -243,7 +252,12 @@ impl FrameAllocator for KernelFrames {
         align_frames: u32,
         below: Option<crate::mm::PhysAddr>,
     ) -> Result<Frame, PmmError> {
-        vm::with_pmm(|p| p.alloc_contiguous(count, align_frames, below))
+        vm::with_pmm(|p| {
+            if p.free_frames() <= KERNEL_RESERVE_FRAMES.saturating_add(count) {
+                return Err(PmmError::OutOfMemory);
+            }
+            p.alloc_contiguous(count, align_frames, below)
+        })
     }
 
     fn free_frame(&mut self, frame: Frame) -> Result<(), PmmError> {

@@ -49,22 +49,25 @@ fn on_tick(frame: &mut TrapFrame) {
             p.ticks += 1;
         }
     }
-    let mut woken = alloc::vec::Vec::new();
-    for p in t.procs.values_mut() {
+    let Table { procs, ready, .. } = &mut *t;
+    for p in procs.values_mut() {
         if let State::Sleeping { until } = p.state {
             if until <= now {
                 p.state = State::Ready;
-                woken.push(p.pid);
+                ready.push_back(p.pid);
             }
         }
     }
-    t.ready.extend(woken);
     reschedule(&mut t, frame, Why::Tick);
 }
 
 fn on_ipi(frame: &mut TrapFrame) {
+    // The IPI only starts processes the idle kernel task has made ready; a process that runs
+    // already keeps its time slice (a tick in the same interrupt entry may just have chosen it).
     let mut t = TABLE.lock();
-    reschedule(&mut t, frame, Why::Tick);
+    if t.current.is_none() {
+        reschedule(&mut t, frame, Why::Tick);
+    }
 }
 
 fn on_uart(frame: &mut TrapFrame) {

@@ -38,6 +38,11 @@ pub mod errno {
     pub const ENOSYS: i32 = 38;
 }
 
+/// Named shared-memory objects that may exist at once.
+const MAX_SHARED_OBJECTS: usize = 256;
+/// Regions a process may have (each costs kernel heap).
+const MAX_REGIONS: usize = 1024;
+
 /// `mmap` protection bits.
 const PROT_READ: u32 = 1;
 const PROT_WRITE: u32 = 2;
@@ -100,12 +105,17 @@ fn exit(frame: &mut TrapFrame, code: i32) {
     sched::reschedule(&mut t, frame, Why::Blocked);
 }
 
-/// `write(fd, buf, len)`: fd 1 and 2 are the console. Copied through a small bounce buffer
-/// (no lock held while user memory is read).
+/// At most this many bytes per `write`: the console sends with IRQs masked, so a bigger
+/// request would hold up the scheduler; the caller gets the short count.
+const WRITE_MAX: u32 = 4096;
+
+/// `write(fd, buf, len)`: fd 1 is the console. Copied through a small bounce buffer (no lock
+/// held while user memory is read).
 fn write(fd: u32, buf: u32, len: u32) -> SysResult {
     if fd != 1 {
         return Err(errno::EBADF);
     }
+    let len = len.min(WRITE_MAX);
     let mut chunk = [0u8; 128];
     let mut done = 0;
     while done < len {
@@ -150,6 +160,9 @@ fn mmap(hint: u32, len: u32, prot: u32) -> SysResult {
     };
     with_current(|p| {
         let vm = p.vm.as_mut().ok_or(errno::ESRCH)?;
+        if vm.regions().count() >= MAX_REGIONS {
+            return Err(errno::ENOMEM);
+        }
         // A free, page-aligned hint is taken as is; otherwise the kernel chooses.
         if hint != 0 && hint.is_multiple_of(PAGE_SIZE) {
             let va = VirtAddr::new(hint);
@@ -241,6 +254,11 @@ fn shm(key: u32, len: u32) -> SysResult {
         }
         None => {
             let len = page_len(len)?;
+            // Forget the keys whose objects are gone, then refuse more than the cap.
+            shared.retain(|_, w| w.strong_count() > 0);
+            if shared.len() >= MAX_SHARED_OBJECTS {
+                return Err(errno::ENOMEM);
+            }
             let o = SharedObject::new(len / PAGE_SIZE);
             shared.insert(key, Arc::downgrade(&o));
             o
@@ -256,6 +274,9 @@ fn shm(key: u32, len: u32) -> SysResult {
         });
         if let Some(r) = existing {
             return Ok(r.start.as_u32());
+        }
+        if vm.regions().count() >= MAX_REGIONS {
+            return Err(errno::ENOMEM);
         }
         let va = vm
             .find_free(len, USER_MMAP_BASE, USER_MMAP_END)

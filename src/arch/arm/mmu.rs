@@ -68,19 +68,24 @@ impl Tlb for CpuTlb {
 }
 
 /// Points TTBR0 at a user table and makes `asid` current, by the sequence of ARM ARM B3.10.4
-/// ("Synchronization of changes of ASID and TTBR"): switch to the reserved ASID 0, which no
-/// mapping uses, change TTBR0, then set the new ASID, with an ISB after each step, so no walk or
-/// fetch can ever combine the new table with the old ASID or the old table with the new ASID.
-/// Enables TTBR0 walks (clears TTBCR.PD0).
+/// ("Synchronization of changes of ASID and TTBR"): TTBR0 walks off (TTBCR.PD0 = 1), the
+/// reserved ASID 0, the new TTBR0, the new ASID, walks on again, with an ISB after each step. So
+/// no walk or fetch can combine the new table with the old ASID or the old table with the new
+/// one, and, with walks off while ASID 0 is current, no user entry is ever cached under ASID 0
+/// (nothing would invalidate it: the kernel runs with ASID 0 and TTBR0 off between processes,
+/// and a TLB hit is used even when walks are off).
 pub fn switch_user(l1: PhysAddr, asid: Asid) {
-    // SAFETY: CONTEXTIDR/TTBR0/TTBCR writes follow the ARM ARM sequence above; `l1` is an 8 KiB
+    // SAFETY: TTBCR/CONTEXTIDR/TTBR0 writes follow the ARM ARM sequence above; `l1` is an 8 KiB
     // aligned user table with only non-global, PXN entries, so the kernel half is untouched.
     unsafe {
+        Ttbcr::write(layout::TTBCR_N | TTBCR_PD0);
+        isb();
         Contextidr::write(0);
         isb();
         Ttbr0::write(l1.as_u32() | TTBR_WALK_ATTRS);
         isb();
         Contextidr::write(u32::from(asid.get()));
+        isb();
         Ttbcr::write(layout::TTBCR_N);
     }
     isb();
