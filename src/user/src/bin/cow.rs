@@ -3,7 +3,8 @@
 //! Exit codes: 0 all right; 1 fork failed; 2 wait failed; 3 the parent's pattern changed
 //! before it rewrote it; 4 the parent's second pattern did not survive; 11/12 the child failed
 //! with 1 (it did not see the parent's data after fork) or 2 (its own writes did not stick);
-//! 13 the child ended any other way.
+//! 13 the child ended any other way; 5 fork did not share the array's frames; 6 the parent's
+//! writes did not unshare them.
 #![no_std]
 #![no_main]
 
@@ -45,6 +46,8 @@ fn shared() -> i64 {
 }
 
 fn child() -> ! {
+    // Write nothing to the array for a while, so the parent can count the sharing.
+    sleep(100);
     let pid = getpid();
     println!(
         "[pid {pid}] cow child: frames shared copy-on-write after fork: {}",
@@ -82,15 +85,23 @@ fn main(_arg: u32) -> i32 {
             return 1;
         }
     };
-    println!(
-        "[pid {pid}] cow: forked pid {child_pid}; shared after fork: {}",
-        shared()
-    );
+    let after_fork = shared();
+    println!("[pid {pid}] cow: forked pid {child_pid}; shared after fork: {after_fork}");
+    if after_fork < before + PAGES as i64 {
+        println!("[pid {pid}] cow: FAIL: fork did not share the {PAGES} array pages");
+        return 5;
+    }
     if !holds(PARENT) {
         println!("[pid {pid}] cow: FAIL: the parent's data changed after fork");
         return 3;
     }
     fill(PARENT_AGAIN);
+    let after_write = shared();
+    println!("[pid {pid}] cow: the parent wrote its {PAGES} pages; shared now: {after_write}");
+    if after_fork - after_write < PAGES as i64 {
+        println!("[pid {pid}] cow: FAIL: writing did not give the parent its own copies");
+        return 6;
+    }
     let code = match wait(child_pid) {
         Ok(code) => code,
         Err(e) => {
