@@ -32,6 +32,7 @@ const USER_INPUTS: &[&str] = &[
 fn main() {
     println!("cargo:rerun-if-changed=link.ld");
     println!("cargo:rerun-if-changed=src/elf.rs");
+    println!("cargo:rerun-if-changed=src/abi.rs");
     for input in USER_INPUTS {
         println!("cargo:rerun-if-changed={input}");
     }

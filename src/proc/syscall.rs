@@ -4,6 +4,7 @@
 use super::sched::{self, Why};
 use super::uaccess::{copy_from_user, Efault};
 use super::{ExitStatus, KernelFrames, Pid, Process, State, FRAME_REFS, SHARED, TABLE};
+use crate::abi::{errno, info, nr, prot};
 use crate::arch::arm::exception::TrapFrame;
 use crate::arch::arm::timer;
 use crate::mm::asid::ContextId;
@@ -12,49 +13,10 @@ use crate::mm::uvm::{Backing, Perm, RegionKind, SharedObject};
 use crate::mm::{VirtAddr, PAGE_SIZE};
 use alloc::sync::Arc;
 
-/// System-call numbers.
-pub mod nr {
-    pub const EXIT: u32 = 0;
-    pub const WRITE: u32 = 1;
-    pub const YIELD: u32 = 2;
-    pub const GETPID: u32 = 3;
-    pub const SLEEP: u32 = 4;
-    pub const MMAP: u32 = 5;
-    pub const MUNMAP: u32 = 6;
-    pub const FORK: u32 = 7;
-    pub const SHM: u32 = 8;
-    pub const SYSINFO: u32 = 9;
-    pub const WAIT: u32 = 10;
-}
-
-/// Error numbers (returned negated).
-pub mod errno {
-    pub const ESRCH: i32 = 3;
-    pub const EBADF: i32 = 9;
-    pub const ECHILD: i32 = 10;
-    pub const ENOMEM: i32 = 12;
-    pub const EFAULT: i32 = 14;
-    pub const EINVAL: i32 = 22;
-    pub const ENOSYS: i32 = 38;
-}
-
 /// Named shared-memory objects that may exist at once.
 const MAX_SHARED_OBJECTS: usize = 256;
 /// Regions a process may have (each costs kernel heap).
 const MAX_REGIONS: usize = 1024;
-
-/// `mmap` protection bits.
-const PROT_READ: u32 = 1;
-const PROT_WRITE: u32 = 2;
-
-/// `sysinfo` selectors.
-mod info {
-    pub const FREE_FRAMES: u32 = 0;
-    pub const RESIDENT_PAGES: u32 = 1;
-    pub const ASID: u32 = 2;
-    pub const SHARED_FRAMES: u32 = 3;
-    pub const TIMER_HZ: u32 = 4;
-}
 
 type SysResult = Result<u32, i32>;
 
@@ -154,8 +116,8 @@ fn page_len(len: u32) -> Result<u32, i32> {
 fn mmap(hint: u32, len: u32, prot: u32) -> SysResult {
     let len = page_len(len)?;
     let perm = match prot {
-        PROT_READ => Perm::R,
-        p if p == PROT_READ | PROT_WRITE || p == PROT_WRITE => Perm::RW,
+        prot::READ => Perm::R,
+        p if p == prot::READ | prot::WRITE || p == prot::WRITE => Perm::RW,
         _ => return Err(errno::EINVAL),
     };
     with_current(|p| {
@@ -298,7 +260,7 @@ fn sysinfo(what: u32) -> SysResult {
             with_current(|p| Ok(p.vm.as_ref().map_or(0, |v| v.resident_pages())))
         }
         info::ASID => with_current(|p| Ok(p.asid.map_or(0, |a| u32::from(a.get())))),
-        info::SHARED_FRAMES => Ok(FRAME_REFS.lock().shared_frames()),
+        info::COW_SHARED_FRAMES => Ok(FRAME_REFS.lock().shared_frames()),
         info::TIMER_HZ => timer::frequency().map_err(|_| errno::ENOSYS),
         _ => Err(errno::EINVAL),
     }

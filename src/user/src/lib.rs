@@ -13,53 +13,10 @@
 use core::arch::{asm, global_asm};
 use core::fmt::{self, Write};
 
-/// System call numbers (in r7).
-pub mod nr {
-    /// `exit(code)`, never returns.
-    pub const EXIT: u32 = 0;
-    /// `write(fd, ptr, len) -> bytes written`.
-    pub const WRITE: u32 = 1;
-    /// `yield() -> 0`.
-    pub const YIELD: u32 = 2;
-    /// `getpid() -> pid`.
-    pub const GETPID: u32 = 3;
-    /// `sleep(ms) -> 0`.
-    pub const SLEEP: u32 = 4;
-    /// `mmap(hint, len, prot) -> address`.
-    pub const MMAP: u32 = 5;
-    /// `munmap(addr, len) -> 0`.
-    pub const MUNMAP: u32 = 6;
-    /// `fork() -> child pid` in the parent, 0 in the child.
-    pub const FORK: u32 = 7;
-    /// `shm(key, len) -> address`.
-    pub const SHM: u32 = 8;
-    /// `sysinfo(what) -> value`.
-    pub const SYSINFO: u32 = 9;
-    /// `wait(pid) -> exit code`.
-    pub const WAIT: u32 = 10;
-}
-
-/// What `sysinfo` reports.
-pub mod info {
-    /// Free physical frames.
-    pub const FREE_FRAMES: u32 = 0;
-    /// Pages resident in the caller's address space.
-    pub const RESIDENT_PAGES: u32 = 1;
-    /// The caller's ASID.
-    pub const ASID: u32 = 2;
-    /// Frames shared copy-on-write, system-wide.
-    pub const COW_SHARED_FRAMES: u32 = 3;
-    /// Frequency of the timer, in Hz.
-    pub const TIMER_HZ: u32 = 4;
-}
-
-/// `mmap` protection bits. There is no execute bit: the kernel refuses executable mappings.
-pub mod prot {
-    /// Readable.
-    pub const READ: u32 = 1;
-    /// Writable (implies readable).
-    pub const WRITE: u32 = 2;
-}
+// The ABI constants are the kernel's own file, so both sides always agree.
+#[path = "../../abi.rs"]
+mod abi;
+pub use abi::{info, nr, prot};
 
 /// The console's file descriptor.
 pub const CONSOLE: u32 = 1;
@@ -70,30 +27,31 @@ pub struct Errno(pub i32);
 
 impl Errno {
     /// No such process.
-    pub const ESRCH: Errno = Errno(3);
+    pub const ESRCH: Errno = Errno(abi::errno::ESRCH);
     /// Bad file descriptor.
-    pub const EBADF: Errno = Errno(9);
+    pub const EBADF: Errno = Errno(abi::errno::EBADF);
     /// Not a child of the caller.
-    pub const ECHILD: Errno = Errno(10);
+    pub const ECHILD: Errno = Errno(abi::errno::ECHILD);
     /// Out of memory or address space.
-    pub const ENOMEM: Errno = Errno(12);
+    pub const ENOMEM: Errno = Errno(abi::errno::ENOMEM);
     /// A pointer argument the caller cannot access.
-    pub const EFAULT: Errno = Errno(14);
+    pub const EFAULT: Errno = Errno(abi::errno::EFAULT);
     /// An invalid argument.
-    pub const EINVAL: Errno = Errno(22);
+    pub const EINVAL: Errno = Errno(abi::errno::EINVAL);
     /// No such system call.
-    pub const ENOSYS: Errno = Errno(38);
+    pub const ENOSYS: Errno = Errno(abi::errno::ENOSYS);
 
     /// The symbolic name, if the error is one the kernel uses.
     pub const fn name(self) -> Option<&'static str> {
+        use abi::errno::*;
         Some(match self.0 {
-            3 => "ESRCH",
-            9 => "EBADF",
-            10 => "ECHILD",
-            12 => "ENOMEM",
-            14 => "EFAULT",
-            22 => "EINVAL",
-            38 => "ENOSYS",
+            ESRCH => "ESRCH",
+            EBADF => "EBADF",
+            ECHILD => "ECHILD",
+            ENOMEM => "ENOMEM",
+            EFAULT => "EFAULT",
+            EINVAL => "EINVAL",
+            ENOSYS => "ENOSYS",
             _ => return None,
         })
     }
