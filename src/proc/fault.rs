@@ -118,6 +118,11 @@ pub(super) fn user_abort(frame: &mut TrapFrame, report: AbortReport) {
 /// on user memory: resolves demand-zero and copy-on-write pages so the copy can go on. Returns
 /// `false` when the address is not valid for the access (the copy then fails with EFAULT).
 pub(super) fn resolve_uaccess(address: u32, write: bool, status: u32) -> bool {
+    // A copy made with the table locked would spin below, silently, with IRQs masked.
+    assert!(
+        TABLE.try_lock().is_some(),
+        "a user-memory copy faulted while the process table was locked"
+    );
     let access = if write { Access::Write } else { Access::Read };
     resolve(address, access, FaultStatus::from_dfsr(status)).is_ok()
 }

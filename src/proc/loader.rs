@@ -103,19 +103,21 @@ fn map_image(space: &mut UserSpace, elf: &elf::Elf<'_>) -> Result<(), SpawnError
                 let at = VirtAddr::new(seg.vaddr + seg.data.len() as u32);
                 space.populate(at, &zeros, &mut KernelFrames, &mut refs)?;
             }
-            // The code was written through the direct map (D-cache): make it visible to
-            // instruction fetch before it can run (ARM ARM B2.2.9).
+            // The code was written through the direct map (D-cache): clean it to the Point of
+            // Unification, page by page; the I-cache is invalidated once, below.
             let mut va = start;
             while va < end {
                 if let Some(t) = space.space().translate(VirtAddr::new(va)) {
                     if let Some(kva) = layout::phys_to_virt(t.pa) {
-                        cache::sync_instructions(kva, PAGE_SIZE);
+                        cache::clean_to_pou(kva, PAGE_SIZE);
                     }
                 }
                 va += PAGE_SIZE;
             }
         }
     }
+    // Make the cleaned code visible to instruction fetch before it can run (ARM ARM B2.2.9).
+    cache::invalidate_instructions();
     let stack_bottom = USER_STACK_TOP.as_u32() - USER_STACK_SIZE;
     space.add_region(
         VirtAddr::new(stack_bottom),

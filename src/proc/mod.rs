@@ -27,7 +27,7 @@ pub mod syscall;
 pub mod uaccess;
 
 use crate::arch::arm::exception::{self, ExceptionKind, TrapFrame};
-use crate::arch::arm::irq::{self, IrqSafeMutex};
+use crate::arch::arm::irq::IrqSafeMutex;
 use crate::arch::arm::mmu::CpuTlb;
 use crate::mm::asid::{Asid, ContextId};
 use crate::mm::frame::{FrameAllocator, PmmError};
@@ -277,7 +277,7 @@ pub fn init() {
 }
 
 mod sched;
-pub use sched::{idle_wait, kernel_sleep_ms, wake_kernel};
+pub use sched::{idle_wait, kernel_sleep_ms};
 
 /// Called for every exception taken from User mode.
 fn user_exception(frame: &mut TrapFrame, kind: ExceptionKind) {
@@ -323,7 +323,7 @@ pub(crate) fn kill_current(frame: &mut TrapFrame, reason: KillReason) {
     let mut t = TABLE.lock();
     let pid = t.current.expect("a user exception has a current process");
     t.terminate(pid, ExitStatus::Killed(reason));
-    sched::reschedule(&mut t, frame, sched::Why::Blocked);
+    sched::reschedule(&mut t, frame);
 }
 
 impl Table {
@@ -467,13 +467,6 @@ pub fn wait(pid: Pid) -> ExitStatus {
     }
 }
 
-/// Waits until no process is alive.
-pub fn wait_all() {
-    while TABLE.lock().live() > 0 {
-        idle_wait();
-    }
-}
-
 /// Runs `f` with the process table.
 pub fn with_table<R>(f: impl FnOnce(&Table) -> R) -> R {
     f(&TABLE.lock())
@@ -482,11 +475,4 @@ pub fn with_table<R>(f: impl FnOnce(&Table) -> R) -> R {
 /// Frames shared copy-on-write right now.
 pub fn shared_frames() -> u32 {
     FRAME_REFS.lock().shared_frames()
-}
-
-/// Whether IRQs are masked (they are everywhere in the kernel task but [`idle_wait`]).
-pub fn irqs_masked() -> bool {
-    let was = irq::disable();
-    irq::restore(was);
-    !was
 }

@@ -7,17 +7,6 @@ use crate::irq as board_irq;
 use crate::vm;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-/// Why the scheduler is asked to pick.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum Why {
-    /// The time slice ended, or an IPI asked for a decision.
-    Tick,
-    /// The current process gave up the CPU but stays ready.
-    Yield,
-    /// The current process cannot go on (sleeping, waiting, ended).
-    Blocked,
-}
-
 /// Timer ticks per time slice (from CNTFRQ).
 static SLICE_TICKS: AtomicU32 = AtomicU32::new(0);
 
@@ -58,7 +47,7 @@ fn on_tick(frame: &mut TrapFrame) {
             }
         }
     }
-    reschedule(&mut t, frame, Why::Tick);
+    reschedule(&mut t, frame);
 }
 
 fn on_ipi(frame: &mut TrapFrame) {
@@ -66,7 +55,7 @@ fn on_ipi(frame: &mut TrapFrame) {
     // already keeps its time slice (a tick in the same interrupt entry may just have chosen it).
     let mut t = TABLE.lock();
     if t.current.is_none() {
-        reschedule(&mut t, frame, Why::Tick);
+        reschedule(&mut t, frame);
     }
 }
 
@@ -75,18 +64,21 @@ fn on_uart(frame: &mut TrapFrame) {
     if crate::console::rx_pending() {
         wake_kernel();
         let mut t = TABLE.lock();
-        reschedule(&mut t, frame, Why::Tick);
+        reschedule(&mut t, frame);
     }
 }
 
 /// Tells the scheduler that the kernel task has something to do (console input, a process
 /// ended): it gets the CPU at the next decision.
-pub fn wake_kernel() {
+pub(super) fn wake_kernel() {
     KERNEL_WAKE.store(true, Ordering::Relaxed);
 }
 
 /// Picks what runs next and switches to it by rewriting `frame`.
-pub(super) fn reschedule(t: &mut Table, frame: &mut TrapFrame, why: Why) {
+///
+/// Called on a tick, a yield, or when the current process cannot go on (it sleeps, waits or
+/// ended): a running process goes to the back of the ready queue if another is ready.
+pub(super) fn reschedule(t: &mut Table, frame: &mut TrapFrame) {
     match t.current {
         None => {
             // The kernel task was interrupted. It is switched out only from its idle wait
@@ -106,9 +98,6 @@ pub(super) fn reschedule(t: &mut Table, frame: &mut TrapFrame, why: Why) {
             let running = t.procs.get(&pid).is_some_and(|p| p.state == State::Running);
             if KERNEL_WAKE.load(Ordering::Relaxed) && t.kernel_ctx.is_some() {
                 return switch(t, frame, None);
-            }
-            if running && why == Why::Blocked {
-                return;
             }
             match t.ready.pop_front() {
                 Some(next) => switch(t, frame, Some(next)),

@@ -1,7 +1,7 @@
 //! The system-call interface (ABI in docs/syscalls.md): `svc #0`, number in r7, arguments in
 //! r0-r3, result in r0; a negative result is `-errno`.
 
-use super::sched::{self, Why};
+use super::sched;
 use super::uaccess::{copy_from_user, Efault};
 use super::{ExitStatus, KernelFrames, Pid, Process, State, FRAME_REFS, SHARED, TABLE};
 use crate::abi::{errno, info, nr, prot};
@@ -28,7 +28,7 @@ pub(super) fn dispatch(frame: &mut TrapFrame) {
         nr::WRITE => write(a0, a1, a2),
         nr::YIELD => {
             frame.r[0] = 0;
-            return sched::reschedule(&mut TABLE.lock(), frame, Why::Yield);
+            return sched::reschedule(&mut TABLE.lock(), frame);
         }
         nr::GETPID => Ok(current_pid()),
         nr::SLEEP => return sleep(frame, a0),
@@ -64,7 +64,7 @@ fn exit(frame: &mut TrapFrame, code: i32) {
     let mut t = TABLE.lock();
     let pid = t.current.expect("a system call has a current process");
     t.terminate(pid, ExitStatus::Exited(code));
-    sched::reschedule(&mut t, frame, Why::Blocked);
+    sched::reschedule(&mut t, frame);
 }
 
 /// At most this many bytes per `write`: the console sends with IRQs masked, so a bigger
@@ -92,7 +92,7 @@ fn write(fd: u32, buf: u32, len: u32) -> SysResult {
 fn sleep(frame: &mut TrapFrame, ms: u32) {
     if ms == 0 {
         frame.r[0] = 0;
-        return sched::reschedule(&mut TABLE.lock(), frame, Why::Yield);
+        return sched::reschedule(&mut TABLE.lock(), frame);
     }
     let until = timer::now() + u64::from(ms) * u64::from(sched::ticks_per_ms());
     frame.r[0] = 0;
@@ -101,7 +101,7 @@ fn sleep(frame: &mut TrapFrame, ms: u32) {
     if let Some(p) = t.procs.get_mut(&pid) {
         p.state = State::Sleeping { until };
     }
-    sched::reschedule(&mut t, frame, Why::Blocked);
+    sched::reschedule(&mut t, frame);
 }
 
 fn page_len(len: u32) -> Result<u32, i32> {
@@ -289,7 +289,7 @@ fn wait(frame: &mut TrapFrame, child: u32) {
             if let Some(p) = t.procs.get_mut(&pid) {
                 p.state = State::Waiting { child };
             }
-            sched::reschedule(&mut t, frame, Why::Blocked);
+            sched::reschedule(&mut t, frame);
         }
     }
 }

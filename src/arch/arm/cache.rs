@@ -60,14 +60,26 @@ pub fn clean_invalidate_to_poc(start: VirtAddr, len: u32) {
 /// the Point of Unification, DSB, invalidate the I-cache and the branch predictor, DSB,
 /// ISB (ARM ARM B2.2.9 "Ordering of cache and branch predictor maintenance operations").
 pub fn sync_instructions(start: VirtAddr, len: u32) {
+    clean_to_pou(start, len);
+    invalidate_instructions();
+}
+
+/// The first half of [`sync_instructions`], for code written in several places: writes the
+/// lines of `[start, start+len)` back to the Point of Unification. Ends with DSB.
+pub fn clean_to_pou(start: VirtAddr, len: u32) {
     dsb();
     for_each_line(start, len, dcache_line(), |a| {
         // SAFETY: cleaning to PoU only writes data back.
         unsafe { DcCmvau::write(a) }
     });
     dsb();
+}
+
+/// The second half of [`sync_instructions`], once after any number of [`clean_to_pou`]:
+/// invalidates the whole I-cache and the branch predictor, DSB, ISB.
+pub fn invalidate_instructions() {
     // SAFETY: invalidating the I-cache only drops cached instructions. The whole cache, not by
-    // line: the vector page is the only user, and ICIALLU also covers aliases of a VIPT I-cache.
+    // line: ICIALLU also covers aliases of a VIPT I-cache.
     unsafe { IciAlluIs::write(0) };
     super::tlb::invalidate_branch_predictor();
     dsb();
