@@ -68,3 +68,31 @@ pub mod errno {
     /// No such system call.
     pub const ENOSYS: i32 = 38;
 }
+
+/// How `wait` reports the end of a child: a value that says both whether it exited or was
+/// killed and why, never in the error range.
+pub mod status {
+    /// Values from this up are kills: `KILLED + reason`.
+    pub const KILLED: u32 = 256;
+    /// Reason: an undefined instruction (as SIGILL).
+    pub const UNDEFINED: u32 = 4;
+    /// Reason: a breakpoint instruction (`bkpt`; as SIGTRAP).
+    pub const BREAKPOINT: u32 = 5;
+    /// Reason: an external abort, the memory system reported an error (as SIGBUS).
+    pub const BUS_ERROR: u32 = 7;
+    /// Reason: killed on request (the shell's `kill`; as SIGKILL).
+    pub const KILL: u32 = 9;
+    /// Reason: a memory access the process may not make (as SIGSEGV).
+    pub const SEGV: u32 = 11;
+
+    /// The status of a process that called `exit(code)`: the low 8 bits of `code`, as POSIX
+    /// keeps them (`exit(-1)` is 255, `exit(267)` is 11).
+    pub const fn exited(code: i32) -> u32 {
+        code as u32 & 0xff
+    }
+
+    /// The status of a process killed for `reason`.
+    pub const fn killed(reason: u32) -> u32 {
+        KILLED + reason
+    }
+}

@@ -24,8 +24,9 @@ use core::fmt;
 
 /// Page size the segments are mapped with.
 pub const PAGE_SIZE: u32 = 4096;
-/// Lowest address a segment may use: page 0 is never mapped, so null pointers fault.
-pub const USER_MIN: u32 = 0x1000;
+/// Lowest address a segment may use: nothing is mapped in the first 64 KiB, so null pointers
+/// (and small offsets from them) fault.
+pub const USER_MIN: u32 = 0x1_0000;
 /// End (exclusive) of the user half (TTBR0, `TTBCR.N = 1`).
 pub const USER_END: u32 = 0x8000_0000;
 /// Most loadable segments an image may have (text, rodata and data need three).
@@ -575,10 +576,10 @@ mod tests {
             ph[i].2 = va;
             assert_eq!(with_phdrs(&ph), Err(ElfError::Overlap), "{va:#x}");
         }
-        // Data placed below text and running into its page.
+        // Data placed below rodata, in the text's page, running into rodata's page.
         let mut ph = good_phdrs();
-        ph[2].2 = 0xf000;
-        ph[2].4 = 0x1001;
+        ph[2].2 = 0x1_1000 - 0x800;
+        ph[2].4 = 0x801;
         assert_eq!(with_phdrs(&ph), Err(ElfError::Overlap));
     }
 
@@ -627,6 +628,7 @@ mod tests {
     #[test]
     fn limits_match_the_memory_map() {
         assert_eq!(USER_END, crate::mm::layout::USER_END.as_u32());
+        assert_eq!(USER_MIN, crate::mm::uvm::USER_START.as_u32());
         assert_eq!(PAGE_SIZE as usize, crate::mm::PAGE_SIZE as usize);
     }
 
@@ -657,8 +659,11 @@ mod tests {
                         prop_assert!(s.memsz > 0 && s.data.len() as u64 <= u64::from(s.memsz));
                         prop_assert!(s.vaddr >= USER_MIN && u64::from(s.vaddr) + u64::from(s.memsz) <= u64::from(USER_END));
                         prop_assert!(!(s.perm.writable() && s.perm.executable()));
-                        let start = s.data.as_ptr() as usize - img.as_ptr() as usize;
-                        prop_assert!(start + s.data.len() <= img.len());
+                        if !s.data.is_empty() {
+                            // (An empty slice may point anywhere.)
+                            let start = (s.data.as_ptr() as usize).checked_sub(img.as_ptr() as usize);
+                            prop_assert!(start.is_some_and(|st| st + s.data.len() <= img.len()));
+                        }
                         for t in &segs[i + 1..] {
                             prop_assert!(s.page_end() <= t.page_start() || t.page_end() <= s.page_start());
                         }

@@ -45,6 +45,8 @@ pub struct FaultStatus {
     pub level: Option<FaultLevel>,
     /// DFSR.WnR: the access was a write (always false for IFSR).
     pub write: bool,
+    /// Decoded from IFSR: the access was an instruction fetch.
+    pub fetch: bool,
     /// DFSR.ExT: external abort type, implementation defined.
     pub external: bool,
     /// Domain field (bits 7:4); valid for translation-related faults on ARMv7 only in some cases.
@@ -54,15 +56,38 @@ pub struct FaultStatus {
 impl FaultStatus {
     /// Decodes a DFSR value.
     pub const fn from_dfsr(raw: u32) -> Self {
-        Self::decode(raw, raw & (1 << 11) != 0)
+        Self::decode(raw, raw & (1 << 11) != 0, false)
     }
 
-    /// Decodes an IFSR value (instruction fetches never write).
+    /// Decodes an IFSR value (an instruction fetch, which never writes).
     pub const fn from_ifsr(raw: u32) -> Self {
-        Self::decode(raw, false)
+        Self::decode(raw, false, true)
     }
 
-    const fn decode(raw: u32, write: bool) -> Self {
+    /// An asynchronous abort (ARM ARM B3.13.3): reported some time after the access that
+    /// caused it, so the faulting address (DFAR), WnR and the PC do not describe that access.
+    pub const fn is_async(&self) -> bool {
+        matches!(
+            self.kind,
+            FaultKind::AsyncExternalAbort | FaultKind::AsyncParity
+        )
+    }
+
+    /// An error reported by the memory system (external abort or parity error), not by the
+    /// MMU: the access was allowed, the memory behind it failed.
+    pub const fn is_external(&self) -> bool {
+        matches!(
+            self.kind,
+            FaultKind::SyncExternalAbort
+                | FaultKind::AsyncExternalAbort
+                | FaultKind::SyncParity
+                | FaultKind::AsyncParity
+                | FaultKind::WalkExternalAbort
+                | FaultKind::WalkParity
+        )
+    }
+
+    const fn decode(raw: u32, write: bool, fetch: bool) -> Self {
         let fs = (((raw >> 10) & 1) << 4 | (raw & 0xf)) as u8;
         use FaultKind::*;
         use FaultLevel::*;
@@ -96,6 +121,7 @@ impl FaultStatus {
             kind,
             level,
             write,
+            fetch,
             external: raw & (1 << 12) != 0,
             domain: ((raw >> 4) & 0xf) as u8,
         }
@@ -135,7 +161,11 @@ impl fmt::Display for FaultStatus {
             Some(FaultLevel::Page) => f.write_str(" (page / L2)")?,
             None => {}
         }
-        if self.write {
+        if self.is_async() {
+            f.write_str(", imprecise: the access that caused it is unknown")?;
+        } else if self.fetch {
+            f.write_str(", instruction fetch")?;
+        } else if self.write {
             f.write_str(", write")?;
         } else {
             f.write_str(", read")?;
@@ -184,5 +214,37 @@ mod tests {
         assert_eq!(FaultStatus::from_dfsr(0b0001).kind, FaultKind::Alignment);
         assert!(!FaultStatus::from_ifsr(0x80d).write);
         assert_eq!(FaultStatus::from_dfsr(0b1001 | 3 << 4).domain, 3);
+    }
+
+    #[test]
+    fn an_instruction_fetch_is_reported_as_one() {
+        let s = FaultStatus::from_ifsr(0x00f);
+        assert!(s.fetch && !s.write);
+        assert_eq!(
+            format!("{s}"),
+            "permission fault (page / L2), instruction fetch [FSR=0xf]"
+        );
+        assert_eq!(
+            format!("{}", FaultStatus::from_ifsr(0x002)),
+            "debug event, instruction fetch [FSR=0x2]"
+        );
+    }
+
+    #[test]
+    fn asynchronous_aborts_are_reported_as_imprecise() {
+        let s = FaultStatus::from_dfsr(1 << 10 | 0b0110 | 1 << 11);
+        assert!(s.is_async() && s.is_external());
+        assert_eq!(
+            format!("{s}"),
+            "asynchronous external abort, imprecise: the access that caused it is unknown \
+             [FSR=0xc06]"
+        );
+        assert!(
+            FaultStatus::from_dfsr(1 << 10 | 0b1000).is_async(),
+            "async parity"
+        );
+        assert!(!FaultStatus::from_dfsr(0b1000).is_async());
+        assert!(FaultStatus::from_dfsr(0b1000).is_external());
+        assert!(!FaultStatus::from_dfsr(0b0111).is_external());
     }
 }

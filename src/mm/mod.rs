@@ -9,6 +9,7 @@ pub mod asid;
 pub mod desc;
 pub mod fault;
 pub mod frame;
+pub mod kmem;
 pub mod layout;
 pub mod phys;
 pub mod pmm;

@@ -41,6 +41,7 @@
 use super::addr::{Frame, Page, VirtAddr, PAGE_SIZE};
 use super::desc::MapFlags;
 use super::frame::{FrameAllocator, PmmError};
+use super::kmem::{self, Charge, KmemBudget};
 use super::phys::PhysMem;
 use super::tlb::{Asid, Tlb};
 use super::vas::{AddressSpace, MapError};
@@ -49,8 +50,9 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 
-/// The lowest address a region may start at: page 0 stays unmapped, so that null pointers fault.
-pub const USER_START: VirtAddr = VirtAddr::new(0x1000);
+/// The lowest address a region may start at: nothing is ever mapped in the first 64 KiB, so
+/// that null pointers, and small offsets from them, fault.
+pub const USER_START: VirtAddr = VirtAddr::new(0x1_0000);
 /// The end (exclusive) of user space: TTBR0 translates `0..2 GiB`.
 pub const USER_END: VirtAddr = VirtAddr::new(0x8000_0000);
 
@@ -153,16 +155,42 @@ pub enum Backing {
 /// last one (dropping it instead would leak them: dropping has no frame allocator).
 pub struct SharedObject {
     pages: u32,
-    frames: spin::Mutex<BTreeMap<u32, Frame>>,
+    /// The frame of each page, `None` until first touched; sized once, when the object is made.
+    frames: spin::Mutex<Vec<Option<Frame>>>,
+    /// The heap this object takes (the record and its page table), charged when it was made.
+    _charge: Charge,
+}
+
+/// Heap bytes a shared object of `pages` pages takes: its record (behind an `Arc`, two counts
+/// more) and its table of page frames.
+pub fn shared_object_cost(pages: u32) -> u32 {
+    kmem::object_cost::<(usize, usize, SharedObject)>()
+        + kmem::slice_cost::<Option<Frame>>(pages as usize)
 }
 
 impl SharedObject {
-    /// A new object of `pages` pages, none of them allocated yet.
+    /// A new object of `pages` pages, none of them allocated yet, its heap charged to
+    /// [`kmem::UNLIMITED`].
     pub fn new(pages: u32) -> Arc<Self> {
-        Arc::new(Self {
+        Self::try_new(pages, &kmem::UNLIMITED).expect("an unlimited budget and a small object")
+    }
+
+    /// A new object of `pages` pages whose heap is charged to `budget`: `NoKernelMemory` when
+    /// the budget (or the heap) cannot hold it.
+    pub fn try_new(pages: u32, budget: &'static KmemBudget) -> Result<Arc<Self>, UvmError> {
+        let charge = budget
+            .charge(shared_object_cost(pages))
+            .map_err(|_| UvmError::NoKernelMemory)?;
+        let mut frames = Vec::new();
+        frames
+            .try_reserve_exact(pages as usize)
+            .map_err(|_| UvmError::NoKernelMemory)?;
+        frames.resize(pages as usize, None);
+        Ok(Arc::new(Self {
             pages,
-            frames: spin::Mutex::new(BTreeMap::new()),
-        })
+            frames: spin::Mutex::new(frames),
+            _charge: charge,
+        }))
     }
 
     /// Its size in pages.
@@ -172,7 +200,7 @@ impl SharedObject {
 
     /// How many of its pages have a frame.
     pub fn resident(&self) -> u32 {
-        self.frames.lock().len() as u32
+        self.frames.lock().iter().filter(|f| f.is_some()).count() as u32
     }
 
     /// Gives up the reference `this`. When it was the last one, the object's frames go back to
@@ -181,7 +209,7 @@ impl SharedObject {
         match Arc::into_inner(this) {
             Some(object) => {
                 let mut result = Ok(true);
-                for frame in object.frames.into_inner().into_values() {
+                for frame in object.frames.into_inner().into_iter().flatten() {
                     if let Err(e) = alloc.free_frame(frame) {
                         note(&mut result, e.into());
                     }
@@ -207,44 +235,79 @@ impl fmt::Debug for SharedObject {
 /// Only frames with more than one owner are recorded: a private frame not in the table has a
 /// single owner, the space that maps it. One table serves all spaces (a fork shares frames
 /// between two of them, and a child may outlive its parent).
+///
+/// A flat array of counts indexed by frame number: O(1), and no heap that user programs could
+/// make grow. The kernel sizes it for all of RAM once at boot ([`FrameRefs::with_frames`]), so
+/// sharing a frame never allocates there; a table made with [`FrameRefs::new`] grows on demand
+/// (host tests).
 #[derive(Debug, Default)]
 pub struct FrameRefs {
-    counts: BTreeMap<Frame, u32>,
+    /// Owners of each frame when shared, 0 otherwise.
+    counts: Vec<u16>,
+    /// Frames with a count.
+    shared: u32,
 }
 
 impl FrameRefs {
-    /// An empty table.
+    /// An empty table that grows as frames are shared.
     pub const fn new() -> Self {
         Self {
-            counts: BTreeMap::new(),
+            counts: Vec::new(),
+            shared: 0,
         }
+    }
+
+    /// A table for frames `0..frames`, allocated now.
+    pub fn with_frames(frames: u32) -> Self {
+        let mut t = Self::new();
+        t.counts.resize(frames as usize, 0);
+        t
     }
 
     /// Number of frames with more than one owner.
     pub fn shared_frames(&self) -> u32 {
-        self.counts.len() as u32
+        self.shared
     }
 
     /// Number of owners of `frame`: its count when shared, otherwise 1 (a frame the table does
     /// not know has a single owner, or is no user frame at all).
     pub fn count(&self, frame: Frame) -> u32 {
-        self.counts.get(&frame).copied().unwrap_or(1)
+        match self.counts.get(frame.number() as usize) {
+            Some(&n) if n > 1 => u32::from(n),
+            _ => 1,
+        }
     }
 
     /// One more owner of `frame`.
     fn share(&mut self, frame: Frame) {
-        *self.counts.entry(frame).or_insert(1) += 1;
+        let i = frame.number() as usize;
+        if i >= self.counts.len() {
+            self.counts.resize(i + 1, 0);
+        }
+        let n = &mut self.counts[i];
+        if *n == 0 {
+            // A private frame (one owner) gets its second.
+            *n = 2;
+            self.shared += 1;
+        } else {
+            // At most one owner per process, and far fewer processes than 65535.
+            *n = n.checked_add(1).expect("frame owner count overflow");
+        }
     }
 
     /// One owner fewer; `true` when that was the last one (the frame is free to go).
     fn release(&mut self, frame: Frame) -> bool {
-        match self.counts.get_mut(&frame) {
-            None => true,
-            Some(n) if *n <= 2 => {
-                self.counts.remove(&frame);
+        let Some(n) = self.counts.get_mut(frame.number() as usize) else {
+            return true;
+        };
+        match *n {
+            0 => true,
+            2 => {
+                *n = 0;
+                self.shared -= 1;
                 false
             }
-            Some(n) => {
+            _ => {
                 *n -= 1;
                 false
             }
@@ -404,6 +467,10 @@ pub enum UvmError {
     OutOfMemory,
     /// The length does not fit: past the end of the region, or of the shared object.
     BadLength,
+    /// The space has [`MAX_REGIONS`] regions already.
+    TooManyRegions,
+    /// The kernel-memory budget for user requests cannot hold the heap this needs.
+    NoKernelMemory,
 }
 
 impl From<MapError> for UvmError {
@@ -432,6 +499,8 @@ impl fmt::Display for UvmError {
             Self::NotFound => f.write_str("no such region"),
             Self::OutOfMemory => f.write_str("out of memory"),
             Self::BadLength => f.write_str("length past the end of the region or object"),
+            Self::TooManyRegions => f.write_str("too many regions"),
+            Self::NoKernelMemory => f.write_str("kernel memory budget exhausted"),
         }
     }
 }
@@ -447,6 +516,16 @@ pub struct UserVm<M: PhysMem, T: Tlb> {
     regions: BTreeMap<u32, Region>,
     /// Number of mapped pages.
     resident: u32,
+    /// The heap its region map may take, charged to the budget it was made with.
+    kmem: Charge,
+}
+
+/// Regions one space may have: each costs kernel heap (see [`regions_cost`]).
+pub const MAX_REGIONS: usize = 1024;
+
+/// Heap bytes, at worst, of the region map of a space with `n` regions.
+pub const fn regions_cost(n: usize) -> u32 {
+    kmem::region_cost::<Region>(n)
 }
 
 /// The region of `regions` that contains `va`.
@@ -473,18 +552,67 @@ fn next_page(va: VirtAddr) -> VirtAddr {
 }
 
 impl<M: PhysMem, T: Tlb> UserVm<M, T> {
-    /// A new, empty user space tagged with `asid`.
+    /// A new, empty user space tagged with `asid`, whose regions' heap is charged to
+    /// [`kmem::UNLIMITED`].
     pub fn new<A: FrameAllocator>(
         mem: M,
         tlb: T,
         asid: Asid,
         alloc: &mut A,
     ) -> Result<Self, UvmError> {
+        Self::new_in(mem, tlb, asid, alloc, &kmem::UNLIMITED)
+    }
+
+    /// A new, empty user space tagged with `asid`, whose regions' heap is charged to `budget`:
+    /// adding a region the budget cannot hold fails with `NoKernelMemory`, as does a fork whose
+    /// child's regions it cannot hold.
+    pub fn new_in<A: FrameAllocator>(
+        mem: M,
+        tlb: T,
+        asid: Asid,
+        alloc: &mut A,
+        budget: &'static KmemBudget,
+    ) -> Result<Self, UvmError> {
+        let charge = budget
+            .charge(regions_cost(0))
+            .map_err(|_| UvmError::NoKernelMemory)?;
+        Self::with_charge(mem, tlb, asid, alloc, charge)
+    }
+
+    fn with_charge<A: FrameAllocator>(
+        mem: M,
+        tlb: T,
+        asid: Asid,
+        alloc: &mut A,
+        kmem: Charge,
+    ) -> Result<Self, UvmError> {
         Ok(Self {
             space: AddressSpace::new_user(mem, tlb, asid, alloc)?,
             regions: BTreeMap::new(),
             resident: 0,
+            kmem,
         })
+    }
+
+    /// Makes the charge for the region map cover `n` regions, or refuses (nothing changed).
+    fn charge_regions(&mut self, n: usize) -> Result<(), UvmError> {
+        if n > MAX_REGIONS {
+            return Err(UvmError::TooManyRegions);
+        }
+        self.kmem
+            .resize(regions_cost(n))
+            .map_err(|_| UvmError::NoKernelMemory)
+    }
+
+    /// Shrinks the charge to the regions there are (after a charge for more than were made).
+    fn settle_regions(&mut self) {
+        // Never more than was charged before: shrinking cannot be refused.
+        let _ = self.kmem.resize(regions_cost(self.regions.len()));
+    }
+
+    /// Heap bytes charged for the region map now.
+    pub fn kmem_charged(&self) -> u32 {
+        self.kmem.bytes()
     }
 
     /// Gives the space a new ASID after an ASID rollover; the caller must have invalidated the
@@ -602,6 +730,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
             Backing::Private => 0,
             Backing::Shared(_) => offset,
         };
+        self.charge_regions(self.regions.len() + 1)?;
         self.regions.insert(
             start.as_u32(),
             Region {
@@ -767,8 +896,12 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         alloc: &mut A,
     ) -> Result<(), MapError> {
         let mut frames = object.frames.lock();
-        let (frame, fresh) = match frames.get(&index) {
-            Some(&f) => (f, false),
+        // The region was checked against the object's size when it was added.
+        let slot = frames
+            .get_mut(index as usize)
+            .ok_or(MapError::OutsideSpace)?;
+        let (frame, fresh) = match *slot {
+            Some(f) => (f, false),
             None => {
                 let f = alloc.alloc_frame()?;
                 space.mem_mut().zero_frame(f);
@@ -778,7 +911,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         match space.map_page(page, frame, flags, alloc) {
             Ok(()) => {
                 if fresh {
-                    frames.insert(index, frame);
+                    *slot = Some(frame);
                 }
                 Ok(())
             }
@@ -955,7 +1088,9 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
     /// are ignored. Mapped pages are unmapped; private frames go back to `alloc` with their last
     /// owner, and a shared object's frames when its last region goes.
     ///
-    /// `NotFound` (nothing changed) when no region meets the range.
+    /// `NotFound` (nothing changed) when no region meets the range; `TooManyRegions` or
+    /// `NoKernelMemory` (nothing changed) when cutting a hole in a region would make one region
+    /// more than the space may have or its budget can hold.
     pub fn remove<A: FrameAllocator>(
         &mut self,
         start: VirtAddr,
@@ -966,6 +1101,10 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         let end = Self::check_user_range(start, len)?;
         if !self.overlaps(start, end) {
             return Err(UvmError::NotFound);
+        }
+        // Cutting a hole inside one region leaves two: one region more to pay for.
+        if lookup(&self.regions, start).is_some_and(|r| r.start < start && r.end() > end) {
+            self.charge_regions(self.regions.len() + 1)?;
         }
         let mut result = Ok(());
         // The highest region meeting the range, until none is left: the remainders of a cut
@@ -1019,6 +1158,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
                 note(&mut result, e);
             }
         }
+        self.settle_regions();
         result
     }
 
@@ -1040,7 +1180,12 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         alloc: &mut A,
         refs: &mut FrameRefs,
     ) -> Result<UserVm<M, T>, UvmError> {
-        let mut child = UserVm::new(child_mem, child_tlb, child_asid, alloc)?;
+        let charge = self
+            .kmem
+            .budget()
+            .charge(regions_cost(self.regions.len()))
+            .map_err(|_| UvmError::NoKernelMemory)?;
+        let mut child = UserVm::with_charge(child_mem, child_tlb, child_asid, alloc, charge)?;
         child.regions = self.regions.clone();
         for region in self.regions.values() {
             if !matches!(region.backing, Backing::Private) {
@@ -1311,7 +1456,8 @@ mod tests {
         assert_eq!(add(&mut u, 0x7fff_f000, 0x2000), Err(UvmError::OutsideUser));
         assert_eq!(add(&mut u, 0xffff_f000, 0x2000), Err(UvmError::OutsideUser));
         assert_eq!(add(&mut u, 0x8000_0000, 0x1000), Err(UvmError::OutsideUser));
-        add(&mut u, 0x1000, 0x7fff_e000).unwrap();
+        assert_eq!(add(&mut u, 0xf000, 0x1000), Err(UvmError::OutsideUser));
+        add(&mut u, 0x1_0000, 0x7ffe_f000).unwrap();
         add(&mut u, 0x7fff_f000, 0x1000).unwrap();
         assert_eq!(add(&mut u, 0x10_0000, 0x1000), Err(UvmError::Overlap));
         let mut u2 = r.vm(A2);
@@ -1371,20 +1517,36 @@ mod tests {
         let mut u = r.vm(A1);
         assert_eq!(u.find_free(1, va(0), USER_END), Some(USER_START));
         assert_eq!(u.find_free(0, va(0), USER_END), None);
-        add(&mut u, 0x1000, 0x3000, Perm::RX, RegionKind::Text);
-        add(&mut u, 0x6000, 0x1000, Perm::RW, RegionKind::Data);
-        add(&mut u, 0x9000, 0x1000, Perm::RW, RegionKind::Anon);
-        assert_eq!(u.find_free(0x2000, va(0), USER_END), Some(va(0x4000)));
-        assert_eq!(u.find_free(0x2001, va(0), USER_END), Some(va(0xa000)));
-        assert_eq!(u.find_free(0x1001, va(0x5000), USER_END), Some(va(0x7000)));
-        assert_eq!(u.find_free(0x3000, va(0), USER_END), Some(va(0xa000)));
-        assert_eq!(u.find_free(0x1000, va(0x2345), USER_END), Some(va(0x4000)));
-        assert_eq!(u.find_free(0x1000, va(0x4001), USER_END), Some(va(0x5000)));
-        assert_eq!(u.find_free(0x1000, va(0x6000), USER_END), Some(va(0x7000)));
-        assert_eq!(u.find_free(0x3000, va(0), va(0x9fff)), None);
+        add(&mut u, 0x1_0000, 0x3000, Perm::RX, RegionKind::Text);
+        add(&mut u, 0x1_6000, 0x1000, Perm::RW, RegionKind::Data);
+        add(&mut u, 0x1_9000, 0x1000, Perm::RW, RegionKind::Anon);
+        assert_eq!(u.find_free(0x2000, va(0), USER_END), Some(va(0x1_3000)));
+        assert_eq!(u.find_free(0x3000, va(0), USER_END), Some(va(0x1_3000)));
+        assert_eq!(u.find_free(0x3001, va(0), USER_END), Some(va(0x1_a000)));
         assert_eq!(
-            u.find_free(0x2000, va(0x4000), va(0x6000)),
-            Some(va(0x4000))
+            u.find_free(0x1001, va(0x1_4000), USER_END),
+            Some(va(0x1_4000))
+        );
+        assert_eq!(
+            u.find_free(0x1001, va(0x1_5000), USER_END),
+            Some(va(0x1_7000))
+        );
+        assert_eq!(
+            u.find_free(0x1000, va(0x1_2345), USER_END),
+            Some(va(0x1_3000))
+        );
+        assert_eq!(
+            u.find_free(0x1000, va(0x1_4001), USER_END),
+            Some(va(0x1_5000))
+        );
+        assert_eq!(
+            u.find_free(0x1000, va(0x1_6000), USER_END),
+            Some(va(0x1_7000))
+        );
+        assert_eq!(u.find_free(0x4000, va(0), va(0x1_9fff)), None);
+        assert_eq!(
+            u.find_free(0x2000, va(0x1_4000), va(0x1_6000)),
+            Some(va(0x1_4000))
         );
         assert_eq!(
             u.find_free(0x1000, va(0x7fff_f000), va(0xffff_ffff)),
@@ -1457,7 +1619,7 @@ mod tests {
         let mut r = Rig::new();
         let mut u = r.vm(A1);
         add(&mut u, 0x1_0000, 0x1000, Perm::RW, RegionKind::Stack);
-        add(&mut u, 0xf000, 0x1000, Perm::RW, RegionKind::Guard);
+        add(&mut u, 0x4_0000, 0x1000, Perm::RW, RegionKind::Guard);
         add(&mut u, 0x2_0000, 0x1000, Perm::RX, RegionKind::Text);
         add(&mut u, 0x3_0000, 0x1000, Perm::R, RegionKind::Data);
         let cases = [
@@ -1465,8 +1627,8 @@ mod tests {
             (0x1_1000, Access::Read, FaultError::NoRegion),
             (0x8000_0000, Access::Read, FaultError::NoRegion),
             (0xffff_fffc, Access::Write, FaultError::NoRegion),
-            (0xf_ffc, Access::Write, FaultError::Guard),
-            (0xf_000, Access::Read, FaultError::Guard),
+            (0x4_0ffc, Access::Write, FaultError::Guard),
+            (0x4_0000, Access::Read, FaultError::Guard),
             (0x2_0000, Access::Write, FaultError::Protection),
             (0x3_0000, Access::Write, FaultError::Protection),
             (0x3_0000, Access::Execute, FaultError::Protection),
@@ -1859,7 +2021,7 @@ mod tests {
         let mut u = r.vm(A1);
         add(&mut u, 0x1_0000, 0x3000, Perm::RX, RegionKind::Text);
         add(&mut u, 0x2_0000, 0x2000, Perm::RW, RegionKind::Data);
-        add(&mut u, 0xf000, 0x1000, Perm::RW, RegionKind::Guard);
+        add(&mut u, 0x4_0000, 0x1000, Perm::RW, RegionKind::Guard);
         let object = SharedObject::new(1);
         u.add_region(
             va(0x3_0000),
@@ -2033,5 +2195,159 @@ mod tests {
         assert!(!refs.release(f));
         assert_eq!((refs.count(f), refs.shared_frames()), (1, 0));
         assert!(refs.release(f));
+    }
+
+    impl Rig {
+        fn vm_in(&mut self, asid: Asid, budget: &'static KmemBudget) -> Vm {
+            Vm::new_in(
+                self.ram.clone(),
+                self.tlb.clone(),
+                asid,
+                &mut self.alloc,
+                budget,
+            )
+            .unwrap()
+        }
+    }
+
+    #[test]
+    fn regions_are_refused_when_the_budget_cannot_hold_them() {
+        // Room for the map and three regions.
+        static B: KmemBudget = KmemBudget::new(regions_cost(3));
+        let mut r = Rig::new();
+        let mut u = r.vm_in(A1, &B);
+        for i in 0..3 {
+            add(
+                &mut u,
+                0x10_0000 + i * 0x1_0000,
+                0x4000,
+                Perm::RW,
+                RegionKind::Anon,
+            );
+        }
+        assert_eq!(B.used(), regions_cost(3));
+        let fourth = u.add_region(
+            va(0x20_0000),
+            0x1000,
+            Perm::RW,
+            RegionKind::Anon,
+            Backing::Private,
+        );
+        assert_eq!(fourth, Err(UvmError::NoKernelMemory));
+        assert_eq!(u.regions().count(), 3, "a refused add changes nothing");
+        // A hole in the middle of a region would make a fourth: refused, nothing removed.
+        assert_eq!(
+            u.remove(va(0x10_1000), 0x1000, &mut r.alloc, &mut r.refs),
+            Err(UvmError::NoKernelMemory)
+        );
+        assert_eq!(u.regions().count(), 3);
+        // Cutting an end makes none, and removing a region gives its charge back.
+        u.remove(va(0x10_3000), 0x1000, &mut r.alloc, &mut r.refs)
+            .unwrap();
+        u.remove(va(0x11_0000), 0x4000, &mut r.alloc, &mut r.refs)
+            .unwrap();
+        assert_eq!(B.used(), regions_cost(2));
+        // Now the hole fits.
+        u.remove(va(0x10_1000), 0x1000, &mut r.alloc, &mut r.refs)
+            .unwrap();
+        assert_eq!((u.regions().count(), B.used()), (3, regions_cost(3)));
+        u.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        assert_eq!(B.used(), 0, "a destroyed space gives its whole charge back");
+    }
+
+    #[test]
+    fn a_space_has_at_most_max_regions() {
+        let mut r = Rig::new();
+        let mut u = r.vm(A1);
+        for i in 0..MAX_REGIONS as u32 {
+            add(
+                &mut u,
+                0x10_0000 + i * 0x2000,
+                0x1000,
+                Perm::R,
+                RegionKind::Anon,
+            );
+        }
+        let over = u.add_region(
+            va(0x4000_0000),
+            0x3000,
+            Perm::RW,
+            RegionKind::Anon,
+            Backing::Private,
+        );
+        assert_eq!(over, Err(UvmError::TooManyRegions));
+        // No hole either; removing a whole region still works.
+        u.remove(va(0x10_0000), 0x1000, &mut r.alloc, &mut r.refs)
+            .unwrap();
+        add(&mut u, 0x4000_0000, 0x3000, Perm::RW, RegionKind::Anon);
+        assert_eq!(
+            u.remove(va(0x4000_1000), 0x1000, &mut r.alloc, &mut r.refs),
+            Err(UvmError::TooManyRegions)
+        );
+        u.destroy(&mut r.alloc, &mut r.refs).unwrap();
+    }
+
+    #[test]
+    fn a_fork_the_budget_cannot_hold_is_refused_and_changes_nothing() {
+        static B: KmemBudget = KmemBudget::new(regions_cost(2) + regions_cost(1));
+        let mut r = Rig::new();
+        let mut p = r.vm_in(A1, &B);
+        add(&mut p, 0x10_0000, 0x2000, Perm::RW, RegionKind::Anon);
+        add(&mut p, 0x20_0000, 0x2000, Perm::RW, RegionKind::Anon);
+        r.store(&mut p, 0x10_0000, 5).unwrap();
+        let free = r.alloc.free_count();
+        assert!(matches!(r.fork(&mut p, A2), Err(UvmError::NoKernelMemory)));
+        assert_eq!(r.alloc.free_count(), free, "no table of a child was kept");
+        assert_eq!(r.refs.shared_frames(), 0);
+        // The parent's page is still its own and writable.
+        r.store(&mut p, 0x10_0000, 6).unwrap();
+        assert_eq!(r.refs.shared_frames(), 0);
+        p.remove(va(0x20_0000), 0x2000, &mut r.alloc, &mut r.refs)
+            .unwrap();
+        let c = r.fork(&mut p, A2).unwrap();
+        assert_eq!(B.used(), 2 * regions_cost(1));
+        c.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        p.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        assert_eq!(B.used(), 0);
+    }
+
+    #[test]
+    fn shared_objects_are_charged_until_their_last_reference_goes() {
+        static B: KmemBudget = KmemBudget::new(16 * 1024);
+        let cost = shared_object_cost(256);
+        assert!(cost >= 256 * 8, "the page table of 256 pages is counted");
+        let a = SharedObject::try_new(256, &B).unwrap();
+        assert_eq!(B.used(), cost);
+        assert!(matches!(
+            SharedObject::try_new(4096, &B),
+            Err(UvmError::NoKernelMemory)
+        ));
+        let mut r = Rig::new();
+        let mut u = r.vm(A1);
+        u.add_shared_region(
+            va(0x10_0000),
+            0x2000,
+            Perm::RW,
+            RegionKind::Shared,
+            a.clone(),
+            3,
+        )
+        .unwrap();
+        r.store(&mut u, 0x10_1000, 9).unwrap();
+        assert!(!SharedObject::release(a, &mut r.alloc).unwrap());
+        assert_eq!(B.used(), cost, "a region still holds it");
+        u.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        assert_eq!(B.used(), 0);
+    }
+
+    #[test]
+    fn frame_refs_sized_up_front_never_grow() {
+        let mut refs = FrameRefs::with_frames(64);
+        let f = Frame::from_number(63);
+        refs.share(f);
+        refs.share(f);
+        assert_eq!(refs.counts.len(), 64);
+        assert_eq!((refs.count(f), refs.shared_frames()), (3, 1));
+        assert_eq!(refs.count(Frame::from_number(1000)), 1);
     }
 }

@@ -44,8 +44,17 @@ impl fmt::Display for UserFault {
             UserFaultKind::StackOverflow => "stack overflow into the guard page",
             UserFaultKind::Protection => "access forbidden by the mapping",
             UserFaultKind::OutOfMemory => "out of memory resolving a fault",
+            UserFaultKind::Other(_) if self.is_bus_error() => "bus error",
             UserFaultKind::Other(_) => "memory fault",
         };
+        if self.status.is_async() {
+            // DFAR and the PC do not belong to the access that failed.
+            return write!(
+                f,
+                "{what}: {} reported at pc={:#010x}",
+                self.status, self.pc
+            );
+        }
         let access = match self.access {
             Access::Read => "read",
             Access::Write => "write",
@@ -56,6 +65,14 @@ impl fmt::Display for UserFault {
             "{what}: {access} at {:#010x}, pc={:#010x} ({})",
             self.address, self.pc, self.status
         )
+    }
+}
+
+impl UserFault {
+    /// The memory system, not the MMU, refused the access (an external abort or a parity
+    /// error): reported as a bus error.
+    pub fn is_bus_error(&self) -> bool {
+        self.status.is_external()
     }
 }
 
@@ -98,6 +115,11 @@ fn resolve(address: u32, access: Access, status: FaultStatus) -> Result<(), User
 
 /// A data or prefetch abort taken from User mode.
 pub(super) fn user_abort(frame: &mut TrapFrame, report: AbortReport) {
+    if report.instruction && report.status.kind == FaultKind::DebugEvent {
+        // `bkpt`: with no debugger attached, a breakpoint instruction is a prefetch abort
+        // with a debug-event status (ARM ARM C3.3.1), not a memory fault.
+        return kill_current(frame, KillReason::Breakpoint { pc: report.pc });
+    }
     let access = access_of(&report);
     match resolve(report.address, access, report.status) {
         Ok(()) => {} // the instruction runs again

@@ -3,7 +3,7 @@
 //! text, PXN everywhere), a demand-zero stack with a guard page below it, and the process is
 //! queued to run from the ELF entry point in User mode.
 
-use super::{KernelFrames, Pid, Process, State, UserSpace, FRAME_REFS, TABLE};
+use super::{KernelFrames, Pid, Process, State, UserSpace, FRAME_REFS, KMEM, TABLE};
 use crate::arch::arm::boot::mode;
 use crate::arch::arm::cache;
 use crate::arch::arm::exception::TrapFrame;
@@ -54,7 +54,7 @@ pub fn new_space() -> Result<UserSpace, UvmError> {
     // SAFETY: the direct map is live after vm2_start and the space only hands it frames it
     // owns.
     let mem = unsafe { DirectMap::new() };
-    UserSpace::new(mem, CpuTlb, Asid::KERNEL, &mut KernelFrames)
+    UserSpace::new_in(mem, CpuTlb, Asid::KERNEL, &mut KernelFrames, &KMEM)
 }
 
 /// Builds the address space of the program in `image`; returns it with the entry point.
@@ -151,10 +151,21 @@ pub(super) fn spawn(name: &str, arg: u32, parent: Pid) -> Result<Pid, SpawnError
     };
     ctx.r[0] = arg;
     let mut t = TABLE.lock();
-    let Some(pid) = t.alloc_pid() else {
-        drop(t);
-        let _ = space.destroy(&mut KernelFrames, &mut FRAME_REFS.lock());
-        return Err(SpawnError::TooManyProcesses);
+    let taken = t
+        .alloc_pid()
+        .ok_or(SpawnError::TooManyProcesses)
+        .and_then(|pid| {
+            let record =
+                super::charge_record().map_err(|_| SpawnError::Memory(UvmError::NoKernelMemory))?;
+            Ok((pid, record))
+        });
+    let (pid, record) = match taken {
+        Ok(taken) => taken,
+        Err(e) => {
+            drop(t);
+            let _ = space.destroy(&mut KernelFrames, &mut FRAME_REFS.lock());
+            return Err(e);
+        }
     };
     t.procs.insert(
         pid,
@@ -168,6 +179,7 @@ pub(super) fn spawn(name: &str, arg: u32, parent: Pid) -> Result<Pid, SpawnError
             context: ContextId::NEW,
             asid: None,
             ticks: 0,
+            _record: record,
         },
     );
     t.ready.push_back(pid);

@@ -26,11 +26,13 @@ mod loader;
 pub mod syscall;
 pub mod uaccess;
 
+use crate::abi::status;
 use crate::arch::arm::exception::{self, ExceptionKind, TrapFrame};
 use crate::arch::arm::irq::IrqSafeMutex;
 use crate::arch::arm::mmu::CpuTlb;
 use crate::mm::asid::{Asid, ContextId};
 use crate::mm::frame::{FrameAllocator, PmmError};
+use crate::mm::kmem::{Charge, KmemBudget, OverBudget};
 use crate::mm::phys::DirectMap;
 use crate::mm::uvm::{FrameRefs, SharedObject, UserVm};
 use crate::mm::Frame;
@@ -38,7 +40,7 @@ use crate::vm;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Weak;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 pub use loader::{new_space, SpawnError};
 
@@ -61,19 +63,24 @@ pub const MAX_PROCESSES: usize = 64;
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
-    /// It called `exit(code)`.
-    Exited(i32),
+    /// It called `exit(code)`: the low 8 bits of `code` (`abi::status::exited`).
+    Exited(u8),
     /// The kernel killed it.
     Killed(KillReason),
 }
 
 impl ExitStatus {
-    /// The value `wait` returns: the exit code, or 256 + a reason number for a kill, so a
-    /// parent can tell them apart (docs/syscalls.md).
-    pub fn code(self) -> i32 {
+    /// The status of a process that called `exit(code)`.
+    pub fn exited(code: i32) -> Self {
+        Self::Exited(status::exited(code) as u8)
+    }
+
+    /// The value `wait` returns: the exit code (0..=255), or 256 + a reason number for a kill
+    /// (`abi::status`), so a parent can always tell them apart (docs/syscalls.md).
+    pub fn code(self) -> u32 {
         match self {
-            Self::Exited(c) => c,
-            Self::Killed(r) => 256 + r.number(),
+            Self::Exited(c) => u32::from(c),
+            Self::Killed(r) => status::killed(r.number()),
         }
     }
 }
@@ -94,16 +101,21 @@ pub enum KillReason {
     Fault(fault::UserFault),
     /// An undefined instruction at `pc`.
     Undefined { pc: u32 },
+    /// A breakpoint instruction (`bkpt`) at `pc`; there is no debugger to take it.
+    Breakpoint { pc: u32 },
     /// `kill` from the console.
     Killed,
 }
 
 impl KillReason {
-    fn number(self) -> i32 {
+    /// Its number in `wait`'s status (`abi::status`).
+    pub fn number(self) -> u32 {
         match self {
-            Self::Fault(_) => 11,
-            Self::Undefined { .. } => 4,
-            Self::Killed => 9,
+            Self::Fault(f) if f.is_bus_error() => status::BUS_ERROR,
+            Self::Fault(_) => status::SEGV,
+            Self::Undefined { .. } => status::UNDEFINED,
+            Self::Breakpoint { .. } => status::BREAKPOINT,
+            Self::Killed => status::KILL,
         }
     }
 }
@@ -113,6 +125,7 @@ impl fmt::Display for KillReason {
         match self {
             Self::Fault(u) => write!(f, "{u}"),
             Self::Undefined { pc } => write!(f, "undefined instruction at pc={pc:#010x}"),
+            Self::Breakpoint { pc } => write!(f, "breakpoint (bkpt) at pc={pc:#010x}"),
             Self::Killed => f.write_str("by request"),
         }
     }
@@ -162,6 +175,8 @@ pub struct Process {
     pub asid: Option<Asid>,
     /// Scheduler ticks it was running at.
     pub ticks: u64,
+    /// The heap its record takes in the process table, charged to [`KMEM`].
+    _record: Charge,
 }
 
 impl Process {
@@ -228,18 +243,46 @@ static KERNEL_IDLE: AtomicBool = AtomicBool::new(false);
 /// The kernel task has something to do: switch back to it at the next opportunity.
 static KERNEL_WAKE: AtomicBool = AtomicBool::new(false);
 
+/// Kernel heap that user requests may take at once (regions, shared objects, process records):
+/// past it they fail with `ENOMEM`. Its limit is set by [`init`] from the size of RAM, and the
+/// frames to grow the heap by that much are kept out of user reach ([`reserve_frames`]).
+pub static KMEM: KmemBudget = KmemBudget::new(0);
+
+/// Frames user memory may not take: the base reserve for the kernel's own heap use plus twice
+/// the user budget (a buddy heap wastes at most as much as it hands out), set by [`init`].
+static RESERVE_FRAMES: AtomicU32 = AtomicU32::new(BASE_RESERVE_FRAMES);
+
+/// Frames kept for the heap's own needs, outside any user budget.
+pub const BASE_RESERVE_FRAMES: u32 = 256;
+
+/// The kernel-memory budget for user requests given `ram` bytes of RAM: 1/256 of it, between
+/// 512 KiB and 8 MiB (3.75 MiB of a Pi 2's 960 MiB).
+pub fn kmem_limit_for(ram: u32) -> u32 {
+    (ram / 256).clamp(512 * 1024, 8 << 20)
+}
+
+/// Frames user memory never takes: they keep the kernel heap able to grow by what the budget
+/// allows and its own needs.
+pub fn reserve_frames() -> u32 {
+    RESERVE_FRAMES.load(Ordering::Relaxed)
+}
+
+/// Heap bytes, at worst, of one process record in the table.
+pub const RECORD_COST: u32 = crate::mm::kmem::btree_entry_cost::<Pid, Process>();
+
+/// Charges a new process record to [`KMEM`].
+fn charge_record() -> Result<Charge, OverBudget> {
+    KMEM.charge(RECORD_COST)
+}
+
 /// The PMM as a [`FrameAllocator`] that takes the PMM lock for each call, so that address-space
 /// code may allocate from the heap between frames (the heap grows through the PMM).
 pub struct KernelFrames;
 
-/// Frames user memory may not take: the kernel heap (which grows from the PMM directly) keeps
-/// them, so a process that uses up memory gets errors and faults, never a kernel without heap.
-pub const KERNEL_RESERVE_FRAMES: u32 = 256;
-
 impl FrameAllocator for KernelFrames {
     fn alloc_frame(&mut self) -> Result<Frame, PmmError> {
         vm::with_pmm(|p| {
-            if p.free_frames() <= KERNEL_RESERVE_FRAMES {
+            if p.free_frames() <= reserve_frames() {
                 return Err(PmmError::OutOfMemory);
             }
             p.alloc_frame()
@@ -253,7 +296,7 @@ impl FrameAllocator for KernelFrames {
         below: Option<crate::mm::PhysAddr>,
     ) -> Result<Frame, PmmError> {
         vm::with_pmm(|p| {
-            if p.free_frames() <= KERNEL_RESERVE_FRAMES.saturating_add(count) {
+            if p.free_frames() <= reserve_frames().saturating_add(count) {
                 return Err(PmmError::OutOfMemory);
             }
             p.alloc_contiguous(count, align_frames, below)
@@ -271,6 +314,15 @@ impl FrameAllocator for KernelFrames {
 
 /// Installs the process layer's exception and interrupt handlers and starts the scheduler tick.
 pub fn init() {
+    let total = vm::with_pmm(|p| p.total_frames());
+    let limit = kmem_limit_for(total.saturating_mul(crate::mm::PAGE_SIZE));
+    KMEM.set_limit(limit);
+    RESERVE_FRAMES.store(
+        BASE_RESERVE_FRAMES + 2 * limit.div_ceil(crate::mm::PAGE_SIZE),
+        Ordering::Relaxed,
+    );
+    // Owner counts for every frame of RAM, allocated once: sharing never grows the heap.
+    *FRAME_REFS.lock() = FrameRefs::with_frames(total);
     exception::set_user_handler(user_exception);
     exception::set_uaccess_resolver(fault::resolve_uaccess);
     sched::start();
@@ -398,7 +450,7 @@ impl Table {
             KERNEL_WAKE.store(true, Ordering::Relaxed);
         } else if let Some(pp) = self.procs.get_mut(&parent) {
             if pp.state == (State::Waiting { child: pid }) {
-                pp.ctx.r[0] = status.code() as u32;
+                pp.ctx.r[0] = status.code();
                 pp.state = State::Ready;
                 self.ready.push_back(parent);
                 self.procs.remove(&pid);

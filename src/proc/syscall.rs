@@ -3,20 +3,18 @@
 
 use super::sched;
 use super::uaccess::{copy_from_user, Efault};
-use super::{ExitStatus, KernelFrames, Pid, Process, State, FRAME_REFS, SHARED, TABLE};
+use super::{ExitStatus, KernelFrames, Pid, Process, State, FRAME_REFS, KMEM, SHARED, TABLE};
 use crate::abi::{errno, info, nr, prot};
 use crate::arch::arm::exception::TrapFrame;
 use crate::arch::arm::timer;
 use crate::mm::asid::ContextId;
-use crate::mm::layout::{USER_MMAP_BASE, USER_MMAP_END};
-use crate::mm::uvm::{Backing, Perm, RegionKind, SharedObject};
+use crate::mm::layout::{USER_END, USER_MMAP_BASE, USER_MMAP_END};
+use crate::mm::uvm::{Backing, Perm, RegionKind, SharedObject, UvmError, USER_START};
 use crate::mm::{VirtAddr, PAGE_SIZE};
 use alloc::sync::Arc;
 
 /// Named shared-memory objects that may exist at once.
 const MAX_SHARED_OBJECTS: usize = 256;
-/// Regions a process may have (each costs kernel heap).
-const MAX_REGIONS: usize = 1024;
 
 type SysResult = Result<u32, i32>;
 
@@ -63,7 +61,7 @@ fn with_current<R>(f: impl FnOnce(&mut Process) -> R) -> R {
 fn exit(frame: &mut TrapFrame, code: i32) {
     let mut t = TABLE.lock();
     let pid = t.current.expect("a system call has a current process");
-    t.terminate(pid, ExitStatus::Exited(code));
+    t.terminate(pid, ExitStatus::exited(code));
     sched::reschedule(&mut t, frame);
 }
 
@@ -71,21 +69,18 @@ fn exit(frame: &mut TrapFrame, code: i32) {
 /// request would hold up the scheduler; the caller gets the short count.
 const WRITE_MAX: u32 = 4096;
 
-/// `write(fd, buf, len)`: fd 1 is the console. Copied through a small bounce buffer (no lock
-/// held while user memory is read).
+/// `write(fd, buf, len)`: fd 1 is the console. The whole request (at most [`WRITE_MAX`]
+/// bytes) is copied in first, so a buffer that is only partly valid prints nothing and fails
+/// with `EFAULT` (no lock is held while user memory is read).
 fn write(fd: u32, buf: u32, len: u32) -> SysResult {
     if fd != 1 {
         return Err(errno::EBADF);
     }
     let len = len.min(WRITE_MAX);
-    let mut chunk = [0u8; 128];
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(chunk.len() as u32) as usize;
-        copy_from_user(&mut chunk[..n], buf.wrapping_add(done)).map_err(|Efault| errno::EFAULT)?;
-        crate::console::write_bytes(&chunk[..n]);
-        done += n as u32;
-    }
+    let mut bounce = [0u8; WRITE_MAX as usize];
+    let bytes = &mut bounce[..len as usize];
+    copy_from_user(bytes, buf).map_err(|Efault| errno::EFAULT)?;
+    crate::console::write_bytes(bytes);
     Ok(len)
 }
 
@@ -111,6 +106,17 @@ fn page_len(len: u32) -> Result<u32, i32> {
     len.checked_next_multiple_of(PAGE_SIZE).ok_or(errno::EINVAL)
 }
 
+/// The errno for a refused region operation: running out of regions or of the kernel-memory
+/// budget is `ENOMEM`, like running out of frames.
+fn region_errno(e: UvmError) -> i32 {
+    match e {
+        UvmError::TooManyRegions | UvmError::NoKernelMemory | UvmError::OutOfMemory => {
+            errno::ENOMEM
+        }
+        _ => errno::EINVAL,
+    }
+}
+
 /// `mmap(hint, len, prot)`: anonymous private memory, zero-filled on first touch. Costs no
 /// frame until then.
 fn mmap(hint: u32, len: u32, prot: u32) -> SysResult {
@@ -122,17 +128,16 @@ fn mmap(hint: u32, len: u32, prot: u32) -> SysResult {
     };
     with_current(|p| {
         let vm = p.vm.as_mut().ok_or(errno::ESRCH)?;
-        if vm.regions().count() >= MAX_REGIONS {
-            return Err(errno::ENOMEM);
-        }
-        // A free, page-aligned hint is taken as is; otherwise the kernel chooses.
-        if hint != 0 && hint.is_multiple_of(PAGE_SIZE) {
+        // A page-aligned hint is taken as is if the whole range is free and inside
+        // [USER_START, 2 GiB); otherwise the kernel chooses.
+        if hint >= USER_START.as_u32() && hint.is_multiple_of(PAGE_SIZE) {
             let va = VirtAddr::new(hint);
-            if vm
-                .add_region(va, len, perm, RegionKind::Anon, Backing::Private)
-                .is_ok()
-            {
-                return Ok(hint);
+            match vm.add_region(va, len, perm, RegionKind::Anon, Backing::Private) {
+                Ok(()) => return Ok(hint),
+                Err(e @ (UvmError::TooManyRegions | UvmError::NoKernelMemory)) => {
+                    return Err(region_errno(e))
+                }
+                Err(_) => {}
             }
         }
         let va = vm
@@ -144,21 +149,27 @@ fn mmap(hint: u32, len: u32, prot: u32) -> SysResult {
     })
 }
 
+/// `munmap(addr, len)`: pages of the range that are not mapped are skipped, so a range with
+/// nothing in it succeeds and changes nothing.
 fn munmap(va: u32, len: u32) -> SysResult {
     let len = page_len(len)?;
     if !va.is_multiple_of(PAGE_SIZE) {
         return Err(errno::EINVAL);
     }
+    if va.checked_add(len).is_none_or(|e| e > USER_END.as_u32()) {
+        return Err(errno::EINVAL);
+    }
     with_current(|p| {
         let vm = p.vm.as_mut().ok_or(errno::ESRCH)?;
-        vm.remove(
+        match vm.remove(
             VirtAddr::new(va),
             len,
             &mut KernelFrames,
             &mut FRAME_REFS.lock(),
-        )
-        .map_err(|_| errno::EINVAL)?;
-        Ok(0)
+        ) {
+            Ok(()) | Err(UvmError::NotFound) => Ok(0),
+            Err(e) => Err(region_errno(e)),
+        }
     })
 }
 
@@ -167,6 +178,7 @@ fn fork(frame: &mut TrapFrame) -> SysResult {
     let mut t = TABLE.lock();
     let pid = t.current.expect("a system call has a current process");
     let child_pid = t.alloc_pid().ok_or(errno::ENOMEM)?;
+    let record = super::charge_record().map_err(|_| errno::ENOMEM)?;
     let parent = t.procs.get_mut(&pid).expect("the current process exists");
     let name = parent.name;
     let vm = parent.vm.as_mut().ok_or(errno::ESRCH)?;
@@ -197,13 +209,15 @@ fn fork(frame: &mut TrapFrame) -> SysResult {
             context: ContextId::NEW,
             asid: None,
             ticks: 0,
+            _record: record,
         },
     );
     t.ready.push_back(child_pid);
     Ok(child_pid)
 }
 
-/// `shm(key, len)`: maps shared-memory object `key` (created zero-filled on first use).
+/// `shm(key, len)`: maps shared-memory object `key` (created zero-filled on first use), or
+/// returns where the caller already maps the whole of it.
 fn shm(key: u32, len: u32) -> SysResult {
     let mut shared = SHARED.lock();
     let existing = shared.get(&key).and_then(|w| w.upgrade());
@@ -216,12 +230,15 @@ fn shm(key: u32, len: u32) -> SysResult {
         }
         None => {
             let len = page_len(len)?;
+            if len > USER_MMAP_END.as_u32() - USER_MMAP_BASE.as_u32() {
+                return Err(errno::ENOMEM);
+            }
             // Forget the keys whose objects are gone, then refuse more than the cap.
             shared.retain(|_, w| w.strong_count() > 0);
             if shared.len() >= MAX_SHARED_OBJECTS {
                 return Err(errno::ENOMEM);
             }
-            let o = SharedObject::new(len / PAGE_SIZE);
+            let o = SharedObject::try_new(len / PAGE_SIZE, &KMEM).map_err(region_errno)?;
             shared.insert(key, Arc::downgrade(&o));
             o
         }
@@ -230,21 +247,20 @@ fn shm(key: u32, len: u32) -> SysResult {
     let len = object.pages() * PAGE_SIZE;
     let mapped = with_current(|p| {
         let vm = p.vm.as_mut().ok_or(errno::ESRCH)?;
-        let existing = vm.regions().find(|r| match &r.backing {
-            Backing::Shared(o) => Arc::ptr_eq(o, &object),
+        // Only a mapping of the whole object, from its first page, is "the" mapping: what is
+        // left of one after a partial munmap is not (its start holds another page).
+        let whole = vm.regions().find(|r| match &r.backing {
+            Backing::Shared(o) => Arc::ptr_eq(o, &object) && r.offset == 0 && r.len == len,
             Backing::Private => false,
         });
-        if let Some(r) = existing {
+        if let Some(r) = whole {
             return Ok(r.start.as_u32());
-        }
-        if vm.regions().count() >= MAX_REGIONS {
-            return Err(errno::ENOMEM);
         }
         let va = vm
             .find_free(len, USER_MMAP_BASE, USER_MMAP_END)
             .ok_or(errno::ENOMEM)?;
         vm.add_shared_region(va, len, Perm::RW, RegionKind::Shared, object.clone(), 0)
-            .map_err(|_| errno::ENOMEM)?;
+            .map_err(region_errno)?;
         Ok(va.as_u32())
     });
     // Our own reference goes; the object lives on in the regions that map it (if none does,
@@ -283,7 +299,7 @@ fn wait(frame: &mut TrapFrame, child: u32) {
     match status {
         Some(s) => {
             t.procs.remove(&child);
-            frame.r[0] = s.code() as u32;
+            frame.r[0] = s.code();
         }
         None => {
             if let Some(p) = t.procs.get_mut(&pid) {
