@@ -16,20 +16,22 @@ fw=/usr/lib/raspi-firmware
 if [ ! -f "$fw/start.elf" ]; then
   fw=$work/fw/usr/lib/raspi-firmware
   if [ ! -f "$fw/start.elf" ]; then
-    deb=$(ls "$work"/raspi-firmware_*.deb 2>/dev/null | head -n1 || true)
-    if [ -z "$deb" ]; then
+    debs=("$work"/raspi-firmware_*.deb)
+    if [ ! -f "${debs[0]}" ]; then
       if ! (cd "$work" && apt-get download raspi-firmware >/dev/null 2>&1); then
-        cat >&2 <<'MSG'
-sdcard: the Raspberry Pi firmware is not available. It is in Debian's 'non-free-firmware'
-component; enable it and fetch the package list, e.g. on Debian 12:
-    echo 'deb http://deb.debian.org/debian bookworm non-free-firmware' | \
-      sudo tee /etc/apt/sources.list.d/non-free-firmware.list && sudo apt-get update
-then run 'make sdcard' again (or: sudo apt-get install raspi-firmware).
+        cat >&2 <<MSG
+sdcard: the Raspberry Pi firmware is not available. It is Debian's raspi-firmware package, in the
+'non-free-firmware' component; enable that for your Debian sources (either format, apt checked
+and left as it was on failure) with:
+    sudo tests/apt-component.sh
+then run 'make sdcard' again. Elsewhere (e.g. Ubuntu), put raspi-firmware_*.deb from
+packages.debian.org in $work/.
 MSG
         exit 1
       fi
-      deb=$(ls "$work"/raspi-firmware_*.deb | head -n1)
+      debs=("$work"/raspi-firmware_*.deb)
     fi
+    deb=${debs[0]}
     dpkg-deb -x "$deb" "$work/fw"
   fi
 fi
