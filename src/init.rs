@@ -43,6 +43,9 @@ pub fn kernel_init(args: BootArgs) -> ! {
     // SAFETY: as above, for UART0.
     unsafe { crate::console::init(boot_va(UART0_PHYS), uart_clock) };
 
+    // The stub installed the vectors (VBAR): from here an asynchronous abort is reported where
+    // it happens.
+    crate::arch::arm::irq::unmask_async_aborts();
     println!();
     println!("pi2-vm {} booting", env!("CARGO_PKG_VERSION"));
     let entry_mode = args.entry_cpsr & 0x1f;

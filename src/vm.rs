@@ -158,7 +158,9 @@ pub extern "C" fn vm2_start() {
         .arm_memory()
         .expect("the firmware reports the ARM memory");
     assert_eq!(base.as_u32(), 0, "ARM memory must start at 0");
-    let ram_end = PhysAddr::new(size.min(layout::DIRECT_MAP_MAX) & !(PAGE_SIZE - 1));
+    // Rounded down to whole MiB, so that no section of the direct map reaches into the GPU's
+    // memory after the ARM's (a partial MiB at the end is left unused).
+    let ram_end = PhysAddr::new(size.min(layout::DIRECT_MAP_MAX) & !(SECTION_SIZE - 1));
     let coherent = mmu::probe_walk_coherency();
 
     // 2. Direct map: every MiB of RAM the boot map does not already cover, as Normal WB XN
@@ -246,8 +248,9 @@ pub extern "C" fn vm2_start() {
     DEVICES.call_once(|| devices);
 
     // 7. The identity map and the boot device sections go; TTBR0 walks are switched off until a
-    // process runs.
+    // process runs. From now on the kernel runs with user memory closed (DACR_KERNEL).
     remove_identity_map();
+    mmu::set_dacr(mmu::DACR_KERNEL);
 
     // 8. High vectors: a frame holding a copy of the vector table, mapped read-only executable at
     // 0xFFFF_0000, made coherent with instruction fetch, then SCTLR.V.
@@ -269,7 +272,8 @@ fn l1_entry_pa(slot: usize) -> PhysAddr {
     PhysAddr::new(layout::KERNEL_L1_PHYS.as_u32() + 4 * slot as u32)
 }
 
-/// Builds L2 tables mapping the first `mibs` MiB of RAM with the image's permissions, in the
+/// Builds L2 tables mapping the first `mibs` MiB of RAM with the image's permissions (and the
+/// firmware area below the L1 table read-only), in the
 /// quarter-frame layout the address-space code uses (slot s uses quarter s & 3 of the frame
 /// serving slots s & !3), and returns the L1 table descriptors to install.
 fn build_image_tables(mem: &mut DirectMap, pmm: &mut Pmm<'static>, mibs: u32) -> [u32; 16] {
@@ -281,6 +285,10 @@ fn build_image_tables(mem: &mut DirectMap, pmm: &mut Pmm<'static>, mibs: u32) ->
         let within = |r: (u32, u32)| (r.0..r.1).contains(&va);
         if within(img.stack_guard) {
             None
+        } else if pa < layout::FIRMWARE_AREA_END.as_u32() {
+            // The firmware's area (the parked cores' spin code, the ATAGs): readable, so the
+            // kernel can read the ATAGs, never writable.
+            Some(MapFlags::KERNEL_RODATA)
         } else if within(img.text) {
             Some(MapFlags::KERNEL_TEXT)
         } else if within(img.rodata) {

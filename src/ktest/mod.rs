@@ -80,9 +80,21 @@ fn resume() -> ! {
     semihosting::exit(if f == 0 { 0 } else { 1 })
 }
 
+/// Clean-up for a `ShouldPanic` test that must leave the machine as it found it (a user space
+/// made current, say): run by `after_panic`, once.
+static CLEANUP: spin::Mutex<Option<fn()>> = spin::Mutex::new(None);
+
+/// Has `f` run after the current test panics.
+pub fn clean_up_after_panic(f: fn()) {
+    *CLEANUP.lock() = Some(f);
+}
+
 /// Called by the panic handler in test builds: counts the failure and resumes the runner on a
 /// fresh SVC stack (the panicking frames are abandoned, never returned to).
 pub fn after_panic() -> ! {
+    if let Some(f) = CLEANUP.try_lock().and_then(|mut c| c.take()) {
+        f();
+    }
     let i = NEXT.load(Ordering::SeqCst).saturating_sub(1);
     let expected = match entries().nth(i) {
         Some(Entry::ShouldPanic(_, _, needle)) => Some(*needle),

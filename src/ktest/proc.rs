@@ -180,8 +180,11 @@ fn read_through_asid(space: &mut proc::UserSpace, ctx: &mut ContextId) -> u32 {
     let asid = vm::enter_user(space.l1_phys(), ctx).expect("CPU 0");
     space.set_asid(asid);
     // SAFETY: the space maps ROLLOVER_VA to a frame holding one word written by the test, and
-    // it is current in TTBR0 with its ASID until `leave_user`.
-    let v = unsafe { core::ptr::read_volatile(ROLLOVER_VA as *const u32) };
+    // it is current in TTBR0 with its ASID until `leave_user`; the user domain is opened for
+    // the read.
+    let v = crate::arch::arm::mmu::with_user_access(|| unsafe {
+        core::ptr::read_volatile(ROLLOVER_VA as *const u32)
+    });
     vm::leave_user();
     v
 }

@@ -42,6 +42,14 @@ pub const ENTRIES: &[Entry] = &[
         direct_map_is_pa_plus_2_gib,
     ),
     Entry::Test(
+        "vm::firmware_area_is_mapped_read_only",
+        firmware_area_is_read_only,
+    ),
+    Entry::Test(
+        "vm::kernel_runs_with_user_memory_closed_and_async_aborts_unmasked",
+        kernel_state_is_guarded,
+    ),
+    Entry::Test(
         "vm::vectors_are_high_and_read_only",
         vectors_are_high_and_read_only,
     ),
@@ -72,6 +80,11 @@ pub const ENTRIES: &[Entry] = &[
         "permission fault (page / L2), write",
     ),
     Entry::ShouldPanic(
+        "vm::a_kernel_access_to_user_memory_outside_the_copy_routines_is_reported",
+        touch_user_memory_panics,
+        "kernel touched user memory outside the copy routines",
+    ),
+    Entry::ShouldPanic(
         "vm::kernel_stack_overflow_hits_the_guard_page_and_is_reported",
         overflow_the_stack,
         "kernel stack overflow",
@@ -83,6 +96,54 @@ fn kernel_fault_panics() {
     // the resulting panic.
     let v = unsafe { core::ptr::read_volatile(0x1234 as *const u32) };
     println!("read {v:#x}");
+}
+
+/// A kernel bug that reads user memory with an ordinary load (not through `proc::uaccess`):
+/// the user domain is closed, so it faults and the report says what happened.
+fn touch_user_memory_panics() {
+    let mut ctx = crate::mm::asid::ContextId::NEW;
+    let asid = ctx_asid_for_new_space(&mut ctx);
+    // SAFETY: the direct map is live; the space only touches frames the PMM gives it.
+    let mem = unsafe { DirectMap::new() };
+    let mut space = vm::with_pmm(|p| AddressSpace::new_user(mem, CpuTlb, asid, p)).unwrap();
+    let f = vm::alloc_frame().unwrap();
+    let page = Page::containing(VirtAddr::new(STRAY_VA));
+    vm::with_pmm(|p| space.map_page(page, f, MapFlags::USER_DATA, p)).unwrap();
+    vm::enter_user(space.l1_phys(), &mut ctx).unwrap();
+    *STRAY.lock() = Some((space, f, ctx));
+    super::clean_up_after_panic(forget_stray_space);
+    assert_eq!(
+        mmu::dacr(),
+        mmu::DACR_KERNEL,
+        "the kernel runs with user memory closed"
+    );
+    // SAFETY: deliberately faults: the page is mapped, but in the closed user domain. The test
+    // expects the panic; the clean-up tears the space down.
+    let v = unsafe { core::ptr::read_volatile(STRAY_VA as *const u32) };
+    println!("read {v:#x}");
+}
+
+const STRAY_VA: u32 = 0x0040_0000;
+
+type StraySpace = (
+    AddressSpace<DirectMap, CpuTlb>,
+    crate::mm::Frame,
+    crate::mm::asid::ContextId,
+);
+
+/// The user space of `touch_user_memory_panics`, for its clean-up.
+static STRAY: spin::Mutex<Option<StraySpace>> = spin::Mutex::new(None);
+
+fn forget_stray_space() {
+    let Some((mut space, f, mut ctx)) = STRAY.lock().take() else {
+        return;
+    };
+    vm::leave_user();
+    let got = vm::with_pmm(|p| space.unmap_page(Page::containing(VirtAddr::new(STRAY_VA)), p));
+    assert_eq!(got, Ok(f));
+    vm::with_pmm(|p| p.free_frame(f)).unwrap();
+    vm::with_pmm(|p| space.destroy(p)).unwrap();
+    vm::ASIDS.lock().release(&mut ctx).unwrap();
 }
 
 fn rodata_write_panics() {
@@ -166,6 +227,16 @@ fn stack_guard_page_is_unmapped() {
 
 fn direct_map_is_pa_plus_2_gib() {
     let ram_end = vm::info().unwrap().ram_end.as_u32();
+    // Whole MiB only: a section past the ARM's memory would map the GPU's.
+    assert_eq!(ram_end % SECTION_SIZE, 0, "{ram_end:#x}");
+    let reported = crate::init::MAILBOX
+        .lock()
+        .as_ref()
+        .unwrap()
+        .arm_memory()
+        .unwrap()
+        .1;
+    assert!(ram_end <= reported && reported - ram_end < SECTION_SIZE);
     let mut pa = 0;
     while pa < ram_end {
         for probe in [pa, pa + SECTION_SIZE - PAGE_SIZE] {
@@ -186,6 +257,30 @@ fn direct_map_is_pa_plus_2_gib() {
         try_read(periph).is_err(),
         "peripherals must not be in the direct map"
     );
+}
+
+/// Physical 0..0x4000 (the firmware's spin code for the parked cores, the ATAGs) is readable
+/// through the direct map but never writable; the L1 table right after it is.
+fn firmware_area_is_read_only() {
+    for pa in [0u32, 0x100, layout::FIRMWARE_AREA_END.as_u32() - 4] {
+        let va = layout::KERNEL_OFFSET + pa;
+        try_read(va).expect("readable");
+        // SAFETY: deliberately faults: the page is mapped read-only (a write would change
+        // nothing the kernel owns if it did not).
+        let st = unsafe { try_write(va, 0) }.expect_err("read-only");
+        assert_eq!(st.kind, FaultKind::Permission, "{va:#x}: {st}");
+    }
+    let l1 = layout::KERNEL_OFFSET + layout::KERNEL_L1_PHYS.as_u32();
+    let v = try_read(l1).unwrap();
+    // SAFETY: writes back the value just read from the kernel's own L1 table (slot 0, which
+    // is empty after the identity map went).
+    unsafe { try_write(l1, v) }.expect("the L1 table is writable");
+}
+
+/// The kernel task runs with user memory closed (DACR) and asynchronous aborts unmasked.
+fn kernel_state_is_guarded() {
+    assert_eq!(mmu::dacr(), mmu::DACR_KERNEL);
+    assert!(!crate::arch::arm::irq::async_aborts_masked(), "CPSR.A");
 }
 
 fn vectors_are_high_and_read_only() {
@@ -313,8 +408,16 @@ fn user_space_lifecycle() {
     assert_eq!(mmu::current_asid(), asid.get());
     for i in 0..PAGES {
         let va = BASE + i * PAGE_SIZE;
-        // SAFETY: mapped user RW just above; privileged access to a user page is allowed.
-        unsafe { try_write(va + 8, 0xc0de_0000 + i) }.expect("user page writable");
+        // User memory is closed to ordinary kernel accesses (software PAN): a domain fault.
+        let st = try_read(va).expect_err("user memory closed to the kernel");
+        assert_eq!(st.kind, FaultKind::Domain, "{va:#x}: {st}");
+        // SAFETY: mapped user RW just above; deliberately faults on the closed user domain.
+        let st = unsafe { try_write(va + 8, 1) }.expect_err("closed for writes too");
+        assert_eq!(st.kind, FaultKind::Domain, "{va:#x}: {st}");
+        // SAFETY: mapped user RW just above; with the user domain open, privileged access to a
+        // user page is allowed.
+        mmu::with_user_access(|| unsafe { try_write(va + 8, 0xc0de_0000 + i) })
+            .expect("user page writable with the user domain open");
         // The same bytes through the direct map of the frame.
         let direct = layout::phys_to_virt(frames[i as usize].start())
             .unwrap()
@@ -322,7 +425,7 @@ fn user_space_lifecycle() {
         assert_eq!(try_read(direct + 8), Ok(0xc0de_0000 + i));
     }
     for addr in [0, BASE + PAGES * PAGE_SIZE, 0x7fff_f000] {
-        let st = try_read(addr).expect_err("unmapped user address must fault");
+        let st = mmu::with_user_access(|| try_read(addr)).expect_err("unmapped: must fault");
         assert_eq!(st.kind, FaultKind::Translation, "{addr:#x}: {st}");
     }
     vm::leave_user();

@@ -20,8 +20,11 @@
 //!   (user read-only but kernel writable) and anything giving user write without kernel write are
 //!   never produced.
 //!
-//! Every entry uses domain 0, which the kernel programs as a *client* domain in DACR, so the AP
-//! bits are checked.
+//! Kernel entries use domain [`KERNEL_DOMAIN`] and user entries (non-global sections, and the
+//! L1 entries of user page tables) domain [`USER_DOMAIN`]. The kernel keeps the kernel domain a
+//! *client* (AP bits checked) in DACR and the user domain *no access* except while it copies
+//! user memory on purpose, so that any other kernel access to user memory faults (a software
+//! PAN, as Linux does on ARMv7; see `arch::arm::mmu`).
 //!
 //! PXN (privileged execute-never) exists only in L1 entries: bit 0 of a section and bit 2 of a
 //! page-table entry, which then covers all 256 pages of its L2 table. A small page therefore
@@ -29,6 +32,11 @@
 
 use super::addr::PhysAddr;
 use tock_registers::{register_bitfields, LocalRegisterCopy};
+
+/// The domain of every kernel entry.
+pub const KERNEL_DOMAIN: u32 = 0;
+/// The domain of every user entry.
+pub const USER_DOMAIN: u32 = 1;
 
 register_bitfields![u32,
     /// L1 section descriptor: maps 1 MiB (ARM ARM B3.5.1, figure B3-4).
@@ -314,7 +322,8 @@ pub struct Translation {
 pub struct SectionDesc(LocalRegisterCopy<u32, L1_SECTION::Register>);
 
 impl SectionDesc {
-    /// A section mapping the 1 MiB at `base` (its low 20 bits are ignored) with `flags`, domain 0.
+    /// A section mapping the 1 MiB at `base` (its low 20 bits are ignored) with `flags`; in
+    /// the user domain when not global (a user mapping), in the kernel domain otherwise.
     pub fn new(base: PhysAddr, flags: MapFlags) -> Self {
         let (ap2, ap) = flags.access.encode();
         let (tex, c, b, s) = flags.memory.encode();
@@ -330,9 +339,19 @@ impl SectionDesc {
                 + L1_SECTION::C.val(c)
                 + L1_SECTION::B.val(b)
                 + L1_SECTION::S.val(s)
-                + L1_SECTION::NG.val(!flags.global as u32),
+                + L1_SECTION::NG.val(!flags.global as u32)
+                + L1_SECTION::DOMAIN.val(if flags.global {
+                    KERNEL_DOMAIN
+                } else {
+                    USER_DOMAIN
+                }),
         );
         Self(d)
+    }
+
+    /// The domain (DACR index) of the section.
+    pub fn domain(self) -> u32 {
+        self.0.read(L1_SECTION::DOMAIN)
     }
 
     /// The raw descriptor word.
@@ -379,16 +398,23 @@ impl SectionDesc {
 pub struct TableDesc(LocalRegisterCopy<u32, L1_TABLE::Register>);
 
 impl TableDesc {
-    /// An entry pointing at the 1 KiB L2 table at `l2` (1 KiB aligned), domain 0.
-    pub fn new(l2: PhysAddr, pxn: bool) -> Self {
+    /// An entry pointing at the 1 KiB L2 table at `l2` (1 KiB aligned). A `user` table is
+    /// privileged execute-never (PXN) and in the user domain; a kernel one in the kernel domain.
+    pub fn new(l2: PhysAddr, user: bool) -> Self {
         debug_assert!(l2.is_aligned(1024));
         let mut d = LocalRegisterCopy::new(0);
         d.write(
             L1_TABLE::BASE.val(l2.as_u32() >> 10)
                 + L1_TABLE::TYPE.val(0b01)
-                + L1_TABLE::PXN.val(pxn as u32),
+                + L1_TABLE::PXN.val(user as u32)
+                + L1_TABLE::DOMAIN.val(if user { USER_DOMAIN } else { KERNEL_DOMAIN }),
         );
         Self(d)
+    }
+
+    /// The domain (DACR index) of every page of the table.
+    pub fn domain(self) -> u32 {
+        self.0.read(L1_TABLE::DOMAIN)
     }
 
     /// The raw descriptor word.
@@ -568,7 +594,10 @@ mod tests {
         assert_eq!(raw & 1, 1, "PXN is bit 0");
         assert_eq!(raw & (1 << 17), 1 << 17, "nG is bit 17");
         assert_eq!(raw & (1 << 4), 0, "executable at PL0");
-        assert_eq!(raw, 0x1230_0000 | 0x3_9C0F);
+        assert_eq!((raw >> 5) & 0xf, USER_DOMAIN, "domain is bits 8:5");
+        assert_eq!(raw, 0x1230_0000 | 0x3_9C0F | USER_DOMAIN << 5);
+        let kernel = SectionDesc::new(PA, MapFlags::KERNEL_DATA);
+        assert_eq!(kernel.domain(), KERNEL_DOMAIN);
     }
 
     #[test]
@@ -625,10 +654,13 @@ mod tests {
     #[test]
     fn table_descriptor_holds_base_pxn_and_type_01() {
         let t = TableDesc::new(PhysAddr::new(0x0040_0C00), true);
-        assert_eq!(t.raw(), 0x0040_0C00 | 1 << 2 | 0b01);
+        assert_eq!(t.raw(), 0x0040_0C00 | USER_DOMAIN << 5 | 1 << 2 | 0b01);
         assert_eq!(t.base(), PhysAddr::new(0x0040_0C00));
         assert!(t.pxn());
-        assert_eq!(TableDesc::new(PhysAddr::new(0x400), false).raw(), 0x401);
+        assert_eq!(t.domain(), USER_DOMAIN);
+        let k = TableDesc::new(PhysAddr::new(0x400), false);
+        assert_eq!(k.raw(), 0x401);
+        assert_eq!(k.domain(), KERNEL_DOMAIN);
     }
 
     fn all_flags() -> impl Iterator<Item = MapFlags> {

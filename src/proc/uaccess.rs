@@ -1,6 +1,8 @@
 //! Checked copies between the kernel and user memory.
 //!
-//! The kernel touches user memory only here. A copy first checks the whole range against the
+//! The kernel touches user memory only here. Everywhere else the user domain is closed in DACR
+//! (see `arch::arm::mmu::DACR_KERNEL`), so a stray kernel access to user memory faults; the
+//! routines below open it for the copy and close it again. A copy first checks the whole range against the
 //! current process's regions (inside 0..2 GiB, no wrap-around, access allowed), then copies with
 //! the *unprivileged* load/store instructions LDRBT/STRBT, so the MMU applies User-mode
 //! permissions even though the kernel runs at PL1: a user pointer into the kernel half faults
@@ -27,35 +29,49 @@ core::arch::global_asm!(
     // (dst kernel, src user, len) -> 0, or the fault status
     .globl uaccess_copy_in
 uaccess_copy_in:
+    mov     r12, #{dacr_user}       // open user memory (the ISB: for the accesses below)
+    mcr     p15, 0, r12, c3, c0, 0
+    isb
     cmp     r2, #0
     beq     2f
 1:  ldrbt   r3, [r1], #1
     strb    r3, [r0], #1
     subs    r2, r2, #1
     bne     1b
-2:  mov     r0, #0
+2:  mov     r12, #{dacr_kernel}     // and close it again
+    mcr     p15, 0, r12, c3, c0, 0
+    isb
+    mov     r0, #0
     bx      lr
 
     // (dst user, src kernel, len) -> 0, or the fault status
     .globl uaccess_copy_out
 uaccess_copy_out:
+    mov     r12, #{dacr_user}
+    mcr     p15, 0, r12, c3, c0, 0
+    isb
     cmp     r2, #0
     beq     4f
 3:  ldrb    r3, [r1], #1
 5:  strbt   r3, [r0], #1
     subs    r2, r2, #1
     bne     3b
-4:  mov     r0, #0
+4:  mov     r12, #{dacr_kernel}
+    mcr     p15, 0, r12, c3, c0, 0
+    isb
+    mov     r0, #0
     bx      lr
 
-uaccess_fixup:                      // r0 = fault status, set by the abort handler
-    bx      lr
+uaccess_fixup:                      // r0 = fault status, user memory closed: both set by the
+    bx      lr                      // abort handler
 
     .section .extable, "a"
     .balign 4
     .word   1b, uaccess_fixup, 2    // user access: resolve, else fix up
     .word   5b, uaccess_fixup, 2
-"#
+"#,
+    dacr_user = const crate::arch::arm::mmu::DACR_USER,
+    dacr_kernel = const crate::arch::arm::mmu::DACR_KERNEL,
 );
 
 extern "C" {

@@ -74,6 +74,10 @@ cp15_reg!(
     Ttbcr, 2, 0, 0, 2, rw
 );
 cp15_reg!(
+    /// DACR: two bits of access control per domain (0 no access, 1 client, 3 manager).
+    Dacr, 3, 0, 0, 0, rw
+);
+cp15_reg!(
     /// CONTEXTIDR: PROCID and the current ASID (bits 7:0).
     Contextidr, 13, 0, 0, 1, rw
 );

@@ -2,8 +2,17 @@
 //!
 //! Every exception enters through the same path: adjust LR to the return address, `SRSDB` the
 //! return address and SPSR onto the SVC stack, switch to SVC, push r0-r12, the user-mode SP and
-//! LR, and the interrupted SVC-mode LR. The result is one [`TrapFrame`] on the SVC stack, which
-//! the Rust handler may inspect and change (a fixup redirects `pc`), and `RFEIA` returns through.
+//! LR, the interrupted SVC-mode LR and the interrupted DACR. The result is one [`TrapFrame`] on
+//! the SVC stack, which the Rust handler may inspect and change (a fixup redirects `pc`), and
+//! `RFEIA` returns through.
+//!
+//! User memory is closed to the kernel (a software PAN): every entry sets DACR so that the user
+//! domain has no access, and the return puts back the DACR of the code it returns to, which for
+//! User mode is always the one with the user domain open. Only the copy routines of
+//! `proc::uaccess` open it inside the kernel; a fault they take is handled with it closed and
+//! returns into them with it open again. Entries also unmask asynchronous aborts, so that one
+//! is taken (and reported) in the kernel when the kernel caused it, not at the next return to
+//! some innocent process.
 //!
 //! The vector table holds only `ldr pc, [pc, #24]` loads of absolute handler addresses, so the same
 //! 64 bytes work at VBAR (boot) and copied to the high vector page at 0xFFFF_0000 (SCTLR.V = 1).
@@ -13,7 +22,8 @@
 //! there with the fault status in r0 instead of panicking.
 
 use super::boot::mode;
-use crate::mm::fault::FaultStatus;
+use crate::mm::fault::{FaultKind, FaultStatus};
+use crate::mm::layout::USER_END;
 use aarch32_cpu::register::{Dfar, Dfsr, Ifar, Ifsr};
 use core::fmt;
 
@@ -21,6 +31,9 @@ use core::fmt;
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TrapFrame {
+    /// DACR of the interrupted code (the user domain open only in User mode and in the copy
+    /// routines).
+    pub dacr: u32,
     /// r0-r12 of the interrupted code.
     pub r: [u32; 13],
     /// User/System-mode SP (banked; meaningful when a user process was interrupted).
@@ -114,11 +127,17 @@ exception_vectors_end:
     .endif
     srsdb   sp!, #{svc}             // push return address and SPSR to the SVC stack
     cps     #{svc}
-    sub     sp, sp, #64
-    stmia   sp, {{r0-r12}}
-    add     r0, sp, #52
+    sub     sp, sp, #68
+    stmib   sp, {{r0-r12}}          // r0 at sp + 4: the frame starts with the DACR
+    add     r0, sp, #56
     stmia   r0, {{sp, lr}}^         // user-mode SP and LR (no writeback with ^)
-    str     lr, [sp, #60]           // SVC-mode LR of the interrupted code
+    str     lr, [sp, #64]           // SVC-mode LR of the interrupted code
+    mrc     p15, 0, r0, c3, c0, 0   // DACR of the interrupted code
+    str     r0, [sp]
+    mov     r0, #{dacr_kernel}      // user memory closed while the kernel runs; the ISB makes
+    mcr     p15, 0, r0, c3, c0, 0   // it so for every later access (ARM ARM B3.15.4)
+    isb
+    cpsie   a                       // asynchronous aborts are taken in the kernel
     mov     r0, sp
     mov     r1, #\kind
     mov     r4, sp
@@ -137,12 +156,22 @@ exception_vectors_end:
 
     .globl exception_return
 exception_return:
-    ldr     lr, [sp, #60]
-    add     r0, sp, #52
+    // The DACR of the code returned to: a process always gets its memory open (its frame may
+    // be new); kernel code gets back what it had. No ISB: until the RFE, a context
+    // synchronization event (ARM ARM B3.15.4, exception return), only the kernel stack is
+    // touched, which either value allows.
+    ldr     r0, [sp, #72]           // the SPSR to return with
+    and     r0, r0, #0x1f
+    cmp     r0, #{usr}
+    ldrne   r0, [sp]
+    moveq   r0, #{dacr_user}
+    mcr     p15, 0, r0, c3, c0, 0
+    ldr     lr, [sp, #64]
+    add     r0, sp, #56
     ldmia   r0, {{sp, lr}}^
     nop                             // no banked-register access right after LDM ^
-    ldmia   sp, {{r0-r12}}
-    add     sp, sp, #64
+    ldmib   sp, {{r0-r12}}
+    add     sp, sp, #68
     clrex                           // no exclusive reservation survives (ARM ARM A3.4.4)
     rfeia   sp!                     // pops pc and cpsr
 
@@ -182,6 +211,9 @@ probe_exec_fixup:
     .word   3b, probe_exec_fixup, 1 // prefetch abort whose SVC LR is this return address
 "#,
     svc = const mode::SVC,
+    usr = const mode::USR,
+    dacr_kernel = const super::mmu::DACR_KERNEL,
+    dacr_user = const super::mmu::DACR_USER,
 );
 
 extern "C" {
@@ -226,10 +258,12 @@ fn extable() -> &'static [ExtableEntry] {
     }
 }
 
-/// Resumes `frame` at `fixup` (ARM code) with `status` in r0.
+/// Resumes `frame` at `fixup` (ARM code) with `status` in r0, and user memory closed (a copy
+/// routine that failed does not get to close it itself).
 fn resume_at_fixup(frame: &mut TrapFrame, fixup: u32, status: u32) {
     frame.r[0] = status;
     frame.pc = fixup;
+    frame.dacr = super::mmu::DACR_KERNEL;
     // The fixups are ARM code: leave Thumb state and any IT block the fault happened in.
     frame.cpsr &= !(PSR_T | PSR_IT);
 }
@@ -383,6 +417,18 @@ extern "C" fn exception_dispatch(frame: &mut TrapFrame, kind: u32) {
             if in_stack_guard(report.address) {
                 panic!("kernel stack overflow: {report}\n{frame}");
             }
+            if report.status.kind == FaultKind::Domain && report.address < USER_END.as_u32() {
+                panic!(
+                    "kernel touched user memory outside the copy routines (user domain \
+                     closed): {report}\n{frame}"
+                );
+            }
+            if report.status.is_async() {
+                panic!(
+                    "kernel asynchronous abort (DFAR and pc do not point at the access): \
+                     {report}\n{frame}"
+                );
+            }
             panic!("kernel {report}\n{frame}");
         }
         ExceptionKind::PrefetchAbort => {
@@ -444,13 +490,15 @@ impl fmt::Display for TrapFrame {
         }
         write!(
             f,
-            "\nsp_usr={:#010x} lr_usr={:#010x} lr_svc={:#010x} pc={:#010x} cpsr={:#010x} ({})",
+            "\nsp_usr={:#010x} lr_usr={:#010x} lr_svc={:#010x} pc={:#010x} cpsr={:#010x} ({}) \
+             dacr={:#x}",
             self.sp_usr,
             self.lr_usr,
             self.lr_svc,
             self.pc,
             self.cpsr,
-            mode::name(self.cpsr)
+            mode::name(self.cpsr),
+            self.dacr
         )
     }
 }

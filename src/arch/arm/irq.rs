@@ -22,6 +22,21 @@ pub fn enable() {
     unsafe { core::arch::asm!("cpsie i", options(nostack, preserves_flags)) }
 }
 
+/// Unmasks asynchronous aborts (CPSR.A), so that one is taken as soon as it is signalled:
+/// masked, it would wait for the next return to User mode and be blamed on that process.
+/// Needs the exception vectors in place.
+#[inline]
+pub fn unmask_async_aborts() {
+    // SAFETY: clears the A bit; the abort vector is installed, and the handler reports an
+    // asynchronous abort as such.
+    unsafe { core::arch::asm!("cpsie a", options(nostack, preserves_flags)) }
+}
+
+/// Whether asynchronous aborts are masked (CPSR.A).
+pub fn async_aborts_masked() -> bool {
+    crate::arch::arm::cpsr() & (1 << 8) != 0
+}
+
 /// Restores the mask state `disable` returned.
 #[inline]
 pub fn restore(was_enabled: bool) {

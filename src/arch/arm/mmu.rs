@@ -4,8 +4,9 @@
 
 use super::barrier::{dsb, isb};
 use super::boot::TTBR_WALK_ATTRS;
-use super::cp15::{Contextidr, IdMmfr3, Ttbcr, Ttbr0};
+use super::cp15::{Contextidr, Dacr, IdMmfr3, Ttbcr, Ttbr0};
 use super::{cache, tlb};
+use crate::mm::desc::{KERNEL_DOMAIN, USER_DOMAIN};
 use crate::mm::layout;
 use crate::mm::tlb::{Asid, Tlb, TlbTag};
 use crate::mm::{PhysAddr, VirtAddr};
@@ -65,6 +66,40 @@ impl Tlb for CpuTlb {
     fn sync(&mut self) {
         tlb::complete();
     }
+}
+
+/// DACR while the kernel runs: the kernel domain is a client (AP bits checked), the user domain
+/// has no access, so that an ordinary kernel load or store to user memory takes a domain fault
+/// (ARM ARM B3.12.3). Only the user-memory copy routines open the user domain, and every
+/// exception taken from User mode closes it (a software PAN: `exception.rs`, `proc/uaccess.rs`).
+pub const DACR_KERNEL: u32 = DACR_CLIENT << (2 * KERNEL_DOMAIN);
+/// DACR while a process runs, and inside the copy routines: both domains clients.
+pub const DACR_USER: u32 = DACR_KERNEL | DACR_CLIENT << (2 * USER_DOMAIN);
+const DACR_CLIENT: u32 = 0b01;
+
+/// Sets DACR to `value` and synchronizes (a CP15 write takes effect for later instructions
+/// only after a context synchronization event, ARM ARM B3.15.4 / B5.1).
+pub fn set_dacr(value: u32) {
+    // The write is `nomem` to the compiler: keep the memory accesses before it before it.
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    // SAFETY: only the kernel and user domains are used; the caller picks one of the two values
+    // above, both of which keep the kernel domain a client.
+    unsafe { Dacr::write(value) };
+    isb();
+}
+
+/// The current DACR.
+pub fn dacr() -> u32 {
+    Dacr::read()
+}
+
+/// Runs `f` with the user domain open (DACR_USER), as the copy routines do; for tests that
+/// must reach user memory from the kernel on purpose.
+pub fn with_user_access<R>(f: impl FnOnce() -> R) -> R {
+    set_dacr(DACR_USER);
+    let r = f();
+    set_dacr(DACR_KERNEL);
+    r
 }
 
 /// Points TTBR0 at a user table and makes `asid` current, by the sequence of ARM ARM B3.10.4
