@@ -16,7 +16,7 @@ use core::fmt::{self, Write};
 // The ABI constants are the kernel's own file, so both sides always agree.
 #[path = "../../abi.rs"]
 mod abi;
-pub use abi::{info, nr, prot};
+pub use abi::{info, nr, prot, status};
 
 /// The console's file descriptor.
 pub const CONSOLE: u32 = 1;
@@ -186,10 +186,30 @@ pub fn sysinfo(what: u32) -> Result<u32, Errno> {
     check(unsafe { syscall(nr::SYSINFO, [what, 0, 0, 0]) })
 }
 
-/// Waits until the child `pid` has exited and returns its exit code.
-pub fn wait(pid: u32) -> Result<i32, Errno> {
+/// How a child ended, as [`wait`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStatus {
+    /// It called `exit(code)`: the low 8 bits of `code`.
+    Exited(u8),
+    /// The kernel killed it, for one of the reasons in [`status`] (`SEGV`, `UNDEFINED`, ...).
+    Killed(u32),
+}
+
+impl WaitStatus {
+    /// Decodes the value the `wait` system call returns.
+    pub const fn from_raw(raw: u32) -> Self {
+        if raw >= status::KILLED {
+            Self::Killed(raw - status::KILLED)
+        } else {
+            Self::Exited(raw as u8)
+        }
+    }
+}
+
+/// Waits until the child `pid` has ended and returns how.
+pub fn wait(pid: u32) -> Result<WaitStatus, Errno> {
     // SAFETY: wait has no memory effects.
-    check(unsafe { syscall(nr::WAIT, [pid, 0, 0, 0]) }).map(|c| c as i32)
+    check(unsafe { syscall(nr::WAIT, [pid, 0, 0, 0]) }).map(WaitStatus::from_raw)
 }
 
 /// The caller's ASID (`sysinfo(2)`); panics if the kernel does not report it.

@@ -10,7 +10,7 @@
 
 use core::cell::UnsafeCell;
 use core::ptr::{read_volatile, write_volatile};
-use ulib::{exit, fork, getpid, info, println, sleep, sysinfo, wait};
+use ulib::{exit, fork, getpid, info, println, sleep, sysinfo, wait, WaitStatus};
 
 ulib::entry!(main);
 
@@ -103,7 +103,11 @@ fn main(_arg: u32) -> i32 {
         return 6;
     }
     let code = match wait(child_pid) {
-        Ok(code) => code,
+        Ok(WaitStatus::Exited(code)) => i32::from(code),
+        Ok(WaitStatus::Killed(reason)) => {
+            println!("[pid {pid}] cow: FAIL: the child was killed (reason {reason})");
+            return 2;
+        }
         Err(e) => {
             println!("[pid {pid}] cow: FAIL: wait({child_pid}): {e}");
             return 2;

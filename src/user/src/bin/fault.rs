@@ -3,7 +3,7 @@
 //!
 //! 1 read kernel memory, 2 read an unmapped address, 3 write its own text, 4 recurse into the
 //! stack guard page, 5 read through a null pointer, 6 an undefined instruction, 7 jump into its
-//! (never executable) data.
+//! (never executable) data, 8 a breakpoint instruction.
 #![no_std]
 #![no_main]
 
@@ -62,8 +62,9 @@ fn main(arg: u32) -> i32 {
         5 => "read through a null pointer",
         6 => "execute an undefined instruction",
         7 => "jump into its data (XN)",
+        8 => "execute a breakpoint instruction",
         _ => {
-            println!("[pid {pid}] fault: unknown case {arg} (1-7)");
+            println!("[pid {pid}] fault: unknown case {arg} (1-8)");
             return 64;
         }
     };
@@ -81,6 +82,11 @@ fn main(arg: u32) -> i32 {
         6 => {
             // SAFETY: an undefined instruction: the kernel kills the program.
             unsafe { asm!("udf #0", options(nomem, nostack)) };
+            0
+        }
+        8 => {
+            // SAFETY: a breakpoint with no debugger: the kernel kills the program.
+            unsafe { asm!("bkpt #0", options(nomem, nostack)) };
             0
         }
         _ => {

@@ -6,7 +6,7 @@
 #![no_std]
 #![no_main]
 
-use ulib::{exit, fork, getpid, println, sleep, wait, Errno};
+use ulib::{exit, fork, getpid, println, sleep, wait, Errno, WaitStatus};
 
 ulib::entry!(main);
 
@@ -31,9 +31,9 @@ fn main(arg: u32) -> i32 {
     }
     for (i, &child) in children.iter().enumerate().take(n) {
         match wait(child) {
-            Ok(code) if code == i as i32 => {}
+            Ok(WaitStatus::Exited(code)) if usize::from(code) == i => {}
             Ok(code) => {
-                println!("[pid {pid}] forktest: FAIL: child {child} exited with {code}, not {i}");
+                println!("[pid {pid}] forktest: FAIL: child {child} ended {code:?}, not exit {i}");
                 return 2;
             }
             Err(e) => {
