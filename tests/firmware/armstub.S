@@ -14,9 +14,10 @@
 // Virtualization Extensions, so this file, loaded at 0 with the generic loader (and the kernel's
 // raw image at 0x8000 with another), gives the kernel the board's entry.
 //
-// It deviates from the board in one way on purpose: it leaves CNTVOFF non-zero, as an unknown
-// value left by earlier software would be, so that the tests show the kernel sets CNTVOFF
-// itself before it uses the virtual timer.
+// It deviates from the board on purpose in what it leaves in HYP's registers, as earlier
+// software (a chain-loader, or reset values the architecture calls UNKNOWN) might: CNTVOFF is
+// non-zero, VMPIDR says core 3 on core 0 and VPIDR is 0 (non-secure PL1 reads these as its
+// MPIDR and MIDR). The tests then show that the kernel sets them itself before it leaves HYP.
 //
 // Assembled by rustc (`global_asm!` in armstub.rs), linked at 0 by armstub.ld.
 
@@ -93,14 +94,18 @@ reset:
     movs    pc, lr
 
 in_hyp:
-    // Non-secure HYP. CNTVOFF is accessible here (ARM ARM B4.1.33); see the header for why it is
-    // left non-zero.
+    // Non-secure HYP, where CNTVOFF, VMPIDR and VPIDR are writable; see the header for why they
+    // are left wrong.
     ldr     r4, =0x00badbad
     mov     r5, #0
     mcrr    p15, 4, r4, r5, c14         // CNTVOFF
+    mrc     p15, 0, r4, c0, c0, 5       // MPIDR (the real one, in HYP)
+    eor     r5, r4, #3
+    mcr     p15, 4, r5, c0, c0, 5       // VMPIDR: Aff0 flipped
+    mov     r5, #0
+    mcr     p15, 4, r5, c0, c0, 0       // VPIDR
     isb
 
-    mrc     p15, 0, r4, c0, c0, 5       // MPIDR
     ands    r4, r4, #3                  // Aff0: the core number
     bne     spin_table
 

@@ -7,7 +7,10 @@
 
 core::arch::global_asm!(include_str!("armstub.S"));
 
+/// Required by `no_std`; nothing here can panic (the crate is only assembly).
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
-    loop {}
+    loop {
+        core::hint::spin_loop();
+    }
 }
