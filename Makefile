@@ -2,7 +2,8 @@
 #
 #   make          kernel ELF and kernel7.img (in build/)
 #   make run      boot it in QEMU (raspi2b), serial on this terminal; quit with Ctrl-A then X
-#   make test     host tests, then the on-target tests under QEMU (ELF and kernel7.img)
+#   make test     host tests, then the on-target tests under QEMU (ELF, kernel7.img, and
+#                 kernel7.img entered in non-secure HYP by a firmware stand-in)
 #   make bench    host benchmarks, then instruction counts on the target (qemu -icount shift=0)
 #   make sdcard   build/sdcard.img: FAT32 with the Pi firmware, kernel7.img and config.txt
 #   make gdb      QEMU paused, gdb-multiarch attached with symbols
@@ -12,6 +13,7 @@ SHELL    := /bin/bash
 TARGET   := armv7a-none-eabi
 BUILD    := build
 CARGO    ?= cargo
+RUSTC    ?= rustc
 ELF      := target/$(TARGET)/release/kernel
 IMG      := $(BUILD)/kernel7.img
 QEMU     := qemu-system-arm
@@ -54,6 +56,18 @@ $(BUILD)/ktest.elf: $(SRCS) | deps
 $(BUILD)/ktest.img: $(BUILD)/ktest.elf
 	$(OBJCOPY) -O binary $< $@
 
+# The firmware stand-in of the board-entry test run (tests/firmware): assembled by rustc, linked
+# at 0, copied out raw for QEMU's generic loader.
+ARMSTUB_SRCS := tests/firmware/armstub.rs tests/firmware/armstub.S tests/firmware/armstub.ld
+
+$(BUILD)/armstub.elf: $(ARMSTUB_SRCS) | deps
+	@mkdir -p $(BUILD)
+	$(RUSTC) --edition 2021 --target $(TARGET) --crate-type bin -C panic=abort -C opt-level=s \
+	  -C link-arg=-Ttests/firmware/armstub.ld tests/firmware/armstub.rs -o $@
+
+$(BUILD)/armstub.bin: $(BUILD)/armstub.elf
+	$(OBJCOPY) -O binary $< $@
+
 $(BUILD)/kbench.elf: $(SRCS) | deps
 	@mkdir -p $(BUILD)
 	$(CARGO) build --release --target $(TARGET) --bin kernel --features kbench --target-dir target/kbench
@@ -76,11 +90,13 @@ host-test:
 	  awk '/^test result:/ { p += $$4; f += $$6 } END { printf "host: %d passed, %d failed\n", p, f }' $(BUILD)/host-test.log; \
 	  exit $$status
 
-target-test: $(BUILD)/ktest.elf $(BUILD)/ktest.img $(IMG)
+target-test: $(BUILD)/ktest.elf $(BUILD)/ktest.img $(BUILD)/armstub.bin $(IMG)
 	@echo "== on-target tests under QEMU: ELF, all four cores started at the entry =="
 	@tests/qemu-run.sh elf $(BUILD)/ktest.elf $(BUILD)/ktest-elf.log
 	@echo "== on-target tests under QEMU: kernel7.img loaded at 0x8000 as the firmware does =="
 	@tests/qemu-run.sh image $(BUILD)/ktest.img $(BUILD)/ktest-img.log
+	@echo "== on-target tests under QEMU: kernel7.img entered in non-secure HYP, as on the board =="
+	@ARMSTUB=$(BUILD)/armstub.bin tests/qemu-run.sh board $(BUILD)/ktest.img $(BUILD)/ktest-board.log
 	@echo "== the UART shell of the normal kernel: commands piped into QEMU's serial =="
 	@tests/console.sh $(BUILD)/kernel.elf $(BUILD)/console.log
 

@@ -59,6 +59,13 @@ _start:
     mrc     p15, 4, r5, c1, c1, 1           // HDCR
     and     r5, r5, #0x1f                   // keep HPMN only
     mcr     p15, 4, r5, c1, c1, 1
+    // Non-secure PL1 reads of MIDR and MPIDR return VPIDR and VMPIDR instead (ARM ARM B4.1, the
+    // MIDR, MPIDR, VPIDR and VMPIDR descriptions). The kernel takes its core number from
+    // MPIDR, so PL1 gets the real values, whatever a previous owner of HYP left in the copies.
+    mrc     p15, 0, r5, c0, c0, 0           // MIDR
+    mcr     p15, 4, r5, c0, c0, 0           // VPIDR
+    mrc     p15, 0, r5, c0, c0, 5           // MPIDR
+    mcr     p15, 4, r5, c0, c0, 5           // VMPIDR
     // Return to SVC with A, I and F masked: ERET from HYP restores CPSR from SPSR_hyp and
     // branches to ELR_hyp (ARM ARM B9.3, ERET). In HYP, SPSR_hyp is the current mode's SPSR, so
     // it is written as `spsr_cxsf`: the banked form `MSR SPSR_hyp` is UNPREDICTABLE from HYP mode
@@ -78,6 +85,12 @@ _start:
     mov     r4, #0
     mcr     p15, 0, r4, c14, c3, 1          // CNTV_CTL
     mcr     p15, 0, r4, c14, c2, 1          // CNTP_CTL
+    // CNTKCTL (ARM ARM B4.1, CNTKCTL) decides what PL0 may do with the generic timer; its
+    // fields are UNKNOWN at reset. PL0 may read the virtual counter (PL0VCTEN: CNTVCT and
+    // CNTFRQ) and nothing else: not the physical counter (PL0PCTEN), not the timers' registers
+    // (PL0VTEN, PL0PTEN), no event stream (EVNTEN).
+    mov     r4, #{CNTKCTL_PL0VCTEN}
+    mcr     p15, 0, r4, c14, c1, 0          // CNTKCTL
     isb
 
     // MMU, caches, alignment checks and high vectors off, whatever the previous owner left.
@@ -93,12 +106,26 @@ _start:
 
     // ACTLR.SMP: Cortex-A7 TRM 4.3.31 requires it set before the caches and MMU are enabled and
     // before any cache or TLB maintenance, so that the L1 data cache takes part in coherency
-    // and broadcast maintenance works. (In Non-secure state the write is ignored unless the
-    // secure firmware set NSACR.NS_SMP; the Pi's stub sets ACTLR.SMP itself.)
-    mrc     p15, 0, r4, c1, c0, 1
-    orr     r4, r4, #{ACTLR_SMP}
+    // and broadcast maintenance works. It is written only when it is clear (as Linux's
+    // __v7_ca7mp_setup does), and in Non-secure state (the board: entered in HYP) only when the
+    // Secure firmware allows it: on the Cortex-A7, Non-secure software may write ACTLR only if
+    // NSACR.NS_SMP (bit 18) is 1 (TRM 4.3.31 ACTLR, 4.3.33 NSACR; NSACR itself is readable from
+    // Non-secure PL1, ARM ARM B4.1, NSACR). The Pi's stub sets ACTLR.SMP itself, and NS_SMP.
+    // Entered in Secure SVC (QEMU's -kernel) the kernel may write it. (HCR.TAC, which would trap
+    // the access to HYP, was cleared above.) QEMU models ACTLR as RAZ/WI: it always reads clear.
+    mrc     p15, 0, r4, c1, c0, 1           // ACTLR
+    tst     r4, #{ACTLR_SMP}
+    bne     2f
+    and     r5, r9, #0x1f
+    cmp     r5, #{MODE_HYP}
+    bne     1f
+    mrc     p15, 0, r5, c1, c1, 2           // NSACR
+    tst     r5, #{NSACR_NS_SMP}
+    beq     2f                              // not ours to write
+1:  orr     r4, r4, #{ACTLR_SMP}
     mcr     p15, 0, r4, c1, c0, 1
     isb
+2:
 
     // Invalidate TLBs, instruction cache and branch predictor (ARM ARM B3.10.1, B2.2.7: their
     // contents are UNKNOWN at reset), then the data and unified caches by set/way.

@@ -4,6 +4,11 @@
 #   tests/qemu-run.sh elf   <kernel.elf>   <log> [extra qemu args]   # as QEMU loads an ELF
 #   tests/qemu-run.sh image <kernel7.img>  <log> [extra qemu args]   # as the Pi firmware does:
 #                                                                    # raw image at 0x8000
+#   tests/qemu-run.sh board <kernel7.img>  <log> [extra qemu args]   # entered as on the board:
+#       the firmware stand-in $ARMSTUB (default build/armstub.bin, see tests/firmware/armstub.S)
+#       at 0 and the raw image at 0x8000, both by QEMU's generic loader, EL3 kept; every core
+#       starts at 0 in Secure SVC, the stand-in enters the kernel on core 0 in non-secure HYP.
+#       The boot log must then say `entry mode : HYP`, or the run fails.
 # The kernel ends QEMU through semihosting (exit status 0 = all passed). A hang is ended by the
 # timeout (TEST_TIMEOUT seconds, default 120) and counts as a failure.
 set -u
@@ -13,7 +18,12 @@ timeout_s=${TEST_TIMEOUT:-120}
 case $kind in
   elf)   load=(-kernel "$image") ;;
   image) load=(-bios "$image") ;;   # raspi2b loads the "firmware" raw at 0x8000, core 0 only
-  *) echo "usage: $0 elf|image <file> <log> [qemu args]" >&2; exit 2 ;;
+  board)
+    armstub=${ARMSTUB:-build/armstub.bin}
+    [ -r "$armstub" ] || { echo "qemu-run: no firmware stand-in at $armstub (make $armstub)" >&2; exit 2; }
+    load=(-device "loader,file=$armstub,addr=0x0,force-raw=on"
+          -device "loader,file=$image,addr=0x8000,force-raw=on") ;;
+  *) echo "usage: $0 elf|image|board <file> <log> [qemu args]" >&2; exit 2 ;;
 esac
 mkdir -p "$(dirname "$log")"
 timeout --foreground "$timeout_s" qemu-system-arm -M raspi2b -m 1G -display none -no-reboot \
@@ -23,5 +33,9 @@ status=${PIPESTATUS[0]}
 if [ "$status" -eq 124 ]; then
   echo "qemu: timed out after ${timeout_s}s (a hang counts as a failure)" | tee -a "$log"
   echo "target: 0 passed, 1 failed" | tee -a "$log"
+fi
+if [ "$kind" = board ] && ! grep -Eq '^ *entry mode *: HYP' "$log"; then
+  echo "qemu-run: the boot log does not say 'entry mode : HYP': the kernel was not entered in HYP" | tee -a "$log"
+  [ "$status" -eq 0 ] && status=1
 fi
 exit "$status"

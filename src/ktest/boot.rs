@@ -1,6 +1,7 @@
 //! What the boot stub promises: higher half, MMU and caches on, the boot map as designed.
 
 use super::Entry;
+use crate::arch::arm::boot::mode;
 use crate::arch::arm::{self, cp15};
 use crate::mm::layout;
 
@@ -21,6 +22,22 @@ pub const ENTRIES: &[Entry] = &[
     Entry::Test(
         "boot::faults_are_caught_by_probes",
         faults_are_caught_by_probes,
+    ),
+    Entry::Test(
+        "boot::runs_in_svc_whatever_the_entry_mode",
+        runs_in_svc_whatever_the_entry_mode,
+    ),
+    Entry::Test(
+        "boot::mpidr_and_midr_are_the_real_ones",
+        mpidr_and_midr_are_the_real_ones,
+    ),
+    Entry::Test(
+        "boot::virtual_counter_equals_the_physical_one",
+        virtual_counter_equals_the_physical_one,
+    ),
+    Entry::Test(
+        "boot::pl0_may_only_read_the_virtual_counter",
+        pl0_may_only_read_the_virtual_counter,
     ),
 ];
 
@@ -116,4 +133,64 @@ fn faults_are_caught_by_probes() {
     let status = arm::exception::try_read(0x7000_0000).expect_err("0x7000_0000 must not be mapped");
     assert_eq!(status.kind, crate::mm::fault::FaultKind::Translation);
     assert!(arm::exception::try_read(arm::boot::image_layout().rodata.0).is_ok());
+}
+
+fn runs_in_svc_whatever_the_entry_mode() {
+    assert_eq!(
+        arm::cpsr() & 0x1f,
+        mode::SVC,
+        "the boot stub must leave the kernel in SVC"
+    );
+}
+
+/// Entered in HYP, PL1 reads MPIDR and MIDR from VMPIDR and VPIDR, which the board-entry test's
+/// firmware stand-in leaves wrong on purpose: the boot stub must have copied the real values.
+fn mpidr_and_midr_are_the_real_ones() {
+    let mpidr = aarch32_cpu::register::Mpidr::read().0;
+    assert_eq!(
+        mpidr & 0xff,
+        0,
+        "the tests run on core 0, MPIDR says {mpidr:#010x}"
+    );
+    assert!(
+        mpidr & (1 << 31) != 0,
+        "MPIDR bit 31 (Multiprocessing Extensions format) clear: {mpidr:#010x}"
+    );
+    let midr = aarch32_cpu::register::Midr::read().raw_value();
+    assert_eq!(
+        midr >> 24,
+        0x41,
+        "MIDR implementer is not ARM: {midr:#010x}"
+    );
+    assert_eq!(
+        (midr >> 16) & 0xf,
+        0xf,
+        "MIDR architecture field is not CPUID-scheme: {midr:#010x}"
+    );
+}
+
+/// CNTVOFF = 0: the virtual count reads as the physical one, so a read of CNTVCT lies between
+/// two reads of CNTPCT around it (exact whatever the host's delays; the ISBs keep the reads in
+/// order, ARM ARM B8.1). Entered in HYP the boot stub sets CNTVOFF (the firmware stand-in leaves
+/// it non-zero) and lets PL1 read CNTPCT (CNTHCTL.PL1PCTEN).
+fn virtual_counter_equals_the_physical_one() {
+    let phys = || {
+        arm::barrier::isb();
+        aarch32_cpu::register::CntPct::read().0
+    };
+    let before = phys();
+    let virt = arm::timer::now();
+    let after = phys();
+    assert!(
+        (before..=after).contains(&virt),
+        "CNTVCT {virt:#x} is not between CNTPCT reads {before:#x} and {after:#x}: CNTVOFF is not 0"
+    );
+}
+
+fn pl0_may_only_read_the_virtual_counter() {
+    assert_eq!(
+        aarch32_cpu::register::Cntkctl::read().raw_value(),
+        arm::boot::CNTKCTL_AT_BOOT,
+        "CNTKCTL: PL0 may read CNTVCT/CNTFRQ (PL0VCTEN) and nothing else"
+    );
 }

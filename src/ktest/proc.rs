@@ -47,6 +47,10 @@ pub const ENTRIES: &[Entry] = &[
     ),
     Entry::Test("proc::bad_system_call_arguments_get_errors", bad_syscalls),
     Entry::Test(
+        "proc::user_code_may_read_only_the_virtual_counter",
+        user_timer_access,
+    ),
+    Entry::Test(
         "proc::demand_zero_64_mib_costs_nothing_until_touched",
         demand_zero,
     ),
@@ -135,6 +139,12 @@ fn fault_exec_data() {
 
 fn bad_syscalls() {
     assert_eq!(run("syscheck", 0), ExitStatus::Exited(0));
+}
+
+/// CNTKCTL as the boot stub sets it: `timers` reads CNTVCT and CNTFRQ, and its children that
+/// read CNTPCT and CNTV_CTL are killed.
+fn user_timer_access() {
+    assert_eq!(run("timers", 0), ExitStatus::Exited(0));
 }
 
 fn demand_zero() {

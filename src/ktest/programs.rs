@@ -15,7 +15,7 @@ pub const ENTRIES: &[Entry] = &[
 
 const EXPECTED: &[&str] = &[
     "bench", "cow", "demand", "demo", "fault", "forktest", "hello", "pattern", "shm", "spin",
-    "syscheck", "true",
+    "syscheck", "timers", "true",
 ];
 
 fn all_embedded() {

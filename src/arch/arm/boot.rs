@@ -77,7 +77,13 @@ core::arch::global_asm!(
     SCTLR_AFE = const 1 << 29,
     SCTLR_TE = const 1 << 30,
     ACTLR_SMP = const 1 << 6,
+    NSACR_NS_SMP = const 1 << 18,
+    CNTKCTL_PL0VCTEN = const CNTKCTL_AT_BOOT,
 );
+
+/// CNTKCTL as the boot stub writes it: PL0VCTEN (bit 1) only, so PL0 may read the virtual
+/// counter and CNTFRQ, and nothing else of the generic timer (ARM ARM B4.1, CNTKCTL).
+pub const CNTKCTL_AT_BOOT: u32 = 1 << 1;
 
 /// What the boot stub hands to Rust.
 #[derive(Debug, Clone, Copy)]

@@ -12,10 +12,13 @@
 //!   crystal). The boot stub leaves HYP for SVC with CNTHCTL.PL1PCEN | PL1PCTEN set (PL1 may use
 //!   the physical counter and timer) and CNTVOFF = 0, so CNTVCT reads the same as CNTPCT and the
 //!   virtual timer counts at CNTFRQ. It also stops the CNTV and CNTP timers the firmware may
-//!   have left running. The virtual timer needs no HYP permission at PL1, which is why the
-//!   kernel uses it and not the physical one.
-//! - QEMU starts in Secure SVC, with CNTVOFF = 0 and its own CNTFRQ value (62.5 MHz in QEMU
-//!   7.2, one tick per 16 ns of its virtual clock); its raspi2b wires each CPU's virtual timer
+//!   have left running, and sets CNTKCTL so that PL0 may read CNTVCT and CNTFRQ and nothing
+//!   else (no physical counter, no timer registers, no event stream). The virtual timer needs
+//!   no HYP permission at PL1, which is why the kernel uses it and not the physical one.
+//! - QEMU's `-kernel`/`-bios` start in Secure SVC, with CNTVOFF = 0 and its own CNTFRQ value
+//!   (62.5 MHz in QEMU 7.2, one tick per 16 ns of its virtual clock); the board-entry test run
+//!   (`tests/firmware/armstub.S`) enters in non-secure HYP as on the Pi, with that same CNTFRQ
+//!   and CNTVOFF deliberately non-zero. Its raspi2b wires each CPU's virtual timer
 //!   output to the ARM-local interrupt controller's CNTVIRQ input of that core, as the BCM2836
 //!   does. The counter follows QEMU's virtual clock, which under `-icount` advances with the
 //!   instruction count (and keeps advancing while the CPU waits in WFI), so deadlines still
