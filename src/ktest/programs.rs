@@ -14,8 +14,8 @@ pub const ENTRIES: &[Entry] = &[
 ];
 
 const EXPECTED: &[&str] = &[
-    "bench", "cow", "demand", "demo", "fault", "forktest", "hello", "pattern", "shm", "spin",
-    "syscheck", "true",
+    "bench", "cow", "demand", "demo", "fault", "forktest", "fpu", "hello", "pattern", "shm",
+    "spin", "syscheck", "tls", "true",
 ];
 
 fn all_embedded() {

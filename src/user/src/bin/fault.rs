@@ -3,7 +3,8 @@
 //!
 //! 1 read kernel memory, 2 read an unmapped address, 3 write its own text, 4 recurse into the
 //! stack guard page, 5 read through a null pointer, 6 an undefined instruction, 7 jump into its
-//! (never executable) data.
+//! (never executable) data, 8 an undefined instruction in the VFP encoding space (the kernel
+//! first gives it the FP unit, then the instruction traps again and is undefined).
 #![no_std]
 #![no_main]
 
@@ -62,8 +63,9 @@ fn main(arg: u32) -> i32 {
         5 => "read through a null pointer",
         6 => "execute an undefined instruction",
         7 => "jump into its data (XN)",
+        8 => "execute an undefined VFP-space instruction",
         _ => {
-            println!("[pid {pid}] fault: unknown case {arg} (1-7)");
+            println!("[pid {pid}] fault: unknown case {arg} (1-8)");
             return 64;
         }
     };
@@ -81,6 +83,13 @@ fn main(arg: u32) -> i32 {
         6 => {
             // SAFETY: an undefined instruction: the kernel kills the program.
             unsafe { asm!("udf #0", options(nomem, nostack)) };
+            0
+        }
+        8 => {
+            // MCR p10, 1, r0, c0, c0, 0: coprocessor 10 (VFP), but no VFP instruction has
+            // this encoding (a register transfer with A = 001 is UNDEFINED, ARM ARM A7.8).
+            // SAFETY: an undefined instruction: the kernel kills the program.
+            unsafe { asm!(".inst 0xee200a10", options(nomem, nostack)) };
             0
         }
         _ => {
