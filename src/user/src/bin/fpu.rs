@@ -3,7 +3,9 @@
 //! first use (from Thumb code, so the kernel's Thumb decoding is exercised too), keep all 32 D
 //! registers and FPSCR (filled with values derived from its argument) over many yields, and
 //! compute right (double-precision VFP and NEON integer and single-precision vector work,
-//! yielding as it goes).
+//! yielding as it goes). Last, a child forked with its registers filled must find them in its
+//! own unit state, and the parent must keep its own (skipped when `arg` has bit 8, [`NO_FORK`],
+//! set: then this is the only process of the program and uses the unit from one process only).
 //!
 //! The user programs are built for `armv7a-none-eabi` (soft-float: the compiler emits no VFP
 //! instruction), so the floating-point work is written in assembly.
@@ -11,12 +13,14 @@
 //! Exit codes: 0 all right; 1 the registers were not clean at the first use; 2 FPSCR did not
 //! take the value written; 3 a D register changed across yields; 4 FPSCR changed across yields;
 //! 5 the double-precision sum is wrong; 6 a square root was wrong; 7 the NEON integer lanes
-//! are wrong; 8 the NEON single-precision lanes are wrong.
+//! are wrong; 8 the NEON single-precision lanes are wrong; 9 the forked child did not start with
+//! the parent's D registers and FPSCR; 10 fork or wait failed; 11 the parent's registers changed
+//! across the fork.
 #![no_std]
 #![no_main]
 
 use core::arch::asm;
-use ulib::{getpid, nr, println};
+use ulib::{exit, getpid, nr, println, wait};
 
 ulib::entry!(main);
 
@@ -25,6 +29,9 @@ const HOLD_YIELDS: u32 = 40;
 /// Iterations of the arithmetic loop per round (it yields every 16).
 const WORK_STEPS: u32 = 400;
 const ROUNDS: u32 = 3;
+
+/// In `arg`: do not fork at the end.
+const NO_FORK: u32 = 0x100;
 
 /// FPSCR bits the test sets and checks: N Z C V QC, DN FZ RMode, IDC, IXC UFC OFC DZC IOC.
 const FPSCR_CHECKED: u32 = 0xfbc0_009f;
@@ -89,6 +96,70 @@ fn hold(src: &[u64; 32], fpscr: u32, out: &mut [u64; 32], yields: u32) -> (u32, 
         )
     };
     (before, after)
+}
+
+/// Loads `src` into D0-D31 and `fpscr` into FPSCR, forks (the registers live across the
+/// `svc`), then, in parent and child alike, stores D0-D31 into `out`. Returns the raw result of
+/// `fork` and FPSCR as read after it.
+fn fork_holding(src: &[u64; 32], fpscr: u32, out: &mut [u64; 32]) -> (i32, u32) {
+    let r: i32;
+    let after: u32;
+    // SAFETY: reads `src` and writes `out` (256 bytes each) in both processes (the child has a
+    // copy-on-write copy of this stack); `svc #0` with r7 = FORK changes only r0-r3, r12 and the
+    // flags, declared below.
+    unsafe {
+        asm!(
+            ".fpu neon-vfpv4",
+            "vldmia {s}, {{d0-d15}}",
+            "add {t}, {s}, #128",
+            "vldmia {t}, {{d16-d31}}",
+            "vmsr fpscr, {f}",
+            "svc #0",
+            "vstmia {o}, {{d0-d15}}",
+            "add {t}, {o}, #128",
+            "vstmia {t}, {{d16-d31}}",
+            "vmrs {t}, fpscr",
+            s = in(reg) src.as_ptr(),
+            o = in(reg) out.as_mut_ptr(),
+            t = out(reg) after,
+            f = in(reg) fpscr,
+            in("r7") nr::FORK,
+            out("r0") r,
+            out("r1") _,
+            out("r2") _,
+            out("r3") _,
+            out("r12") _,
+            options(nostack),
+        )
+    };
+    (r, after)
+}
+
+/// Forks with the registers filled: the child must start with them, the parent keep them.
+fn check_fork(arg: u32, pid: u32) -> i32 {
+    let src = pattern(arg, ROUNDS);
+    let want = fpscr_for(arg, ROUNDS);
+    let mut out = [0u64; 32];
+    let (r, fpscr) = fork_holding(&src, want, &mut out);
+    let same = out == src && fpscr & FPSCR_CHECKED == want;
+    if r == 0 {
+        exit(if same { 0 } else { 9 });
+    }
+    if r < 0 {
+        return 10;
+    }
+    if !same {
+        println!("[pid {pid}] fpu: FAIL: registers changed across fork");
+        return 11;
+    }
+    match wait(r as u32) {
+        Ok(0) => 0,
+        Ok(9) => {
+            println!("[pid {pid}] fpu: FAIL: the child did not get the parent's registers");
+            9
+        }
+        _ => 10,
+    }
 }
 
 /// What [`work`] computed.
@@ -240,6 +311,16 @@ fn main(arg: u32) -> i32 {
             return 8;
         }
     }
-    println!("[pid {pid}] fpu {arg}: registers and results right over {ROUNDS} rounds");
+    let forked = arg & NO_FORK == 0;
+    if forked {
+        let code = check_fork(arg, pid);
+        if code != 0 {
+            return code;
+        }
+    }
+    println!(
+        "[pid {pid}] fpu {arg}: registers and results right over {ROUNDS} rounds{}",
+        if forked { " and a fork" } else { "" }
+    );
     0
 }
