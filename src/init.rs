@@ -61,6 +61,12 @@ pub fn kernel_init(args: BootArgs) -> ! {
         arm::core_id(),
         aarch32_cpu::register::Mpidr::read().0
     );
+    // VFP/NEON for user programs: access granted, the unit off until a process uses it.
+    arm::fpu::init();
+    println!(
+        "  FP unit      : FPSID {:#010x}, cp10/cp11 open, switched lazily per process",
+        arm::fpu::fpsid()
+    );
     println!(
         "  firmware     : r0={:#x} machine={:#x} atags/dtb={:#x}",
         args.r0, args.machine, args.atags

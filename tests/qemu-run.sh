@@ -10,7 +10,9 @@
 #       starts at 0 in Secure SVC, the stand-in enters the kernel on core 0 in non-secure HYP.
 #       The boot log must then say `entry mode : HYP`, or the run fails.
 # The kernel ends QEMU through semihosting (exit status 0 = all passed). A hang is ended by the
-# timeout (TEST_TIMEOUT seconds, default 120) and counts as a failure.
+# timeout (TEST_TIMEOUT seconds, default 120) and counts as a failure. Output containing
+# NEVER-PRINTED fails the run too: the hostile-program test keeps those bytes in memory that a
+# refused `write` must not print.
 set -u
 kind=$1 image=$2 log=$3
 shift 3
@@ -36,6 +38,10 @@ if [ "$status" -eq 124 ]; then
 fi
 if [ "$kind" = board ] && ! grep -Eq '^ *entry mode *: HYP' "$log"; then
   echo "qemu-run: the boot log does not say 'entry mode : HYP': the kernel was not entered in HYP" | tee -a "$log"
+  [ "$status" -eq 0 ] && status=1
+fi
+if grep -q 'NEVER-PRINTED' "$log"; then
+  echo "qemu-run: the output holds bytes a refused write must not have printed" | tee -a "$log"
   [ "$status" -eq 0 ] && status=1
 fi
 exit "$status"

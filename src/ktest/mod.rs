@@ -7,6 +7,7 @@
 //! timeout around QEMU, so a hang fails too.)
 
 mod boot;
+mod cpu_state;
 mod irq;
 mod proc;
 mod programs;
@@ -36,6 +37,7 @@ fn entries() -> impl Iterator<Item = &'static Entry> {
         .chain(irq::ENTRIES)
         .chain(programs::ENTRIES)
         .chain(proc::ENTRIES)
+        .chain(cpu_state::ENTRIES)
 }
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);

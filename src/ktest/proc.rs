@@ -45,7 +45,31 @@ pub const ENTRIES: &[Entry] = &[
         "proc::executing_data_kills_only_the_offender",
         fault_exec_data,
     ),
+    Entry::Test(
+        "proc::a_breakpoint_kills_only_the_offender_as_a_breakpoint",
+        fault_breakpoint,
+    ),
+    Entry::Test(
+        "proc::a_fetch_fault_is_reported_as_an_instruction_fetch",
+        fault_fetch_report,
+    ),
     Entry::Test("proc::bad_system_call_arguments_get_errors", bad_syscalls),
+    Entry::Test(
+        "proc::hostile_requests_get_the_documented_answers",
+        hostile_requests,
+    ),
+    Entry::Test(
+        "proc::a_partly_mapped_write_prints_nothing",
+        partial_write_prints_nothing,
+    ),
+    Entry::Test(
+        "proc::system_call_fuzzer_gets_only_allowed_answers_and_leaks_nothing",
+        fuzzer,
+    ),
+    Entry::Test(
+        "proc::kernel_heap_for_regions_is_budgeted_near_the_frame_reserve",
+        regions_near_the_reserve,
+    ),
     Entry::Test(
         "proc::user_code_may_read_only_the_virtual_counter",
         user_timer_access,
@@ -135,6 +159,159 @@ fn fault_undefined() {
 
 fn fault_exec_data() {
     fault_kills_only_offender(7, Some(UserFaultKind::Protection));
+}
+
+fn fault_breakpoint() {
+    let free = vm::free_frames();
+    let bystander = spawn("hello", 0);
+    match run("fault", 9) {
+        ExitStatus::Killed(KillReason::Breakpoint { pc }) => assert!(pc >= 0x1_0000, "{pc:#x}"),
+        s => panic!("bkpt: expected a breakpoint kill, got {s}"),
+    }
+    assert_eq!(proc::wait(bystander), ExitStatus::Exited(0));
+    assert_eq!(vm::free_frames(), free, "frames lost");
+}
+
+fn fault_fetch_report() {
+    match run("fault", 7) {
+        ExitStatus::Killed(KillReason::Fault(f)) => {
+            assert!(f.status.fetch && !f.status.write, "{f}");
+            let text = alloc::format!("{f}");
+            assert!(
+                text.contains("execute at") && text.contains("instruction fetch"),
+                "{text}"
+            );
+            assert!(!text.contains("read"), "{text}");
+        }
+        s => panic!("exec data: expected a fault kill, got {s}"),
+    }
+}
+
+/// Frames, kernel heap (counted as frames it took from the PMM), charged kernel memory and
+/// ASIDs as they are now, to compare after a test.
+struct Resources {
+    free: u32,
+    heap: u32,
+    kmem: u32,
+}
+
+impl Resources {
+    fn now() -> Self {
+        Self {
+            free: vm::free_frames(),
+            heap: vm::heap_size(),
+            kmem: proc::KMEM.used(),
+        }
+    }
+
+    /// Everything is back: frames (less what the heap grew by and keeps), the budget, ASIDs.
+    fn assert_back(&self, what: &str) {
+        let grown = (vm::heap_size() - self.heap) / PAGE_SIZE;
+        assert_eq!(vm::free_frames() + grown, self.free, "{what}: frames lost");
+        assert_eq!(
+            proc::KMEM.used(),
+            self.kmem,
+            "{what}: kernel memory charge lost"
+        );
+        assert_eq!(
+            vm::ASIDS.lock().asids_in_use(),
+            0,
+            "{what}: ASIDs left in use"
+        );
+        assert_eq!(proc::shared_frames(), 0, "{what}: shared frames left");
+    }
+}
+
+/// Items 2-6 of `hostile`, each next to a bystander.
+fn hostile_requests() {
+    // A first round grows the heap to what these processes need.
+    for case in [2, 4, 5, 6] {
+        assert_eq!(
+            run("hostile", case),
+            ExitStatus::Exited(0),
+            "hostile {case}"
+        );
+    }
+    let before = Resources::now();
+    for case in [2, 4, 5, 6] {
+        let bystander = spawn("hello", 0);
+        assert_eq!(
+            run("hostile", case),
+            ExitStatus::Exited(0),
+            "hostile {case}"
+        );
+        assert_eq!(proc::wait(bystander), ExitStatus::Exited(0));
+    }
+    before.assert_back("hostile");
+}
+
+/// `write(1, buf, 300)` with 200 bytes mapped: EFAULT in the program; the bytes it would have
+/// printed spell NEVER-PRINTED, which `tests/qemu-run.sh` refuses to see in the output.
+fn partial_write_prints_nothing() {
+    assert_eq!(run("hostile", 3), ExitStatus::Exited(0));
+}
+
+/// The fuzzer, three seeds, next to a bystander: every answer allowed, everything given back.
+fn fuzzer() {
+    assert_eq!(run("fuzz", 99), ExitStatus::Exited(0), "warm-up");
+    let before = Resources::now();
+    for seed in 1..=3 {
+        let bystander = spawn("hello", 0);
+        assert_eq!(run("fuzz", seed), ExitStatus::Exited(0), "seed {seed}");
+        assert_eq!(proc::wait(bystander), ExitStatus::Exited(0));
+    }
+    before.assert_back("fuzz");
+}
+
+/// Processes adding regions (which cost kernel heap, not frames) while user memory is down
+/// near the kernel's frame reserve: the budget refuses them with ENOMEM before the heap can run
+/// out; the kernel used to panic here ("memory allocation of 272 bytes failed").
+fn regions_near_the_reserve() {
+    const PROCESSES: u32 = 40;
+    let before = Resources::now();
+    // Room for 40 small processes above the reserve, and no more: less than what 40 x 1024
+    // regions would take of heap without a budget.
+    let threshold = proc::reserve_frames() + 1200;
+    let hog = spawn("hostile", 7 | threshold << 8);
+    for _ in 0..2000 {
+        if vm::free_frames() <= threshold + 64 {
+            break;
+        }
+        proc::kernel_sleep_ms(10);
+    }
+    assert!(
+        vm::free_frames() <= threshold + 64,
+        "the hog took the memory"
+    );
+    let bystander = spawn("hello", 0);
+    let takers: Vec<Pid> = (0..PROCESSES).map(|_| spawn("hostile", 1)).collect();
+    // They all hold their regions for a while: the budget must be spent by then.
+    let limit = proc::KMEM.limit();
+    let entry = crate::mm::kmem::btree_entry_cost::<u32, crate::mm::uvm::Region>();
+    let mut peak = 0;
+    for _ in 0..500 {
+        peak = peak.max(proc::KMEM.used());
+        if peak + 2 * entry > limit {
+            break;
+        }
+        proc::kernel_sleep_ms(10);
+    }
+    assert!(peak <= limit);
+    assert!(
+        peak + 2 * entry > limit,
+        "the budget was reached ({peak} of {limit})"
+    );
+    for pid in takers {
+        assert_eq!(
+            proc::wait(pid),
+            ExitStatus::Exited(0),
+            "pid {pid}: ENOMEM, no kill"
+        );
+    }
+    assert_eq!(proc::wait(bystander), ExitStatus::Exited(0));
+    assert!(proc::kill(hog));
+    assert_eq!(proc::wait(hog), ExitStatus::Killed(KillReason::Killed));
+    before.assert_back("regions");
 }
 
 fn bad_syscalls() {

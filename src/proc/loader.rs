@@ -175,6 +175,7 @@ pub(super) fn spawn(name: &str, arg: u32, parent: Pid) -> Result<Pid, SpawnError
             name,
             state: State::Ready,
             ctx,
+            cpu: super::cpu_state::CpuState::new(),
             vm: Some(space),
             context: ContextId::NEW,
             asid: None,

@@ -21,6 +21,7 @@
 //! [`KernelFrames`]), never the other way round. None of them is held while user memory is read
 //! or written (a fault there re-enters the process layer).
 
+mod cpu_state;
 pub mod fault;
 mod loader;
 pub mod syscall;
@@ -42,6 +43,7 @@ use alloc::sync::Weak;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+pub use cpu_state::{fp_owner, fp_stats, FpStats};
 pub use loader::{new_space, SpawnError};
 
 /// A process id. 0 is the kernel task.
@@ -167,6 +169,8 @@ pub struct Process {
     pub state: State,
     /// User registers while it is not on the CPU.
     ctx: TrapFrame,
+    /// Thread ID and FP registers while it is not on the CPU (or does not own the FP unit).
+    cpu: cpu_state::CpuState,
     /// Its address space (`None` once it has ended).
     vm: Option<UserSpace>,
     /// Its ASID context (generation and ASID) in the allocator.
@@ -344,6 +348,10 @@ fn user_exception(frame: &mut TrapFrame, kind: ExceptionKind) {
             fault::user_abort(frame, report);
         }
         ExceptionKind::Undefined => {
+            // A VFP/NEON instruction while the FP unit holds another process's registers.
+            if cpu_state::undefined(frame) {
+                return;
+            }
             let pc = frame
                 .pc
                 .wrapping_sub(if frame.cpsr & (1 << 5) != 0 { 2 } else { 4 });
@@ -407,6 +415,7 @@ impl Table {
             println!("[kernel] pid {pid} ({}) killed: {r}", p.name);
         }
         p.state = State::Zombie(status);
+        cpu_state::exited(pid);
         self.ready.retain(|&q| q != pid);
         if self.current == Some(pid) {
             // Its tables must not stay live in TTBR0 while they are freed.

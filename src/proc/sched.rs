@@ -117,6 +117,7 @@ fn switch(t: &mut Table, frame: &mut TrapFrame, next: Option<super::Pid>) {
             if let Some(p) = t.procs.get_mut(&pid) {
                 if p.is_alive() {
                     p.ctx = *frame;
+                    super::cpu_state::switch_out(p);
                     if p.state == State::Running {
                         p.state = State::Ready;
                         t.ready.push_back(pid);
@@ -131,6 +132,7 @@ fn switch(t: &mut Table, frame: &mut TrapFrame, next: Option<super::Pid>) {
             let p = t.procs.get_mut(&pid).expect("ready processes exist");
             p.state = State::Running;
             *frame = p.ctx;
+            super::cpu_state::switch_in(p);
             let space = p.vm.as_mut().expect("a live process has its address space");
             let asid = vm::enter_user(space.l1_phys(), &mut p.context)
                 .expect("CPU 0 is known to the ASID allocator");
@@ -146,6 +148,7 @@ fn switch(t: &mut Table, frame: &mut TrapFrame, next: Option<super::Pid>) {
                 .take()
                 .expect("the kernel task was switched out");
             vm::leave_user();
+            super::cpu_state::switch_to_kernel();
             // KERNEL_WAKE stays set until the kernel task waits again (`idle_wait` clears
             // it): an interrupt taken before it leaves the idle wait must not switch it out.
         }

@@ -181,6 +181,7 @@ fn fork(frame: &mut TrapFrame) -> SysResult {
     let record = super::charge_record().map_err(|_| errno::ENOMEM)?;
     let parent = t.procs.get_mut(&pid).expect("the current process exists");
     let name = parent.name;
+    let cpu = super::cpu_state::fork(parent);
     let vm = parent.vm.as_mut().ok_or(errno::ESRCH)?;
     let child_space = {
         let mut refs = FRAME_REFS.lock();
@@ -205,6 +206,7 @@ fn fork(frame: &mut TrapFrame) -> SysResult {
             name,
             state: State::Ready,
             ctx,
+            cpu,
             vm: Some(child_space),
             context: ContextId::NEW,
             asid: None,

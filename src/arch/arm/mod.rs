@@ -6,6 +6,7 @@ pub mod boot;
 pub mod cache;
 pub mod cp15;
 pub mod exception;
+pub mod fpu;
 pub mod irq;
 pub mod mmu;
 pub mod pmu;

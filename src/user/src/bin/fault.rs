@@ -3,7 +3,9 @@
 //!
 //! 1 read kernel memory, 2 read an unmapped address, 3 write its own text, 4 recurse into the
 //! stack guard page, 5 read through a null pointer, 6 an undefined instruction, 7 jump into its
-//! (never executable) data, 8 a breakpoint instruction.
+//! (never executable) data, 8 an undefined instruction in the VFP encoding space (the kernel
+//! first gives it the FP unit, then the instruction traps again and is undefined), 9 a
+//! breakpoint instruction.
 #![no_std]
 #![no_main]
 
@@ -62,9 +64,10 @@ fn main(arg: u32) -> i32 {
         5 => "read through a null pointer",
         6 => "execute an undefined instruction",
         7 => "jump into its data (XN)",
-        8 => "execute a breakpoint instruction",
+        8 => "execute an undefined VFP-space instruction",
+        9 => "execute a breakpoint instruction",
         _ => {
-            println!("[pid {pid}] fault: unknown case {arg} (1-8)");
+            println!("[pid {pid}] fault: unknown case {arg} (1-9)");
             return 64;
         }
     };
@@ -85,6 +88,13 @@ fn main(arg: u32) -> i32 {
             0
         }
         8 => {
+            // MCR p10, 1, r0, c0, c0, 0: coprocessor 10 (VFP), but no VFP instruction has
+            // this encoding (a register transfer with A = 001 is UNDEFINED, ARM ARM A7.8).
+            // SAFETY: an undefined instruction: the kernel kills the program.
+            unsafe { asm!(".inst 0xee200a10", options(nomem, nostack)) };
+            0
+        }
+        9 => {
             // SAFETY: a breakpoint with no debugger: the kernel kills the program.
             unsafe { asm!("bkpt #0", options(nomem, nostack)) };
             0

@@ -127,6 +127,9 @@ fn one_call(
                 Ok(n) => n == 0 && len == 0,
                 Err(e) => e == E::EFAULT,
             };
+            if !ok {
+                println!("write(1, {bad:#x}, {len:#x}) = {got:?}");
+            }
             ("write(1, bad)", ok)
         }
         1 => {
@@ -157,6 +160,14 @@ fn one_call(
             let prot = {
                 let o = [0, 1, 2, 3, 4, 7, r.next()];
                 r.pick(&o)
+            };
+            // A hint in the window is taken if the whole range is free: keep such a range
+            // inside the window (unless it is past 2 GiB anyway), so that nothing is ever
+            // mapped where `bad_address` points.
+            let len = if hint >= MMAP_WINDOW.0 && len < 0x8000_0000 {
+                len.min(MMAP_WINDOW.1 - hint)
+            } else {
+                len
             };
             match call(nr::MMAP, [hint, len, prot, r.next()]) {
                 Ok(a) => {

@@ -8,12 +8,9 @@
 #![no_main]
 
 use core::arch::asm;
-use ulib::{exit, fork, getpid, println, wait};
+use ulib::{exit, fork, getpid, println, status, wait, WaitStatus};
 
 ulib::entry!(main);
-
-/// What `wait` returns for a process killed for an undefined instruction (256 + the reason).
-const KILLED_UNDEFINED: i32 = 256 + 4;
 
 fn cntvct() -> u64 {
     let (lo, hi): (u32, u32);
@@ -32,7 +29,7 @@ fn cntfrq() -> u32 {
 }
 
 /// Runs `f` in a child and returns how the child ended.
-fn in_child(f: fn()) -> Result<i32, i32> {
+fn in_child(f: fn()) -> Result<WaitStatus, i32> {
     match fork() {
         Ok(0) => {
             f();
@@ -68,9 +65,9 @@ fn main(_arg: u32) -> i32 {
     }
     for (what, f) in [("CNTPCT", read_cntpct as fn()), ("CNTV_CTL", read_cntv_ctl)] {
         match in_child(f) {
-            Ok(KILLED_UNDEFINED) => {}
+            Ok(WaitStatus::Killed(status::UNDEFINED)) => {}
             Ok(code) => {
-                println!("[pid {pid}] timers: FAIL: a child reading {what} ended with {code}");
+                println!("[pid {pid}] timers: FAIL: a child reading {what} ended {code:?}");
                 return 4;
             }
             Err(code) => {
