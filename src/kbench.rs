@@ -128,6 +128,7 @@ fn processes() {
     });
 
     // Address-space switch between two user spaces (ASID/TTBR0 sequence, no TLB flush).
+    proc::init_memory();
     let mut a = proc::new_space().unwrap();
     let mut b = proc::new_space().unwrap();
     let (mut ca, mut cb) = (

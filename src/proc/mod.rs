@@ -316,17 +316,27 @@ impl FrameAllocator for KernelFrames {
     }
 }
 
+/// Sizes what processes may take of the kernel's memory from the size of RAM: the budget, the
+/// frame reserve, the owner-count table. Needed before the first user space is made; [`init`]
+/// does it, and it may be called earlier (once is enough; later calls change nothing).
+pub fn init_memory() {
+    static DONE: spin::Once<()> = spin::Once::new();
+    DONE.call_once(|| {
+        let total = vm::with_pmm(|p| p.total_frames());
+        let limit = kmem_limit_for(total.saturating_mul(crate::mm::PAGE_SIZE));
+        KMEM.set_limit(limit);
+        RESERVE_FRAMES.store(
+            BASE_RESERVE_FRAMES + 2 * limit.div_ceil(crate::mm::PAGE_SIZE),
+            Ordering::Relaxed,
+        );
+        // Owner counts for every frame of RAM, allocated once: sharing never grows the heap.
+        *FRAME_REFS.lock() = FrameRefs::with_frames(total);
+    });
+}
+
 /// Installs the process layer's exception and interrupt handlers and starts the scheduler tick.
 pub fn init() {
-    let total = vm::with_pmm(|p| p.total_frames());
-    let limit = kmem_limit_for(total.saturating_mul(crate::mm::PAGE_SIZE));
-    KMEM.set_limit(limit);
-    RESERVE_FRAMES.store(
-        BASE_RESERVE_FRAMES + 2 * limit.div_ceil(crate::mm::PAGE_SIZE),
-        Ordering::Relaxed,
-    );
-    // Owner counts for every frame of RAM, allocated once: sharing never grows the heap.
-    *FRAME_REFS.lock() = FrameRefs::with_frames(total);
+    init_memory();
     exception::set_user_handler(user_exception);
     exception::set_uaccess_resolver(fault::resolve_uaccess);
     sched::start();
