@@ -62,11 +62,14 @@ pub fn kernel_init(args: BootArgs) -> ! {
         aarch32_cpu::register::Mpidr::read().0
     );
     // VFP/NEON for user programs: access granted, the unit off until a process uses it.
-    arm::fpu::init();
-    println!(
-        "  FP unit      : FPSID {:#010x}, cp10/cp11 open, switched lazily per process",
-        arm::fpu::fpsid()
-    );
+    if arm::fpu::init() {
+        println!(
+            "  FP unit      : FPSID {:#010x}, cp10/cp11 open, switched lazily per process",
+            arm::fpu::fpsid()
+        );
+    } else {
+        println!("  FP unit      : not granted by the firmware (NSACR): user programs get none");
+    }
     println!(
         "  firmware     : r0={:#x} machine={:#x} atags/dtb={:#x}",
         args.r0, args.machine, args.atags
@@ -143,7 +146,9 @@ fn print_interrupts() {
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
-    arm::irq::disable();
+    // IRQs, FIQs and asynchronous aborts masked: a device error that keeps signalling must not
+    // panic again inside the report, without end.
+    arm::irq::mask_all();
     let loc = info.location();
     crate::console::panic_print(format_args!(
         "\n*** kernel panic at {}:{}: {}\n",

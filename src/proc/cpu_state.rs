@@ -142,6 +142,9 @@ pub(super) fn exited(pid: Pid) {
 ///
 /// Must be called without the process table locked (the instruction is read from user memory).
 pub(super) fn undefined(frame: &mut TrapFrame) -> bool {
+    if !fpu::available() {
+        return false;
+    }
     let thumb = frame.cpsr & PSR_T != 0;
     // LR_und (our `pc`) is the instruction's address + 4 in ARM state, + 2 in Thumb state, for
     // 16- and 32-bit Thumb instructions alike (ARM ARM B1.9.7).

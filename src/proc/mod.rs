@@ -28,7 +28,7 @@ pub mod syscall;
 pub mod uaccess;
 
 use crate::abi::status;
-use crate::arch::arm::exception::{self, ExceptionKind, TrapFrame};
+use crate::arch::arm::exception::{self, AbortReport, ExceptionKind, TrapFrame};
 use crate::arch::arm::irq::IrqSafeMutex;
 use crate::arch::arm::mmu::CpuTlb;
 use crate::mm::asid::{Asid, ContextId};
@@ -346,16 +346,11 @@ mod sched;
 pub use sched::{idle_wait, kernel_sleep_ms};
 
 /// Called for every exception taken from User mode.
-fn user_exception(frame: &mut TrapFrame, kind: ExceptionKind) {
+fn user_exception(frame: &mut TrapFrame, kind: ExceptionKind, report: Option<AbortReport>) {
     match kind {
         ExceptionKind::Svc => syscall::dispatch(frame),
-        ExceptionKind::DataAbort => {
-            let report = exception::data_abort_report(frame);
-            fault::user_abort(frame, report);
-        }
-        ExceptionKind::PrefetchAbort => {
-            let report = exception::prefetch_abort_report(frame);
-            fault::user_abort(frame, report);
+        ExceptionKind::DataAbort | ExceptionKind::PrefetchAbort => {
+            fault::user_abort(frame, report.expect("aborts come with their report"));
         }
         ExceptionKind::Undefined => {
             // A VFP/NEON instruction while the FP unit holds another process's registers.

@@ -225,7 +225,10 @@ fn shm(key: u32, len: u32) -> SysResult {
     let existing = shared.get(&key).and_then(|w| w.upgrade());
     let object = match existing {
         Some(o) => {
-            if len != 0 && page_len(len)? != o.pages() * PAGE_SIZE {
+            if len != 0 && len.div_ceil(PAGE_SIZE) != o.pages() {
+                // Our reference goes the way every outside reference must.
+                drop(shared);
+                let _ = SharedObject::release(o, &mut KernelFrames);
                 return Err(errno::EINVAL);
             }
             o

@@ -26,6 +26,7 @@ use crate::mm::fault::{FaultKind, FaultStatus};
 use crate::mm::layout::USER_END;
 use aarch32_cpu::register::{Dfar, Dfsr, Ifar, Ifsr};
 use core::fmt;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 /// The context saved on the SVC stack by every exception entry.
 #[repr(C)]
@@ -107,7 +108,10 @@ exception_vectors_end:
     // pushing the frame there would fault again from Abort mode, forever, losing LR_abt and
     // SPSR_abt. The report is then made from the top of the stack instead (the overflowed frames
     // are abandoned: the kernel panics).
-    .macro EXC_ENTRY name, kind, adjust, check_stack
+    // \unmask: clear CPSR.A once the frame is saved. The abort entries leave it to the Rust
+    // handler, which first reads DFSR/DFAR (or IFSR/IFAR): an asynchronous abort taken before
+    // that would overwrite them.
+    .macro EXC_ENTRY name, kind, adjust, check_stack, unmask
 \name:
     .if \adjust
     sub     lr, lr, #\adjust
@@ -123,6 +127,9 @@ exception_vectors_end:
     bhs     1f
     ldr     r0, =__svc_stack_top
     msr     sp_svc, r0
+    ldr     r0, =STACK_RESCUED      // tell the handler: this frame is not where SP was, so
+    mov     r1, #1                  // it must never be resumed (a fixup would return with SP
+    str     r1, [r0]                // at the top of the stack, over live frames)
 1:  ldmia   sp!, {{r0, r1}}
     .endif
     srsdb   sp!, #{svc}             // push return address and SPSR to the SVC stack
@@ -137,7 +144,9 @@ exception_vectors_end:
     mov     r0, #{dacr_kernel}      // user memory closed while the kernel runs; the ISB makes
     mcr     p15, 0, r0, c3, c0, 0   // it so for every later access (ARM ARM B3.15.4)
     isb
+    .if \unmask
     cpsie   a                       // asynchronous aborts are taken in the kernel
+    .endif
     mov     r0, sp
     mov     r1, #\kind
     mov     r4, sp
@@ -147,12 +156,12 @@ exception_vectors_end:
     b       exception_return
     .endm
 
-    EXC_ENTRY exc_undefined, 1, 0, 0
-    EXC_ENTRY exc_svc, 2, 0, 0
-    EXC_ENTRY exc_prefetch_abort, 3, 4, 1
-    EXC_ENTRY exc_data_abort, 4, 8, 1
-    EXC_ENTRY exc_irq, 6, 4, 0
-    EXC_ENTRY exc_fiq, 7, 4, 0
+    EXC_ENTRY exc_undefined, 1, 0, 0, 1
+    EXC_ENTRY exc_svc, 2, 0, 0, 1
+    EXC_ENTRY exc_prefetch_abort, 3, 4, 1, 0
+    EXC_ENTRY exc_data_abort, 4, 8, 1, 0
+    EXC_ENTRY exc_irq, 6, 4, 0, 1
+    EXC_ENTRY exc_fiq, 7, 4, 0, 1
 
     .globl exception_return
 exception_return:
@@ -258,12 +267,10 @@ fn extable() -> &'static [ExtableEntry] {
     }
 }
 
-/// Resumes `frame` at `fixup` (ARM code) with `status` in r0, and user memory closed (a copy
-/// routine that failed does not get to close it itself).
+/// Resumes `frame` at `fixup` (ARM code) with `status` in r0.
 fn resume_at_fixup(frame: &mut TrapFrame, fixup: u32, status: u32) {
     frame.r[0] = status;
     frame.pc = fixup;
-    frame.dacr = super::mmu::DACR_KERNEL;
     // The fixups are ARM code: leave Thumb state and any IT block the fault happened in.
     frame.cpsr &= !(PSR_T | PSR_IT);
 }
@@ -349,7 +356,8 @@ impl fmt::Display for AbortReport {
 }
 
 /// Hook for exceptions from User mode (processes); `None` until the process layer installs one.
-pub type UserHandler = fn(&mut TrapFrame, ExceptionKind);
+/// Aborts come with their report, read before asynchronous aborts were unmasked.
+pub type UserHandler = fn(&mut TrapFrame, ExceptionKind, Option<AbortReport>);
 static USER_HANDLER: spin::Once<UserHandler> = spin::Once::new();
 /// Hook for IRQs.
 pub type IrqHandler = fn(&mut TrapFrame);
@@ -376,6 +384,11 @@ pub fn set_irq_handler(h: IrqHandler) {
     IRQ_HANDLER.call_once(|| h);
 }
 
+/// Set by the abort entry when it rebuilt the stack at its top because SP_svc was at its end
+/// (an overflow): the frame must not be resumed.
+#[no_mangle]
+static STACK_RESCUED: AtomicU32 = AtomicU32::new(0);
+
 /// Called by every vector with the saved context.
 #[no_mangle]
 extern "C" fn exception_dispatch(frame: &mut TrapFrame, kind: u32) {
@@ -393,21 +406,44 @@ extern "C" fn exception_dispatch(frame: &mut TrapFrame, kind: u32) {
         }
         panic!("IRQ with no handler installed");
     }
+    // Aborts: the fault registers first, then asynchronous aborts unmasked (the other entries
+    // unmask them in the assembly). A frame made on the rescued stack is never resumed.
+    let report = match kind {
+        ExceptionKind::DataAbort => Some(data_abort_report(frame)),
+        ExceptionKind::PrefetchAbort => Some(prefetch_abort_report(frame)),
+        _ => None,
+    };
+    if let Some(report) = report {
+        super::irq::unmask_async_aborts();
+        if STACK_RESCUED.swap(0, Ordering::Relaxed) != 0 {
+            panic!("kernel stack overflow (abort with SP at the stack's end): {report}\n{frame}");
+        }
+    }
     if frame.from_user() {
         if let Some(h) = USER_HANDLER.get() {
-            return h(frame, kind);
+            return h(frame, kind, report);
         }
     }
     match kind {
         ExceptionKind::DataAbort => {
-            let report = data_abort_report(frame);
+            let report = report.expect("read above");
+            if report.status.is_async() {
+                // Taken at an instruction boundary: `pc` is no access of its own, so no fixup
+                // may claim it (ARM ARM B3.13.3: DFAR is UNKNOWN).
+                panic!(
+                    "kernel asynchronous abort (DFAR and pc do not point at the access): \
+                     {report}\n{frame}"
+                );
+            }
             if let Some(fixup) = find_fixup(frame.pc, 2) {
-                // A user-memory copy: resolve the page and run the access again, or fail it.
+                // A user-memory copy: resolve the page and run the access again, or fail it
+                // with user memory closed (the copy routine does not get to close it).
                 let resolved = UACCESS_RESOLVER
                     .get()
                     .is_some_and(|r| r(report.address, report.status.write, report.status.raw));
                 if !resolved {
                     resume_at_fixup(frame, fixup, report.status.raw);
+                    frame.dacr = super::mmu::DACR_KERNEL;
                 }
                 return;
             }
@@ -423,16 +459,10 @@ extern "C" fn exception_dispatch(frame: &mut TrapFrame, kind: u32) {
                      closed): {report}\n{frame}"
                 );
             }
-            if report.status.is_async() {
-                panic!(
-                    "kernel asynchronous abort (DFAR and pc do not point at the access): \
-                     {report}\n{frame}"
-                );
-            }
             panic!("kernel {report}\n{frame}");
         }
         ExceptionKind::PrefetchAbort => {
-            let report = prefetch_abort_report(frame);
+            let report = report.expect("read above");
             if let Some(fixup) = find_fixup(frame.lr_svc, 1) {
                 return resume_at_fixup(frame, fixup, report.status.raw);
             }

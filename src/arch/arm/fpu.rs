@@ -49,14 +49,29 @@ impl FpRegs {
 /// Grants PL0 and PL1 access to cp10/cp11 (VFP and Advanced SIMD, D16-D31 included) and turns
 /// the unit off (FPEXC.EN = 0), so that the first VFP/NEON instruction of any process traps.
 /// Called once at boot, on each core that will run processes.
-pub fn init() {
+pub fn init() -> bool {
     let cpacr = (Cpacr::read().0 | CPACR_CP10_CP11_FULL) & !(CPACR_ASEDIS | CPACR_D32DIS);
     // SAFETY: CPACR only controls access to the coprocessors; the ISB makes the new access
     // rights visible to the FPEXC write below (ARM ARM B4.1.40: a CPACR change is guaranteed
     // to be visible only after a context synchronization operation).
     unsafe { Cpacr::write(Cpacr(cpacr)) };
     aarch32_cpu::asm::isb();
-    set_enabled(false);
+    // In Non-secure state the cp10/cp11 fields are RAZ/WI unless the secure firmware granted
+    // them in NSACR: then even FPEXC is out of reach (UNDEFINED), and so is the unit.
+    let granted = access_granted();
+    AVAILABLE.store(granted, core::sync::atomic::Ordering::Relaxed);
+    if granted {
+        set_enabled(false);
+    }
+    granted
+}
+
+static AVAILABLE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`init`] found the unit usable (its access granted). When it is not, user programs
+/// get no FP unit: their VFP/NEON instructions are undefined instructions.
+pub fn available() -> bool {
+    AVAILABLE.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// Whether cp10/cp11 access is granted as [`init`] sets it.
@@ -103,6 +118,9 @@ pub fn enabled() -> bool {
 /// Sets or clears FPEXC.EN (and clears FPEXC.EX and the other state bits, which the Cortex-A7
 /// never sets: it has no trapped floating-point exceptions).
 pub fn set_enabled(on: bool) {
+    if !available() {
+        return;
+    }
     let v = if on { FPEXC_EN } else { 0 };
     // SAFETY: FPEXC only enables the unit for the instructions that follow; the ISB makes the
     // change visible to them. The kernel itself never executes a VFP/NEON instruction other

@@ -32,6 +32,13 @@ pub fn unmask_async_aborts() {
     unsafe { core::arch::asm!("cpsie a", options(nostack, preserves_flags)) }
 }
 
+/// Masks IRQs, FIQs and asynchronous aborts (for the panic handler).
+#[inline]
+pub fn mask_all() {
+    // SAFETY: sets the A, I and F bits; a compiler barrier like `disable`.
+    unsafe { core::arch::asm!("cpsid aif", options(nostack, preserves_flags)) }
+}
+
 /// Whether asynchronous aborts are masked (CPSR.A).
 pub fn async_aborts_masked() -> bool {
     crate::arch::arm::cpsr() & (1 << 8) != 0
