@@ -1,11 +1,11 @@
 //! On-target benchmarks, built with `--features kbench` and run by `make bench` under
 //! `qemu -icount shift=0`, where PMCCNTR counts instructions. Each line is `cost <case> <n>`.
 
+use crate::arch::arm::direct_map::DirectMap;
 use crate::arch::arm::mmu::CpuTlb;
 use crate::arch::arm::{pmu, semihosting};
 use crate::init::BootInfo;
 use crate::mm::desc::MapFlags;
-use crate::mm::phys::DirectMap;
 use crate::mm::vas::AddressSpace;
 use crate::mm::{Page, VirtAddr, PAGE_SIZE};
 use crate::vm;

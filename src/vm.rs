@@ -6,6 +6,7 @@
 //! from the heap (the heap's rescue path takes them to grow).
 
 use crate::arch::arm::boot::image_layout;
+use crate::arch::arm::direct_map::DirectMap;
 use crate::arch::arm::irq::IrqSafeMutex;
 use crate::arch::arm::{cache, exception, mmu, tlb};
 use crate::bsp::raspi2::mmio::Mmio;
@@ -13,7 +14,7 @@ use crate::bsp::raspi2::{self as board};
 use crate::mm::addr::{SECTION_SHIFT, SECTION_SIZE};
 use crate::mm::asid::{Asid, AsidAllocator, AsidError, ContextId};
 use crate::mm::desc::{MapFlags, SectionDesc, SmallPageDesc, TableDesc};
-use crate::mm::phys::{DirectMap, PhysMem};
+use crate::mm::phys::PhysMem;
 use crate::mm::pmm::Pmm;
 use crate::mm::tlb::Tlb;
 use crate::mm::vas::{AddressSpace, Granule, MapError};

@@ -4,6 +4,7 @@
 
 use super::Entry;
 use crate::arch::arm::boot::image_layout;
+use crate::arch::arm::direct_map::DirectMap;
 use crate::arch::arm::exception::{try_exec, try_read, try_write};
 use crate::arch::arm::mmu::{self, CpuTlb};
 use crate::bsp::raspi2 as board;
@@ -11,7 +12,7 @@ use crate::init::BootInfo;
 use crate::mm::addr::SECTION_SIZE;
 use crate::mm::desc::MapFlags;
 use crate::mm::fault::{FaultKind, FaultLevel};
-use crate::mm::phys::DirectMap;
+use crate::mm::phys::PhysMem;
 use crate::mm::vas::AddressSpace;
 use crate::mm::window::WindowError;
 use crate::mm::{layout, Page, PhysAddr, VirtAddr, PAGE_SIZE};
@@ -40,6 +41,10 @@ pub const ENTRIES: &[Entry] = &[
     Entry::Test(
         "vm::direct_map_is_pa_plus_2_gib_for_all_ram",
         direct_map_is_pa_plus_2_gib,
+    ),
+    Entry::Test(
+        "vm::page_zero_and_copy_change_exactly_their_page",
+        page_routines,
     ),
     Entry::Test(
         "vm::firmware_area_is_mapped_read_only",
@@ -257,6 +262,43 @@ fn direct_map_is_pa_plus_2_gib() {
         try_read(periph).is_err(),
         "peripherals must not be in the direct map"
     );
+}
+
+/// The store-multiple page routines behind demand-zero and copy-on-write: three contiguous
+/// frames filled with a pattern; zeroing and copying the middle one changes it alone.
+fn page_routines() {
+    let first = vm::with_pmm(|p| p.alloc_contiguous(3, 1, None)).unwrap();
+    let base = layout::phys_to_virt(first.start()).unwrap().as_usize() as *mut u32;
+    let words = 3 * PAGE_SIZE as usize / 4;
+    let pattern = |i: usize| (i as u32).wrapping_mul(0x9e37_79b9) | 1;
+    // SAFETY: the three frames were just allocated and are direct-mapped; all accesses below
+    // stay inside them.
+    unsafe {
+        for i in 0..words {
+            base.add(i).write_volatile(pattern(i));
+        }
+        let mut mem = DirectMap::new();
+        let middle = crate::mm::Frame::from_number(first.number() + 1);
+        mem.zero_frame(middle);
+        for i in 0..words {
+            let want = if (1024..2048).contains(&i) {
+                0
+            } else {
+                pattern(i)
+            };
+            assert_eq!(base.add(i).read_volatile(), want, "word {i} after zeroing");
+        }
+        mem.copy_frame(middle, first);
+        for i in 0..words {
+            let want = pattern(if (1024..2048).contains(&i) {
+                i - 1024
+            } else {
+                i
+            });
+            assert_eq!(base.add(i).read_volatile(), want, "word {i} after copying");
+        }
+    }
+    vm::with_pmm(|p| p.free_contiguous(first, 3)).unwrap();
 }
 
 /// Physical 0..0x4000 (the firmware's spin code for the parked cores, the ATAGs) is readable

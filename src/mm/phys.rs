@@ -1,7 +1,7 @@
 //! How `mm` reads and writes physical memory: translation tables, their bookkeeping, fresh frames.
 //!
 //! The address-space code never forms a pointer. It hands a [`PhysAddr`] to a [`PhysMem`], which
-//! the kernel implements with the direct map ([`DirectMap`]: VA = PA + 0x8000_0000, see
+//! the kernel implements with the direct map (`arch::arm::direct_map::DirectMap`: VA = PA + 0x8000_0000, see
 //! [`layout`](super::layout)) and host tests with [`HostRam`], a `Vec` of words that also watches
 //! descriptor writes for break-before-make violations (see [`tlb`](super::tlb)).
 //!
@@ -10,7 +10,6 @@
 //! be invalidated. That is the job of the [`tlb`](super::tlb) trait.
 
 use super::addr::{Frame, PhysAddr, PAGE_SIZE};
-use super::layout;
 
 /// Access to physical memory by physical address. All addresses are naturally aligned.
 pub trait PhysMem {
@@ -68,89 +67,6 @@ pub trait PhysMem {
         for i in 0..PAGE_SIZE / 4 {
             let v = self.read_u32(PhysAddr::new(src.start().as_u32() + 4 * i));
             self.write_u32(PhysAddr::new(dst.start().as_u32() + 4 * i), v);
-        }
-    }
-}
-
-/// The kernel's [`PhysMem`]: RAM reached through the direct map at `PA + 0x8000_0000`.
-///
-/// Plain (volatile) loads and stores; ordering against the table walker is the business of the
-/// [`Tlb`](super::tlb::Tlb) implementation (DSB after descriptor writes).
-#[derive(Debug)]
-pub struct DirectMap {
-    _private: (),
-}
-
-impl DirectMap {
-    /// # Safety
-    ///
-    /// The direct map must be live (MMU on, `0x8000_0000..` mapping RAM read/write for the
-    /// kernel), and every address later handed to the returned value must be RAM covered by it
-    /// that the caller owns (tables and frames of the address spaces).
-    pub const unsafe fn new() -> Self {
-        Self { _private: () }
-    }
-
-    #[inline]
-    fn ptr<T>(pa: PhysAddr) -> *mut T {
-        match layout::phys_to_virt(pa) {
-            Some(va) => va.as_usize() as *mut T,
-            None => panic!("physical address outside the direct map"),
-        }
-    }
-}
-
-impl PhysMem for DirectMap {
-    #[inline]
-    fn read_u32(&self, pa: PhysAddr) -> u32 {
-        // SAFETY: `DirectMap::new`'s contract: `pa` is direct-mapped RAM owned by the caller, and
-        // aligned as the trait requires.
-        unsafe { core::ptr::read_volatile(Self::ptr::<u32>(pa)) }
-    }
-
-    #[inline]
-    fn write_u32(&mut self, pa: PhysAddr, value: u32) {
-        // SAFETY: as in `read_u32`.
-        unsafe { core::ptr::write_volatile(Self::ptr::<u32>(pa), value) }
-    }
-
-    #[inline]
-    fn read_u16(&self, pa: PhysAddr) -> u16 {
-        // SAFETY: as in `read_u32`.
-        unsafe { core::ptr::read_volatile(Self::ptr::<u16>(pa)) }
-    }
-
-    #[inline]
-    fn write_u16(&mut self, pa: PhysAddr, value: u16) {
-        // SAFETY: as in `read_u32`.
-        unsafe { core::ptr::write_volatile(Self::ptr::<u16>(pa), value) }
-    }
-
-    fn zero_frame(&mut self, frame: Frame) {
-        // Doubleword stores (STRD), four per iteration: a generic `memset` goes about a byte per
-        // instruction, and the demand-zero fault pays for this loop. Volatile, so the loop is
-        // not turned back into a `memset` call.
-        let p = Self::ptr::<u64>(frame.start());
-        for i in (0..PAGE_SIZE as usize / 8).step_by(4) {
-            // SAFETY: as in `read_u32`; the whole frame is owned RAM and 4 KiB aligned, and
-            // doublewords i..i+4 lie inside it.
-            unsafe {
-                p.add(i).write_volatile(0);
-                p.add(i + 1).write_volatile(0);
-                p.add(i + 2).write_volatile(0);
-                p.add(i + 3).write_volatile(0);
-            }
-        }
-    }
-
-    fn copy_frame(&mut self, dst: Frame, src: Frame) {
-        // SAFETY: as in `read_u32`; two distinct whole frames, so the copies do not overlap.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                Self::ptr::<u8>(src.start()),
-                Self::ptr::<u8>(dst.start()),
-                PAGE_SIZE as usize,
-            )
         }
     }
 }

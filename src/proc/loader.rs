@@ -6,12 +6,12 @@
 use super::{KernelFrames, Pid, Process, State, UserSpace, FRAME_REFS, KMEM, TABLE};
 use crate::arch::arm::boot::mode;
 use crate::arch::arm::cache;
+use crate::arch::arm::direct_map::DirectMap;
 use crate::arch::arm::exception::TrapFrame;
 use crate::arch::arm::mmu::CpuTlb;
 use crate::elf::{self, ElfError, SegPerm};
 use crate::mm::asid::{Asid, ContextId};
 use crate::mm::layout::{self, USER_STACK_SIZE, USER_STACK_TOP};
-use crate::mm::phys::DirectMap;
 use crate::mm::uvm::{Backing, Perm, RegionKind, UvmError};
 use crate::mm::{VirtAddr, PAGE_SIZE};
 use core::fmt;
@@ -151,21 +151,10 @@ pub(super) fn spawn(name: &str, arg: u32, parent: Pid) -> Result<Pid, SpawnError
     };
     ctx.r[0] = arg;
     let mut t = TABLE.lock();
-    let taken = t
-        .alloc_pid()
-        .ok_or(SpawnError::TooManyProcesses)
-        .and_then(|pid| {
-            let record =
-                super::charge_record().map_err(|_| SpawnError::Memory(UvmError::NoKernelMemory))?;
-            Ok((pid, record))
-        });
-    let (pid, record) = match taken {
-        Ok(taken) => taken,
-        Err(e) => {
-            drop(t);
-            let _ = space.destroy(&mut KernelFrames, &mut FRAME_REFS.lock());
-            return Err(e);
-        }
+    let Some(pid) = t.alloc_pid() else {
+        drop(t);
+        let _ = space.destroy(&mut KernelFrames, &mut FRAME_REFS.lock());
+        return Err(SpawnError::TooManyProcesses);
     };
     t.procs.insert(
         pid,
@@ -180,7 +169,6 @@ pub(super) fn spawn(name: &str, arg: u32, parent: Pid) -> Result<Pid, SpawnError
             context: ContextId::NEW,
             asid: None,
             ticks: 0,
-            _record: record,
         },
     );
     t.ready.push_back(pid);

@@ -24,17 +24,18 @@
 mod cpu_state;
 pub mod fault;
 mod loader;
+mod slots;
 pub mod syscall;
 pub mod uaccess;
 
 use crate::abi::status;
+use crate::arch::arm::direct_map::DirectMap;
 use crate::arch::arm::exception::{self, AbortReport, ExceptionKind, TrapFrame};
 use crate::arch::arm::irq::IrqSafeMutex;
 use crate::arch::arm::mmu::CpuTlb;
 use crate::mm::asid::{Asid, ContextId};
 use crate::mm::frame::{FrameAllocator, PmmError};
-use crate::mm::kmem::{Charge, KmemBudget, OverBudget};
-use crate::mm::phys::DirectMap;
+use crate::mm::kmem::KmemBudget;
 use crate::mm::uvm::{FrameRefs, SharedObject, UserVm};
 use crate::mm::Frame;
 use crate::vm;
@@ -42,6 +43,7 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Weak;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use slots::Slots;
 
 pub use cpu_state::{fp_owner, fp_stats, FpStats};
 pub use loader::{new_space, SpawnError};
@@ -179,8 +181,6 @@ pub struct Process {
     pub asid: Option<Asid>,
     /// Scheduler ticks it was running at.
     pub ticks: u64,
-    /// The heap its record takes in the process table, charged to [`KMEM`].
-    _record: Charge,
 }
 
 impl Process {
@@ -204,7 +204,7 @@ pub struct ExitRecord {
 
 /// The process table.
 pub struct Table {
-    procs: BTreeMap<Pid, Process>,
+    procs: Slots,
     ready: VecDeque<Pid>,
     /// The process on the CPU, or `None` when the kernel task is.
     current: Option<Pid>,
@@ -224,7 +224,7 @@ const EXIT_LOG: usize = 64;
 /// The process table. IRQ handlers and system calls run with IRQs masked; the kernel task
 /// takes it with IRQs masked too.
 pub static TABLE: IrqSafeMutex<Table> = IrqSafeMutex::new(Table {
-    procs: BTreeMap::new(),
+    procs: Slots::new(),
     ready: VecDeque::new(),
     current: None,
     kernel_ctx: None,
@@ -241,6 +241,10 @@ pub static FRAME_REFS: IrqSafeMutex<FrameRefs> = IrqSafeMutex::new(FrameRefs::ne
 /// long as some address space maps it.
 pub static SHARED: IrqSafeMutex<BTreeMap<u32, Weak<SharedObject>>> =
     IrqSafeMutex::new(BTreeMap::new());
+
+/// The pid of the process on the CPU (kept by the switch): what `getpid` answers without
+/// taking the table's lock.
+static CURRENT_PID: AtomicU32 = AtomicU32::new(KERNEL_PID);
 
 /// The kernel task waits in [`idle_wait`] (and may be switched out).
 static KERNEL_IDLE: AtomicBool = AtomicBool::new(false);
@@ -269,14 +273,6 @@ pub fn kmem_limit_for(ram: u32) -> u32 {
 /// allows and its own needs.
 pub fn reserve_frames() -> u32 {
     RESERVE_FRAMES.load(Ordering::Relaxed)
-}
-
-/// Heap bytes, at worst, of one process record in the table.
-pub const RECORD_COST: u32 = crate::mm::kmem::btree_entry_cost::<Pid, Process>();
-
-/// Charges a new process record to [`KMEM`].
-fn charge_record() -> Result<Charge, OverBudget> {
-    KMEM.charge(RECORD_COST)
 }
 
 /// The PMM as a [`FrameAllocator`] that takes the PMM lock for each call, so that address-space
@@ -331,6 +327,8 @@ pub fn init_memory() {
         );
         // Owner counts for every frame of RAM, allocated once: sharing never grows the heap.
         *FRAME_REFS.lock() = FrameRefs::with_frames(total);
+        // Every process record's slot, allocated once too.
+        TABLE.lock().procs.allocate();
     });
 }
 
@@ -338,6 +336,7 @@ pub fn init_memory() {
 pub fn init() {
     init_memory();
     exception::set_user_handler(user_exception);
+    exception::set_svc_handler(syscall::dispatch);
     exception::set_uaccess_resolver(fault::resolve_uaccess);
     sched::start();
 }
@@ -348,7 +347,7 @@ pub use sched::{idle_wait, kernel_sleep_ms};
 /// Called for every exception taken from User mode.
 fn user_exception(frame: &mut TrapFrame, kind: ExceptionKind, report: Option<AbortReport>) {
     match kind {
-        ExceptionKind::Svc => syscall::dispatch(frame),
+        ExceptionKind::Svc => syscall::dispatch(frame), // (normally straight from the vector)
         ExceptionKind::DataAbort | ExceptionKind::PrefetchAbort => {
             fault::user_abort(frame, report.expect("aborts come with their report"));
         }
@@ -397,10 +396,11 @@ impl Table {
         if self.procs.len() >= MAX_PROCESSES {
             return None;
         }
+        // A free slot is at most MAX_PROCESSES pids away.
         loop {
             let pid = self.next_pid;
             self.next_pid = self.next_pid.checked_add(1).unwrap_or(1);
-            if !self.procs.contains_key(&pid) {
+            if self.procs.slot_free(pid) {
                 return Some(pid);
             }
         }

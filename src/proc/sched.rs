@@ -154,6 +154,9 @@ fn switch(t: &mut Table, frame: &mut TrapFrame, next: Option<super::Pid>) {
         }
     }
     t.current = next;
+    // The pid `getpid` reads without the table's lock (0: the kernel task). One core today; on
+    // several it becomes per-core.
+    super::CURRENT_PID.store(next.unwrap_or(super::KERNEL_PID), Ordering::Relaxed);
     t.switches += 1;
 }
 

@@ -18,7 +18,7 @@ const MAX_SHARED_OBJECTS: usize = 256;
 
 type SysResult = Result<u32, i32>;
 
-/// Handles the SVC in `frame` for the current process.
+/// Handles the SVC in `frame` for the current process (called straight from the SVC vector).
 pub(super) fn dispatch(frame: &mut TrapFrame) {
     let [a0, a1, a2, _a3] = [frame.r[0], frame.r[1], frame.r[2], frame.r[3]];
     let result = match frame.r[7] {
@@ -45,10 +45,7 @@ pub(super) fn dispatch(frame: &mut TrapFrame) {
 }
 
 fn current_pid() -> Pid {
-    TABLE
-        .lock()
-        .current
-        .expect("a system call has a current process")
+    super::CURRENT_PID.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// Runs `f` on the current process.
@@ -178,7 +175,6 @@ fn fork(frame: &mut TrapFrame) -> SysResult {
     let mut t = TABLE.lock();
     let pid = t.current.expect("a system call has a current process");
     let child_pid = t.alloc_pid().ok_or(errno::ENOMEM)?;
-    let record = super::charge_record().map_err(|_| errno::ENOMEM)?;
     let parent = t.procs.get_mut(&pid).expect("the current process exists");
     let name = parent.name;
     let cpu = super::cpu_state::fork(parent);
@@ -186,7 +182,7 @@ fn fork(frame: &mut TrapFrame) -> SysResult {
     let child_space = {
         let mut refs = FRAME_REFS.lock();
         // SAFETY: the direct map is live; the new space only uses frames it owns.
-        let mem = unsafe { crate::mm::phys::DirectMap::new() };
+        let mem = unsafe { crate::arch::arm::direct_map::DirectMap::new() };
         vm.fork(
             crate::mm::asid::Asid::KERNEL,
             mem,
@@ -211,7 +207,6 @@ fn fork(frame: &mut TrapFrame) -> SysResult {
             context: ContextId::NEW,
             asid: None,
             ticks: 0,
-            _record: record,
         },
     );
     t.ready.push_back(child_pid);

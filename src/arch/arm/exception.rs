@@ -111,7 +111,7 @@ exception_vectors_end:
     // \unmask: clear CPSR.A once the frame is saved. The abort entries leave it to the Rust
     // handler, which first reads DFSR/DFAR (or IFSR/IFAR): an asynchronous abort taken before
     // that would overwrite them.
-    .macro EXC_ENTRY name, kind, adjust, check_stack, unmask
+    .macro EXC_ENTRY name, kind, adjust, check_stack, unmask, handler
 \name:
     .if \adjust
     sub     lr, lr, #\adjust
@@ -151,17 +151,19 @@ exception_vectors_end:
     mov     r1, #\kind
     mov     r4, sp
     bic     sp, sp, #7              // AAPCS: 8-byte aligned stack at the call
-    bl      exception_dispatch
+    bl      \handler
     mov     sp, r4
     b       exception_return
     .endm
 
-    EXC_ENTRY exc_undefined, 1, 0, 0, 1
-    EXC_ENTRY exc_svc, 2, 0, 0, 1
-    EXC_ENTRY exc_prefetch_abort, 3, 4, 1, 0
-    EXC_ENTRY exc_data_abort, 4, 8, 1, 0
-    EXC_ENTRY exc_irq, 6, 4, 0, 1
-    EXC_ENTRY exc_fiq, 7, 4, 0, 1
+    // System calls go straight to their own dispatcher (`svc_dispatch`): the most frequent
+    // entry skips the general one.
+    EXC_ENTRY exc_undefined, 1, 0, 0, 1, exception_dispatch
+    EXC_ENTRY exc_svc, 2, 0, 0, 1, svc_dispatch
+    EXC_ENTRY exc_prefetch_abort, 3, 4, 1, 0, exception_dispatch
+    EXC_ENTRY exc_data_abort, 4, 8, 1, 0, exception_dispatch
+    EXC_ENTRY exc_irq, 6, 4, 0, 1, exception_dispatch
+    EXC_ENTRY exc_fiq, 7, 4, 0, 1, exception_dispatch
 
     .globl exception_return
 exception_return:
@@ -372,6 +374,27 @@ static UACCESS_RESOLVER: spin::Once<UaccessResolver> = spin::Once::new();
 /// Installs the resolver for faults of the user-memory copy routines.
 pub fn set_uaccess_resolver(r: UaccessResolver) {
     UACCESS_RESOLVER.call_once(|| r);
+}
+
+/// Hook for system calls from User mode; `None` until the process layer installs one.
+pub type SvcHandler = fn(&mut TrapFrame);
+static SVC_HANDLER: spin::Once<SvcHandler> = spin::Once::new();
+
+/// Installs the handler for system calls (SVC from User mode).
+pub fn set_svc_handler(h: SvcHandler) {
+    SVC_HANDLER.call_once(|| h);
+}
+
+/// The SVC vector's entry: a system call from User mode goes to its handler at once; anything
+/// else (an SVC from the kernel, or before the process layer started) the general way.
+#[no_mangle]
+extern "C" fn svc_dispatch(frame: &mut TrapFrame, kind: u32) {
+    if frame.from_user() {
+        if let Some(h) = SVC_HANDLER.get() {
+            return h(frame);
+        }
+    }
+    exception_dispatch(frame, kind)
 }
 
 /// Installs the handler for exceptions taken from User mode.

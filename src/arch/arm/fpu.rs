@@ -68,6 +68,9 @@ pub fn init() -> bool {
 
 static AVAILABLE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
+/// FPEXC.EN as last written by [`set_enabled`] (the unit starts off: [`init`] writes it so).
+static ENABLED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
 /// Whether [`init`] found the unit usable (its access granted). When it is not, user programs
 /// get no FP unit: their VFP/NEON instructions are undefined instructions.
 pub fn available() -> bool {
@@ -118,7 +121,9 @@ pub fn enabled() -> bool {
 /// Sets or clears FPEXC.EN (and clears FPEXC.EX and the other state bits, which the Cortex-A7
 /// never sets: it has no trapped floating-point exceptions).
 pub fn set_enabled(on: bool) {
-    if !available() {
+    // The switch calls this every time: FPEXC (and its ISB) is written only on a change. The
+    // mirror is this core's (one core today; per core on several).
+    if !available() || ENABLED.swap(on, core::sync::atomic::Ordering::Relaxed) == on {
         return;
     }
     let v = if on { FPEXC_EN } else { 0 };

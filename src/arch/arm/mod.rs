@@ -5,6 +5,7 @@ pub mod barrier;
 pub mod boot;
 pub mod cache;
 pub mod cp15;
+pub mod direct_map;
 pub mod exception;
 pub mod fpu;
 pub mod irq;
