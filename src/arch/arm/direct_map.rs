@@ -83,7 +83,7 @@ pub unsafe fn zero_page(page: *mut u8) {
 pub unsafe fn copy_page(dst: *mut u8, src: *const u8) {
     assert!(
         (dst as usize | src as usize).is_multiple_of(PAGE_SIZE as usize)
-            && dst as usize != src as usize,
+            && !core::ptr::eq(dst, src),
         "unaligned or identical pages"
     );
     // SAFETY: forwarded, as for `zero_page`.
