@@ -3,8 +3,9 @@
 //! A counting allocator measures the heap the region map of a [`UserVm`] holds, block sizes
 //! rounded up to powers of two as the kernel's buddy heap rounds them, while random `mmap`- and
 //! `munmap`-like operations (whole regions, cut ends, holes) run; after every step the live
-//! bytes must not exceed what the space has charged to its budget. If the bound in
-//! `mm::kmem` underestimated the B-tree, a process could take more heap than it paid for.
+//! bytes must not exceed what the space has charged to its budget. If the charge
+//! (`uvm::regions_cost`) underestimated the region map, a process could take more heap than it
+//! paid for.
 
 use pi2vm::mm::addr::{Frame, VirtAddr, PAGE_SIZE};
 use pi2vm::mm::kmem::KmemBudget;

@@ -287,7 +287,8 @@ fn regions_near_the_reserve() {
     let takers: Vec<Pid> = (0..PROCESSES).map(|_| spawn("hostile", 1)).collect();
     // They all hold their regions for a while: the budget must be spent by then.
     let limit = proc::KMEM.limit();
-    let entry = crate::mm::kmem::btree_entry_cost::<u32, crate::mm::uvm::Region>();
+    // A process is refused when its next array (twice its last) does not fit.
+    let entry = crate::mm::uvm::regions_cost(crate::mm::uvm::MAX_REGIONS) / 2;
     let mut peak = 0;
     for _ in 0..500 {
         peak = peak.max(proc::KMEM.used());

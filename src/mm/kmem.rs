@@ -9,8 +9,8 @@
 //! of user reach to grow its heap by the whole budget (see `proc::KernelFrames`), so a charged
 //! allocation always finds memory.
 //!
-//! A charge is the heap the object may take at worst, counted the way the kernel's buddy heap
-//! hands memory out (every block rounded up to a power of two): see [`region_cost`]. A
+//! A charge is the heap the object takes, counted the way the kernel's buddy heap hands memory
+//! out (every block rounded up to a power of two): see [`slice_cost`]. A
 //! [`Charge`] gives its bytes back when dropped, so an object that holds its charge cannot leak
 //! it. The budget is two atomics, so it serves every core without a lock.
 
@@ -146,33 +146,6 @@ const fn block(bytes: usize) -> u32 {
     bytes.next_power_of_two() as u32
 }
 
-/// Heap bytes, at worst, that one entry of a `BTreeMap<K, V>` costs.
-///
-/// The standard B-tree (B = 6) keeps 5 to 11 entries in every node but the root, so a map of
-/// `n` entries has at most `n / 5 + 1` leaves and, above them, internal nodes with at least 6
-/// children each: at most `n / 25 + 1` of them whatever the depth (a geometric series of
-/// ratio 1/6 over the leaves). A leaf holds a parent pointer, two `u16` and 11 keys and values;
-/// an internal node adds 12 child pointers. Per entry that is a fifth of a leaf block and a
-/// 25th of an internal block; the `+ 1`s are [`btree_base`].
-pub const fn btree_entry_cost<K, V>() -> u32 {
-    let leaf = size_of::<usize>() + 4 + 11 * (size_of::<K>() + size_of::<V>());
-    let internal = leaf + 12 * size_of::<usize>();
-    block(leaf).div_ceil(5) + block(internal).div_ceil(25)
-}
-
-/// Heap bytes, at worst, of a `BTreeMap<K, V>` apart from its entries: one leaf and one
-/// internal node that may be nearly empty (the root and its spine).
-pub const fn btree_base<K, V>() -> u32 {
-    let leaf = size_of::<usize>() + 4 + 11 * (size_of::<K>() + size_of::<V>());
-    let internal = leaf + 12 * size_of::<usize>();
-    block(leaf) + block(internal)
-}
-
-/// Heap bytes, at worst, of a map keyed by `u32` holding `n` values of type `V`.
-pub const fn region_cost<V>(n: usize) -> u32 {
-    btree_base::<u32, V>() + n as u32 * btree_entry_cost::<u32, V>()
-}
-
 /// Heap bytes of one allocation of `T` (rounded as the buddy heap rounds it).
 pub const fn object_cost<T>() -> u32 {
     block(size_of::<T>())
@@ -231,7 +204,5 @@ mod tests {
     fn costs_round_like_the_buddy_heap() {
         assert_eq!(object_cost::<[u8; 100]>(), 128);
         assert_eq!(slice_cost::<u64>(3), 32);
-        assert!(btree_entry_cost::<u32, [u8; 20]>() > 0);
-        assert!(region_cost::<[u8; 20]>(10) > btree_base::<u32, [u8; 20]>());
     }
 }

@@ -13,6 +13,7 @@ pub mod kmem;
 pub mod layout;
 pub mod phys;
 pub mod pmm;
+pub mod region_map;
 pub mod tlb;
 pub mod uvm;
 pub mod vas;

@@ -43,9 +43,9 @@ use super::desc::MapFlags;
 use super::frame::{FrameAllocator, PmmError};
 use super::kmem::{self, Charge, KmemBudget};
 use super::phys::PhysMem;
+use super::region_map::{capacity_for, RegionMap};
 use super::tlb::{Asid, Tlb};
 use super::vas::{AddressSpace, MapError};
-use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
@@ -513,7 +513,7 @@ impl fmt::Display for UvmError {
 pub struct UserVm<M: PhysMem, T: Tlb> {
     space: AddressSpace<M, T>,
     /// Regions by start address; they never overlap.
-    regions: BTreeMap<u32, Region>,
+    regions: RegionMap,
     /// Number of mapped pages.
     resident: u32,
     /// The heap its region map may take, charged to the budget it was made with.
@@ -523,19 +523,10 @@ pub struct UserVm<M: PhysMem, T: Tlb> {
 /// Regions one space may have: each costs kernel heap (see [`regions_cost`]).
 pub const MAX_REGIONS: usize = 1024;
 
-/// Heap bytes, at worst, of the region map of a space with `n` regions.
+/// Heap bytes of the region map of a space with `n` regions: one array of
+/// [`capacity_for`]`(n)` regions.
 pub const fn regions_cost(n: usize) -> u32 {
-    kmem::region_cost::<Region>(n)
-}
-
-/// The region of `regions` that contains `va`.
-#[inline]
-fn lookup(regions: &BTreeMap<u32, Region>, va: VirtAddr) -> Option<&Region> {
-    regions
-        .range(..=va.as_u32())
-        .next_back()
-        .map(|(_, r)| r)
-        .filter(|r| r.contains(va))
+    kmem::slice_cost::<Region>(capacity_for(n))
 }
 
 /// Records `e` in `result` unless an earlier error is there.
@@ -588,24 +579,33 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
     ) -> Result<Self, UvmError> {
         Ok(Self {
             space: AddressSpace::new_user(mem, tlb, asid, alloc)?,
-            regions: BTreeMap::new(),
+            regions: RegionMap::new(),
             resident: 0,
             kmem,
         })
     }
 
-    /// Makes the charge for the region map cover `n` regions, or refuses (nothing changed).
+    /// Makes the charge for the region map, and its room, cover `n` regions, or refuses
+    /// (nothing changed).
     fn charge_regions(&mut self, n: usize) -> Result<(), UvmError> {
         if n > MAX_REGIONS {
             return Err(UvmError::TooManyRegions);
         }
+        let before = self.kmem.bytes();
         self.kmem
-            .resize(regions_cost(n))
-            .map_err(|_| UvmError::NoKernelMemory)
+            .resize(regions_cost(n).max(before))
+            .map_err(|_| UvmError::NoKernelMemory)?;
+        if self.regions.reserve_for(n).is_err() {
+            // Shrinking back cannot be refused.
+            let _ = self.kmem.resize(before);
+            return Err(UvmError::NoKernelMemory);
+        }
+        Ok(())
     }
 
-    /// Shrinks the charge to the regions there are (after a charge for more than were made).
+    /// Gives back the room and the charge the regions there are no longer need.
     fn settle_regions(&mut self) {
+        self.regions.shrink();
         // Never more than was charged before: shrinking cannot be refused.
         let _ = self.kmem.resize(regions_cost(self.regions.len()));
     }
@@ -644,7 +644,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
 
     /// The region containing `va`.
     pub fn region_at(&self, va: VirtAddr) -> Option<&Region> {
-        lookup(&self.regions, va)
+        self.regions.lookup(va)
     }
 
     /// Number of mapped pages (private and shared).
@@ -669,10 +669,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
 
     /// Whether a region overlaps `[start, end)`.
     fn overlaps(&self, start: VirtAddr, end: VirtAddr) -> bool {
-        self.regions
-            .range(..end.as_u32())
-            .next_back()
-            .is_some_and(|(_, r)| r.end() > start)
+        self.regions.last_meeting(start, end).is_some()
     }
 
     /// Adds a region of `len` bytes at `start` (page aligned, inside
@@ -731,17 +728,14 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
             Backing::Shared(_) => offset,
         };
         self.charge_regions(self.regions.len() + 1)?;
-        self.regions.insert(
-            start.as_u32(),
-            Region {
-                start,
-                len,
-                perm,
-                kind,
-                backing,
-                offset,
-            },
-        );
+        self.regions.insert(Region {
+            start,
+            len,
+            perm,
+            kind,
+            backing,
+            offset,
+        });
         Ok(())
     }
 
@@ -763,10 +757,8 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         // Here `lo` < 2 GiB. Skip a region that starts below `lo` and reaches past it.
         let lo = lo as u32;
         let mut candidate = u64::from(lo);
-        if let Some((_, r)) = self.regions.range(..lo).next_back() {
-            candidate = candidate.max(u64::from(r.end().as_u32()));
-        }
-        for r in self.regions.range(lo..).map(|(_, r)| r) {
+        // The regions that end after `lo` (the first may start below it).
+        for r in self.regions.from(VirtAddr::new(lo)) {
             let start = u64::from(r.start.as_u32());
             if start >= hi || candidate + len <= start {
                 break;
@@ -819,7 +811,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         alloc: &mut A,
         refs: &mut FrameRefs,
     ) -> Result<Resolved, FaultError> {
-        let region = lookup(&self.regions, va).ok_or(FaultError::NoRegion)?;
+        let region = self.regions.lookup(va).ok_or(FaultError::NoRegion)?;
         if region.kind == RegionKind::Guard {
             return Err(FaultError::Guard);
         }
@@ -945,7 +937,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         if data.is_empty() {
             return Ok(());
         }
-        let region = lookup(&self.regions, va).ok_or(UvmError::NotFound)?;
+        let region = self.regions.lookup(va).ok_or(UvmError::NotFound)?;
         if region.kind == RegionKind::Guard || !matches!(region.backing, Backing::Private) {
             return Err(UvmError::NotFound);
         }
@@ -1103,20 +1095,18 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
             return Err(UvmError::NotFound);
         }
         // Cutting a hole inside one region leaves two: one region more to pay for.
-        if lookup(&self.regions, start).is_some_and(|r| r.start < start && r.end() > end) {
+        if self
+            .regions
+            .lookup(start)
+            .is_some_and(|r| r.start < start && r.end() > end)
+        {
             self.charge_regions(self.regions.len() + 1)?;
         }
         let mut result = Ok(());
         // The highest region meeting the range, until none is left: the remainders of a cut
         // region lie outside the range, so they are not met again.
-        while let Some(key) = self
-            .regions
-            .range(..end.as_u32())
-            .next_back()
-            .filter(|(_, r)| r.end() > start)
-            .map(|(k, _)| *k)
-        {
-            let Some(region) = self.regions.remove(&key) else {
+        while let Some(key) = self.regions.last_meeting(start, end).map(|r| r.start) {
+            let Some(region) = self.regions.remove(key) else {
                 break;
             };
             let cut_from = region.start.max(start);
@@ -1138,7 +1128,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
                     len: cut_from.as_u32() - region.start.as_u32(),
                     ..region.clone()
                 };
-                self.regions.insert(left.start.as_u32(), left);
+                self.regions.insert(left);
             }
             if cut_to < region.end() {
                 let skipped = (cut_to.as_u32() - region.start.as_u32()) / PAGE_SIZE;
@@ -1151,7 +1141,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
                     },
                     ..region.clone()
                 };
-                self.regions.insert(right.start.as_u32(), right);
+                self.regions.insert(right);
             }
             let r = Self::drop_backing(region.backing, alloc);
             if let Err(e) = r {
@@ -1218,7 +1208,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
     /// writable again in the parent if its region is `RW` and the parent is its only owner.
     fn undo_fork<A: FrameAllocator>(
         parent: &mut AddressSpace<M, T>,
-        regions: &BTreeMap<u32, Region>,
+        regions: &RegionMap,
         child: UserVm<M, T>,
         alloc: &mut A,
         refs: &mut FrameRefs,
@@ -1227,7 +1217,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         while let Some((va, t)) = child.space.next_mapped(v, USER_END) {
             let frame = Frame::containing(t.pa);
             refs.release(frame);
-            let rw = lookup(regions, va).is_some_and(|r| r.perm == Perm::RW);
+            let rw = regions.lookup(va).is_some_and(|r| r.perm == Perm::RW);
             if rw && refs.count(frame) == 1 {
                 // Cannot fail: the page is mapped in the parent, with this frame.
                 let _ = parent.protect_page(Page::containing(va), MapFlags::USER_DATA);
@@ -2212,11 +2202,17 @@ mod tests {
 
     #[test]
     fn regions_are_refused_when_the_budget_cannot_hold_them() {
-        // Room for the map and three regions.
-        static B: KmemBudget = KmemBudget::new(regions_cost(3));
+        // Room for the map's first array: four regions (the next would need eight slots).
+        static B: KmemBudget = KmemBudget::new(regions_cost(4));
+        assert_eq!(
+            regions_cost(1),
+            regions_cost(4),
+            "arrays come in powers of two, 4 at least"
+        );
+        assert!(regions_cost(5) > regions_cost(4));
         let mut r = Rig::new();
         let mut u = r.vm_in(A1, &B);
-        for i in 0..3 {
+        for i in 0..4 {
             add(
                 &mut u,
                 0x10_0000 + i * 0x1_0000,
@@ -2225,32 +2221,32 @@ mod tests {
                 RegionKind::Anon,
             );
         }
-        assert_eq!(B.used(), regions_cost(3));
-        let fourth = u.add_region(
+        assert_eq!(B.used(), regions_cost(4));
+        let fifth = u.add_region(
             va(0x20_0000),
             0x1000,
             Perm::RW,
             RegionKind::Anon,
             Backing::Private,
         );
-        assert_eq!(fourth, Err(UvmError::NoKernelMemory));
-        assert_eq!(u.regions().count(), 3, "a refused add changes nothing");
-        // A hole in the middle of a region would make a fourth: refused, nothing removed.
+        assert_eq!(fifth, Err(UvmError::NoKernelMemory));
+        assert_eq!(u.regions().count(), 4, "a refused add changes nothing");
+        // A hole in the middle of a region would make a fifth: refused, nothing removed.
         assert_eq!(
             u.remove(va(0x10_1000), 0x1000, &mut r.alloc, &mut r.refs),
             Err(UvmError::NoKernelMemory)
         );
-        assert_eq!(u.regions().count(), 3);
-        // Cutting an end makes none, and removing a region gives its charge back.
+        assert_eq!(u.regions().count(), 4);
+        // Cutting an end makes none; removing a region makes room.
         u.remove(va(0x10_3000), 0x1000, &mut r.alloc, &mut r.refs)
             .unwrap();
         u.remove(va(0x11_0000), 0x4000, &mut r.alloc, &mut r.refs)
             .unwrap();
-        assert_eq!(B.used(), regions_cost(2));
+        assert_eq!(u.regions().count(), 3);
         // Now the hole fits.
         u.remove(va(0x10_1000), 0x1000, &mut r.alloc, &mut r.refs)
             .unwrap();
-        assert_eq!((u.regions().count(), B.used()), (3, regions_cost(3)));
+        assert_eq!((u.regions().count(), B.used()), (4, regions_cost(4)));
         u.destroy(&mut r.alloc, &mut r.refs).unwrap();
         assert_eq!(B.used(), 0, "a destroyed space gives its whole charge back");
     }
@@ -2289,11 +2285,20 @@ mod tests {
 
     #[test]
     fn a_fork_the_budget_cannot_hold_is_refused_and_changes_nothing() {
-        static B: KmemBudget = KmemBudget::new(regions_cost(2) + regions_cost(1));
+        // The parent's five regions need an array of eight; the budget has room for that and
+        // an array of four, not two of eight.
+        static B: KmemBudget = KmemBudget::new(regions_cost(8) + regions_cost(4));
         let mut r = Rig::new();
         let mut p = r.vm_in(A1, &B);
-        add(&mut p, 0x10_0000, 0x2000, Perm::RW, RegionKind::Anon);
-        add(&mut p, 0x20_0000, 0x2000, Perm::RW, RegionKind::Anon);
+        for i in 0..5 {
+            add(
+                &mut p,
+                0x10_0000 + i * 0x10_0000,
+                0x2000,
+                Perm::RW,
+                RegionKind::Anon,
+            );
+        }
         r.store(&mut p, 0x10_0000, 5).unwrap();
         let free = r.alloc.free_count();
         assert!(matches!(r.fork(&mut p, A2), Err(UvmError::NoKernelMemory)));
@@ -2302,10 +2307,11 @@ mod tests {
         // The parent's page is still its own and writable.
         r.store(&mut p, 0x10_0000, 6).unwrap();
         assert_eq!(r.refs.shared_frames(), 0);
-        p.remove(va(0x20_0000), 0x2000, &mut r.alloc, &mut r.refs)
+        p.remove(va(0x40_0000), 0x20_0000, &mut r.alloc, &mut r.refs)
             .unwrap();
+        assert_eq!(B.used(), regions_cost(3), "the array shrank");
         let c = r.fork(&mut p, A2).unwrap();
-        assert_eq!(B.used(), 2 * regions_cost(1));
+        assert_eq!(B.used(), 2 * regions_cost(3));
         c.destroy(&mut r.alloc, &mut r.refs).unwrap();
         p.destroy(&mut r.alloc, &mut r.refs).unwrap();
         assert_eq!(B.used(), 0);
