@@ -2,7 +2,7 @@
 //! checks that each answer is the one docs/syscalls.md promises. Exits 0 when every check of
 //! the case holds, otherwise the number of the first that failed (64 for an unknown case).
 //!
-//! 1 regions until the kernel says ENOMEM (then holds them `HOLD_MS`), 2 `mmap` hints in the
+//! 1 shared objects and regions until the kernel says ENOMEM (then holds them `HOLD_MS`), 2 `mmap` hints in the
 //! first 64 KiB and across 2 GiB, 3 a `write` whose buffer is only partly mapped, 4 `munmap` of
 //! ranges with nothing (or only some pages) mapped, 5 `shm` of an object whose mapping lost its
 //! first page, 6 exit codes that look like errors or like kills, 7 (a helper, not a check)
@@ -72,12 +72,26 @@ fn main(arg: u32) -> i32 {
     c.failed
 }
 
-/// One-page regions, one `mmap` each, until the kernel refuses with ENOMEM: the kernel heap
-/// they cost is charged, so the kernel must say no before its heap runs out (it used to panic).
+/// Kernel memory until the kernel refuses with ENOMEM: shared-memory objects of 64 MiB (each
+/// costs the kernel a 128 KiB table of its pages), then one-page regions, one `mmap` each. What
+/// they cost the kernel heap is charged, so the kernel must say no before its heap runs out (it
+/// used to panic); then it holds them `HOLD_MS`, so that many processes hold theirs at once.
 fn regions_until_enomem(c: &mut Checks) {
-    let mut got = 0u32;
+    let mut objects = 0u32;
     let last = loop {
-        match mmap(0, PAGE, prot::READ) {
+        match shm(c.pid << 16 | objects, 64 << 20) {
+            Ok(_) => objects += 1,
+            Err(e) => break e,
+        }
+        if objects > 1000 {
+            break Errno(0);
+        }
+    };
+    c.check("shm: the kernel refused with ENOMEM", last == Errno::ENOMEM);
+    let mut got = 0u32;
+    // Above the mmap window, which the objects filled.
+    let last = loop {
+        match mmap(0x4000_0000 + got as usize * PAGE, PAGE, prot::READ) {
             Ok(_) => got += 1,
             Err(e) => break e,
         }
@@ -85,9 +99,14 @@ fn regions_until_enomem(c: &mut Checks) {
             break Errno(0);
         }
     };
-    println!("[pid {}] hostile 1: {got} regions, then {last}", c.pid);
-    c.check("the kernel refused with ENOMEM", last == Errno::ENOMEM);
-    c.check("at least one region", got > 0);
+    println!(
+        "[pid {}] hostile 1: {objects} shared objects and {got} regions, then {last}",
+        c.pid
+    );
+    c.check(
+        "mmap: the kernel refused with ENOMEM",
+        last == Errno::ENOMEM,
+    );
     sleep(HOLD_MS);
     // Still alive and served after being refused.
     c.check("getpid after ENOMEM", getpid() == c.pid);
