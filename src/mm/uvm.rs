@@ -821,7 +821,8 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         let page = Page::containing(va);
         let flags = region.perm.flags();
         let space = &mut self.space;
-        let Some(t) = space.translate(page.start()) else {
+        let mapped = space.is_mapped(page.start());
+        let Some(t) = mapped.then(|| space.translate(page.start())).flatten() else {
             let resolved = match &region.backing {
                 Backing::Private => {
                     let frame = alloc.alloc_frame().map_err(|_| FaultError::OutOfMemory)?;

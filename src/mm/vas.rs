@@ -675,6 +675,23 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
 
     // ----- lookups -------------------------------------------------------------------------
 
+    /// Whether anything maps `va`: the walk of [`AddressSpace::translate`] without decoding the
+    /// attributes (the first question of every page fault).
+    #[inline]
+    pub fn is_mapped(&self, va: VirtAddr) -> bool {
+        if !self.in_space(va) {
+            return false;
+        }
+        match self.l1_entry(va.l1_index()) {
+            L1Entry::Fault => false,
+            L1Entry::Table(t) => {
+                let l2_pa = PhysAddr::new(t.base().as_u32() + 4 * va.l2_index() as u32);
+                self.mem.read_u32(l2_pa) & 0b11 != 0
+            }
+            _ => true,
+        }
+    }
+
     /// Walks the tables for `va` as the MMU would (ignoring the TLB).
     pub fn translate(&self, va: VirtAddr) -> Option<Translation> {
         if !self.in_space(va) {

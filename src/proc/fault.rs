@@ -114,13 +114,13 @@ fn resolve(address: u32, access: Access, status: FaultStatus) -> Result<(), User
 }
 
 /// A data or prefetch abort taken from User mode.
-pub(super) fn user_abort(frame: &mut TrapFrame, report: AbortReport) {
+pub(super) fn user_abort(frame: &mut TrapFrame, report: &AbortReport) {
     if report.instruction && report.status.kind == FaultKind::DebugEvent {
         // `bkpt`: with no debugger attached, a breakpoint instruction is a prefetch abort
         // with a debug-event status (ARM ARM C3.3.1), not a memory fault.
         return kill_current(frame, KillReason::Breakpoint { pc: report.pc });
     }
-    let access = access_of(&report);
+    let access = access_of(report);
     match resolve(report.address, access, report.status) {
         Ok(()) => {} // the instruction runs again
         Err(kind) => kill_current(

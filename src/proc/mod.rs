@@ -30,7 +30,7 @@ pub mod uaccess;
 
 use crate::abi::status;
 use crate::arch::arm::direct_map::DirectMap;
-use crate::arch::arm::exception::{self, AbortReport, ExceptionKind, TrapFrame};
+use crate::arch::arm::exception::{self, ExceptionKind, TrapFrame};
 use crate::arch::arm::irq::IrqSafeMutex;
 use crate::arch::arm::mmu::CpuTlb;
 use crate::mm::asid::{Asid, ContextId};
@@ -336,6 +336,7 @@ pub fn init_memory() {
 pub fn init() {
     init_memory();
     exception::set_user_handler(user_exception);
+    exception::set_user_abort_handler(fault::user_abort);
     exception::set_svc_handler(syscall::dispatch);
     exception::set_uaccess_resolver(fault::resolve_uaccess);
     sched::start();
@@ -345,11 +346,11 @@ mod sched;
 pub use sched::{idle_wait, kernel_sleep_ms};
 
 /// Called for every exception taken from User mode.
-fn user_exception(frame: &mut TrapFrame, kind: ExceptionKind, report: Option<AbortReport>) {
+fn user_exception(frame: &mut TrapFrame, kind: ExceptionKind) {
     match kind {
         ExceptionKind::Svc => syscall::dispatch(frame), // (normally straight from the vector)
         ExceptionKind::DataAbort | ExceptionKind::PrefetchAbort => {
-            fault::user_abort(frame, report.expect("aborts come with their report"));
+            unreachable!("aborts go to their own handler")
         }
         ExceptionKind::Undefined => {
             // A VFP/NEON instruction while the FP unit holds another process's registers.

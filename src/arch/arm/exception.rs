@@ -156,12 +156,12 @@ exception_vectors_end:
     b       exception_return
     .endm
 
-    // System calls go straight to their own dispatcher (`svc_dispatch`): the most frequent
-    // entry skips the general one.
+    // System calls and aborts go straight to their own dispatchers (`svc_dispatch`,
+    // `abort_dispatch`): the most frequent entries skip the general one.
     EXC_ENTRY exc_undefined, 1, 0, 0, 1, exception_dispatch
     EXC_ENTRY exc_svc, 2, 0, 0, 1, svc_dispatch
-    EXC_ENTRY exc_prefetch_abort, 3, 4, 1, 0, exception_dispatch
-    EXC_ENTRY exc_data_abort, 4, 8, 1, 0, exception_dispatch
+    EXC_ENTRY exc_prefetch_abort, 3, 4, 1, 0, abort_dispatch
+    EXC_ENTRY exc_data_abort, 4, 8, 1, 0, abort_dispatch
     EXC_ENTRY exc_irq, 6, 4, 0, 1, exception_dispatch
     EXC_ENTRY exc_fiq, 7, 4, 0, 1, exception_dispatch
 
@@ -357,9 +357,9 @@ impl fmt::Display for AbortReport {
     }
 }
 
-/// Hook for exceptions from User mode (processes); `None` until the process layer installs one.
-/// Aborts come with their report, read before asynchronous aborts were unmasked.
-pub type UserHandler = fn(&mut TrapFrame, ExceptionKind, Option<AbortReport>);
+/// Hook for exceptions from User mode (processes) other than system calls and aborts; `None`
+/// until the process layer installs one.
+pub type UserHandler = fn(&mut TrapFrame, ExceptionKind);
 static USER_HANDLER: spin::Once<UserHandler> = spin::Once::new();
 /// Hook for IRQs.
 pub type IrqHandler = fn(&mut TrapFrame);
@@ -397,6 +397,39 @@ extern "C" fn svc_dispatch(frame: &mut TrapFrame, kind: u32) {
     exception_dispatch(frame, kind)
 }
 
+/// Hook for aborts from User mode, with their report (read before asynchronous aborts were
+/// unmasked); `None` until the process layer installs one.
+pub type UserAbortHandler = fn(&mut TrapFrame, &AbortReport);
+static USER_ABORT_HANDLER: spin::Once<UserAbortHandler> = spin::Once::new();
+
+/// Installs the handler for aborts taken from User mode.
+pub fn set_user_abort_handler(h: UserAbortHandler) {
+    USER_ABORT_HANDLER.call_once(|| h);
+}
+
+/// The abort vectors' entry (`kind` 3 prefetch, 4 data): the fault registers first, then
+/// asynchronous aborts unmasked (an asynchronous abort would overwrite them); a frame made on
+/// the rescued stack is never resumed; an abort from User mode goes to its handler at once.
+#[no_mangle]
+extern "C" fn abort_dispatch(frame: &mut TrapFrame, kind: u32) {
+    let (kind, report) = if kind == ExceptionKind::DataAbort as u32 {
+        (ExceptionKind::DataAbort, data_abort_report(frame))
+    } else {
+        (ExceptionKind::PrefetchAbort, prefetch_abort_report(frame))
+    };
+    super::irq::unmask_async_aborts();
+    if STACK_RESCUED.load(Ordering::Relaxed) != 0 {
+        STACK_RESCUED.store(0, Ordering::Relaxed);
+        panic!("kernel stack overflow (abort with SP at the stack's end): {report}\n{frame}");
+    }
+    if frame.from_user() {
+        if let Some(h) = USER_ABORT_HANDLER.get() {
+            return h(frame, &report);
+        }
+    }
+    kernel_exception(frame, kind, Some(report));
+}
+
 /// Installs the handler for exceptions taken from User mode.
 pub fn set_user_handler(h: UserHandler) {
     USER_HANDLER.call_once(|| h);
@@ -429,27 +462,20 @@ extern "C" fn exception_dispatch(frame: &mut TrapFrame, kind: u32) {
         }
         panic!("IRQ with no handler installed");
     }
-    // Aborts: the fault registers first, then asynchronous aborts unmasked (the other entries
-    // unmask them in the assembly). A frame made on the rescued stack is never resumed.
-    let report = match kind {
-        ExceptionKind::DataAbort => Some(data_abort_report(frame)),
-        ExceptionKind::PrefetchAbort => Some(prefetch_abort_report(frame)),
-        _ => None,
-    };
-    if let Some(report) = report {
-        super::irq::unmask_async_aborts();
-        if STACK_RESCUED.swap(0, Ordering::Relaxed) != 0 {
-            panic!("kernel stack overflow (abort with SP at the stack's end): {report}\n{frame}");
-        }
-    }
     if frame.from_user() {
         if let Some(h) = USER_HANDLER.get() {
-            return h(frame, kind, report);
+            return h(frame, kind);
         }
     }
+    kernel_exception(frame, kind, None);
+}
+
+/// An exception the kernel took itself (or one from User mode before the process layer
+/// started): a fixup resumes it, anything else panics with its report.
+fn kernel_exception(frame: &mut TrapFrame, kind: ExceptionKind, report: Option<AbortReport>) {
     match kind {
         ExceptionKind::DataAbort => {
-            let report = report.expect("read above");
+            let report = report.expect("aborts come with their report");
             if report.status.is_async() {
                 // Taken at an instruction boundary: `pc` is no access of its own, so no fixup
                 // may claim it (ARM ARM B3.13.3: DFAR is UNKNOWN).
@@ -485,7 +511,7 @@ extern "C" fn exception_dispatch(frame: &mut TrapFrame, kind: u32) {
             panic!("kernel {report}\n{frame}");
         }
         ExceptionKind::PrefetchAbort => {
-            let report = report.expect("read above");
+            let report = report.expect("aborts come with their report");
             if let Some(fixup) = find_fixup(frame.lr_svc, 1) {
                 return resume_at_fixup(frame, fixup, report.status.raw);
             }
