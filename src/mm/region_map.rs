@@ -16,6 +16,10 @@ use alloc::collections::TryReserveError;
 use alloc::vec::Vec;
 use core::cell::Cell;
 
+/// Up to this many regions after an insertion or removal point are moved by swaps; more, by
+/// one memory move.
+const SHORT_TAIL: usize = 4;
+
 /// The capacity the map keeps for `n` regions: the next power of two, at least 4.
 pub const fn capacity_for(n: usize) -> usize {
     let n = if n < 4 { 4 } else { n };
@@ -99,11 +103,8 @@ impl RegionMap {
     /// The last region that starts below `end` and ends after `start`: the highest one meeting
     /// `[start, end)`.
     pub fn last_meeting(&self, start: VirtAddr, end: VirtAddr) -> Option<&Region> {
-        let below_end = self.regions.partition_point(|r| r.start < end);
-        below_end
-            .checked_sub(1)
+        self.last_meeting_index(start, end)
             .map(|i| &self.regions[i])
-            .filter(|r| r.end() > start)
     }
 
     /// The regions that end after `va`, by address.
@@ -128,23 +129,74 @@ impl RegionMap {
         }
     }
 
+    /// Where a region `[start, end)` would go, if it overlaps none: its index.
+    pub fn free_slot(&self, start: VirtAddr, end: VirtAddr) -> Option<usize> {
+        let i = self.regions.partition_point(|r| r.start < start);
+        let before_ok = i == 0 || self.regions[i - 1].end() <= start;
+        let after_ok = self.regions.get(i).is_none_or(|r| r.start >= end);
+        (before_ok && after_ok).then_some(i)
+    }
+
     /// Adds `region`, which overlaps none; room must have been made with
     /// [`RegionMap::reserve_for`] (so this never allocates).
     pub fn insert(&mut self, region: Region) {
+        let i = self.regions.partition_point(|r| r.start < region.start);
+        self.insert_at(i, region);
+    }
+
+    /// Adds `region` at index `i` (from [`RegionMap::free_slot`]), room made as for `insert`.
+    pub fn insert_at(&mut self, i: usize, region: Region) {
         debug_assert!(
             self.regions.len() < self.regions.capacity(),
             "room reserved"
         );
-        let i = self.regions.partition_point(|r| r.start < region.start);
-        self.regions.insert(i, region);
+        debug_assert!(i == 0 || self.regions[i - 1].end() <= region.start);
+        debug_assert!(self.regions.get(i).is_none_or(|r| r.end() > region.start));
+        if self.regions.len() - i <= SHORT_TAIL {
+            // A few swaps are cheaper than the general memmove.
+            self.regions.push(region);
+            let mut j = self.regions.len() - 1;
+            while j > i {
+                self.regions.swap(j - 1, j);
+                j -= 1;
+            }
+        } else {
+            self.regions.insert(i, region);
+        }
         self.hint.set(i);
+    }
+
+    /// Index of the last region that starts below `end` and ends after `start`.
+    pub fn last_meeting_index(&self, start: VirtAddr, end: VirtAddr) -> Option<usize> {
+        let below_end = self.regions.partition_point(|r| r.start < end);
+        below_end
+            .checked_sub(1)
+            .filter(|&i| self.regions[i].end() > start)
+    }
+
+    /// The region at index `i`.
+    pub fn get(&self, i: usize) -> Option<&Region> {
+        self.regions.get(i)
+    }
+
+    /// Takes out the region at index `i`.
+    pub fn remove_at(&mut self, i: usize) -> Region {
+        if self.regions.len() - i <= SHORT_TAIL {
+            let last = self.regions.len() - 1;
+            for j in i..last {
+                self.regions.swap(j, j + 1);
+            }
+            self.regions.pop().expect("index in range")
+        } else {
+            self.regions.remove(i)
+        }
     }
 
     /// Takes out the region that starts at `start`.
     pub fn remove(&mut self, start: VirtAddr) -> Option<Region> {
         let i = self.regions.partition_point(|r| r.start < start);
         if self.regions.get(i).is_some_and(|r| r.start == start) {
-            Some(self.regions.remove(i))
+            Some(self.remove_at(i))
         } else {
             None
         }
@@ -212,6 +264,39 @@ mod tests {
         let from: Vec<u32> = m.from(at(0x3_3fff)).map(|r| r.start.as_u32()).collect();
         assert_eq!(from, [0x3_0000, 0x5_0000]);
         assert_eq!(m.from(at(0x5_2000)).count(), 0);
+    }
+
+    #[test]
+    fn inserting_and_removing_keep_the_order_with_short_and_long_tails() {
+        let mut m = RegionMap::new();
+        // Descending starts: every insertion goes in front of a growing tail.
+        for i in (0..12u32).rev() {
+            let (start, end) = (
+                VirtAddr::new(0x10_0000 + i * 0x2000),
+                VirtAddr::new(0x10_1000 + i * 0x2000),
+            );
+            let slot = m.free_slot(start, end).expect("free");
+            assert_eq!(slot, 0);
+            m.reserve_for(m.len() + 1).unwrap();
+            m.insert_at(slot, region(start.as_u32(), 1));
+        }
+        let starts = |m: &RegionMap| m.values().map(|r| r.start.as_u32()).collect::<Vec<_>>();
+        let want: Vec<u32> = (0..12).map(|i| 0x10_0000 + i * 0x2000).collect();
+        assert_eq!(starts(&m), want);
+        // Overlaps are refused, gaps found.
+        let at = |v| VirtAddr::new(v);
+        assert_eq!(m.free_slot(at(0x10_0800), at(0x10_1800)), None);
+        assert_eq!(m.free_slot(at(0x10_1000), at(0x10_2000)), Some(1));
+        assert_eq!(m.free_slot(at(0x10_1000), at(0x10_2001)), None);
+        assert_eq!(m.free_slot(at(0x20_0000), at(0x20_1000)), Some(12));
+        // Remove from the front (long tail) and near the end (short tail).
+        assert_eq!(m.remove_at(0).start.as_u32(), 0x10_0000);
+        assert_eq!(m.remove_at(9).start.as_u32(), 0x10_0000 + 10 * 0x2000);
+        let mut want: Vec<u32> = (1..12).map(|i| 0x10_0000 + i * 0x2000).collect();
+        want.retain(|&v| v != 0x10_0000 + 10 * 0x2000);
+        assert_eq!(starts(&m), want);
+        assert_eq!(m.last_meeting_index(at(0x10_0000), at(0x10_3000)), Some(0));
+        assert_eq!(m.last_meeting_index(at(0x10_0000), at(0x10_2000)), None);
     }
 
     #[test]

@@ -667,11 +667,6 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         Ok(end)
     }
 
-    /// Whether a region overlaps `[start, end)`.
-    fn overlaps(&self, start: VirtAddr, end: VirtAddr) -> bool {
-        self.regions.last_meeting(start, end).is_some()
-    }
-
     /// Adds a region of `len` bytes at `start` (page aligned, inside
     /// `[USER_START, USER_END)`, overlapping no other region). Nothing is mapped: pages come on
     /// first access. A shared region maps the object from its first page; its length must not
@@ -720,22 +715,26 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
                 return Err(UvmError::BadLength);
             }
         }
-        if self.overlaps(start, end) {
-            return Err(UvmError::Overlap);
-        }
+        let slot = self
+            .regions
+            .free_slot(start, end)
+            .ok_or(UvmError::Overlap)?;
         let offset = match backing {
             Backing::Private => 0,
             Backing::Shared(_) => offset,
         };
         self.charge_regions(self.regions.len() + 1)?;
-        self.regions.insert(Region {
-            start,
-            len,
-            perm,
-            kind,
-            backing,
-            offset,
-        });
+        self.regions.insert_at(
+            slot,
+            Region {
+                start,
+                len,
+                perm,
+                kind,
+                backing,
+                offset,
+            },
+        );
         Ok(())
     }
 
@@ -1049,6 +1048,10 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         refs: &mut FrameRefs,
     ) -> Result<(), UvmError> {
         let mut result = Ok(());
+        if to.as_u32() - from.as_u32() == PAGE_SIZE && !space.is_mapped(from) {
+            // One page, never touched (the common `munmap` of a small buffer): nothing to do.
+            return result;
+        }
         let mut v = from;
         while let Some((va, _)) = space.next_mapped(v, to) {
             match space.unmap_page(Page::containing(va), alloc) {
@@ -1092,24 +1095,24 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         refs: &mut FrameRefs,
     ) -> Result<(), UvmError> {
         let end = Self::check_user_range(start, len)?;
-        if !self.overlaps(start, end) {
+        let Some(last) = self.regions.last_meeting_index(start, end) else {
             return Err(UvmError::NotFound);
-        }
+        };
         // Cutting a hole inside one region leaves two: one region more to pay for.
         if self
             .regions
-            .lookup(start)
+            .get(last)
             .is_some_and(|r| r.start < start && r.end() > end)
         {
             self.charge_regions(self.regions.len() + 1)?;
         }
         let mut result = Ok(());
-        // The highest region meeting the range, until none is left: the remainders of a cut
-        // region lie outside the range, so they are not met again.
-        while let Some(key) = self.regions.last_meeting(start, end).map(|r| r.start) {
-            let Some(region) = self.regions.remove(key) else {
-                break;
-            };
+        // From the highest region meeting the range down: what remains of a cut region lies
+        // outside the range and takes its place (left piece first), so the next candidate is
+        // always the one just below.
+        let mut next = Some(last);
+        while let Some(i) = next {
+            let region = self.regions.remove_at(i);
             let cut_from = region.start.max(start);
             let cut_to = region.end().min(end);
             let r = Self::release_pages(
@@ -1124,12 +1127,14 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
             if let Err(e) = r {
                 note(&mut result, e);
             }
+            let mut at = i;
             if region.start < cut_from {
                 let left = Region {
                     len: cut_from.as_u32() - region.start.as_u32(),
                     ..region.clone()
                 };
-                self.regions.insert(left);
+                self.regions.insert_at(at, left);
+                at += 1;
             }
             if cut_to < region.end() {
                 let skipped = (cut_to.as_u32() - region.start.as_u32()) / PAGE_SIZE;
@@ -1142,12 +1147,15 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
                     },
                     ..region.clone()
                 };
-                self.regions.insert(right);
+                self.regions.insert_at(at, right);
             }
             let r = Self::drop_backing(region.backing, alloc);
             if let Err(e) = r {
                 note(&mut result, e);
             }
+            next = i
+                .checked_sub(1)
+                .filter(|&j| self.regions.get(j).is_some_and(|r| r.end() > start));
         }
         self.settle_regions();
         result
