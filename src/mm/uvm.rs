@@ -81,6 +81,8 @@ impl Perm {
     }
 
     /// The attributes of a page shared copy on write: like [`Perm::flags`], read-only for `RW`.
+    /// (A fork gets them by setting AP\[2\] in the descriptor; the tests check they agree.)
+    #[cfg(test)]
     const fn cow_flags(self) -> MapFlags {
         match self {
             Self::RW => MapFlags::USER_RODATA,
@@ -1168,6 +1170,17 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
     /// mapped private page is shared copy on write (read-only in both, one more owner in
     /// `refs`); shared regions map the same objects, lazily.
     ///
+    /// The child must not be live before this returns (it is not in any TTBR, and gets an ASID
+    /// with nothing cached when it first runs). The pages are copied a table at a time by
+    /// [`AddressSpace::share_read_only_into`], which also write-protects the parent's writable
+    /// pages and makes that take effect with one TLB invalidation by the parent's ASID before
+    /// it returns, so the parent cannot write a shared page once back in user mode.
+    ///
+    /// Pages of shared regions are left out: the child maps them on first access, as it
+    /// would any page of the object (copying their descriptors would be correct too, since
+    /// the child's regions hold the same objects, but costs the fork what the child may never
+    /// use).
+    ///
     /// On `OutOfMemory` (a table of the child) everything is undone: the child's frames go
     /// back, the owner counts are as before, and the parent's pages are writable again where
     /// they are its own (a page that was read-only but not shared may come back writable, which
@@ -1187,35 +1200,30 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
             .map_err(|_| UvmError::NoKernelMemory)?;
         let mut child = UserVm::with_charge(child_mem, child_tlb, child_asid, alloc, charge)?;
         child.regions = self.regions.clone();
-        for region in self.regions.values() {
-            if !matches!(region.backing, Backing::Private) {
-                continue;
+        let private = self
+            .regions
+            .values()
+            .filter(|r| matches!(r.backing, Backing::Private))
+            .map(|r| (r.start, r.end()));
+        let shared = self
+            .space
+            .share_read_only_into(&mut child.space, private, alloc, |f| refs.share(f));
+        match shared {
+            Ok(pages) => {
+                child.resident = pages;
+                Ok(child)
             }
-            let ro = region.perm.cow_flags();
-            let mut v = region.start;
-            while let Some((va, t)) = self.space.next_mapped(v, region.end()) {
-                let page = Page::containing(va);
-                let frame = Frame::containing(t.pa);
-                let mut r = child.space.map_page(page, frame, ro, alloc);
-                if r.is_ok() {
-                    child.resident += 1;
-                    refs.share(frame);
-                    if t.flags.is_some_and(|f| f.access.is_writable()) {
-                        r = self.space.protect_page(page, ro);
-                    }
-                }
-                if let Err(e) = r {
-                    Self::undo_fork(&mut self.space, &self.regions, child, alloc, refs);
-                    return Err(e.into());
-                }
-                v = next_page(va);
+            Err(e) => {
+                Self::undo_fork(&mut self.space, &self.regions, child, alloc, refs);
+                Err(e.into())
             }
         }
-        Ok(child)
     }
 
     /// Undoes a fork that failed: every page the child maps loses that owner, and becomes
-    /// writable again in the parent if its region is `RW` and the parent is its only owner.
+    /// writable again in the parent if its region is `RW` and the parent is its only owner
+    /// (one pass per table and one TLB invalidation by the parent's ASID, see
+    /// [`AddressSpace::unshare_from`]); then the child's tables go back.
     fn undo_fork<A: FrameAllocator>(
         parent: &mut AddressSpace<M, T>,
         regions: &BTreeMap<u32, Region>,
@@ -1223,17 +1231,14 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         alloc: &mut A,
         refs: &mut FrameRefs,
     ) {
-        let mut v = USER_START;
-        while let Some((va, t)) = child.space.next_mapped(v, USER_END) {
-            let frame = Frame::containing(t.pa);
+        let private = regions
+            .values()
+            .filter(|r| matches!(r.backing, Backing::Private))
+            .map(|r| (r.start, r.end(), r.perm == Perm::RW));
+        parent.unshare_from(&child.space, private, |frame| {
             refs.release(frame);
-            let rw = lookup(regions, va).is_some_and(|r| r.perm == Perm::RW);
-            if rw && refs.count(frame) == 1 {
-                // Cannot fail: the page is mapped in the parent, with this frame.
-                let _ = parent.protect_page(Page::containing(va), MapFlags::USER_DATA);
-            }
-            v = next_page(va);
-        }
+            refs.count(frame) == 1
+        });
         // Its regions hold nothing but references the parent holds too; its tables go back.
         let _ = child.space.destroy(alloc);
     }
@@ -1247,22 +1252,27 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         alloc: &mut A,
         refs: &mut FrameRefs,
     ) -> Result<(), UvmError> {
-        // No TLB entry of the space may reach a frame once it is back in the allocator.
+        // No TLB entry of the space may reach a frame once it is back in the allocator: one
+        // invalidation of the whole ASID, before the first frame goes.
         let asid = self.asid();
         self.space.tlb_mut().invalidate_asid(asid);
         self.space.tlb_mut().sync();
         let mut result = Ok(());
         for region in core::mem::take(&mut self.regions).into_values() {
             if matches!(region.backing, Backing::Private) {
-                let mut v = region.start;
-                while let Some((va, t)) = self.space.next_mapped(v, region.end()) {
-                    let frame = Frame::containing(t.pa);
-                    if refs.release(frame) {
-                        if let Err(e) = alloc.free_frame(frame) {
-                            note(&mut result, e.into());
+                // Each table read once; the tables themselves are left as they are (the space
+                // is not live and its ASID has nothing cached) and go back at the end.
+                let r = self
+                    .space
+                    .for_each_page(region.start, region.end(), |frame| {
+                        if refs.release(frame) {
+                            if let Err(e) = alloc.free_frame(frame) {
+                                note(&mut result, e.into());
+                            }
                         }
-                    }
-                    v = next_page(va);
+                    });
+                if let Err(e) = r {
+                    note(&mut result, e.into());
                 }
             }
             if let Err(e) = Self::drop_backing(region.backing, alloc) {

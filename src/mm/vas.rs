@@ -44,6 +44,7 @@
 use super::addr::{Frame, Page, PhysAddr, VirtAddr, PAGE_SIZE, SECTION_SIZE};
 use super::desc::{
     L1Entry, L2Entry, MapFlags, MapSize, SectionDesc, SmallPageDesc, TableDesc, Translation,
+    L2_SMALL,
 };
 use super::frame::{FrameAllocator, PmmError};
 use super::layout;
@@ -147,6 +148,28 @@ pub struct AddressSpace<M: PhysMem, T: Tlb> {
 
 const L2_TABLE_SIZE: u32 = 1024;
 const SLOTS_PER_SPACE: usize = 2048;
+/// AP\[2\] of a small-page descriptor: set, the page is read-only (user and kernel alike).
+const L2_AP2: u32 = L2_SMALL::AP2.mask << L2_SMALL::AP2.shift;
+
+/// The pieces of the page range `[start, end)` (checked, not empty) per L1 slot: the slot and
+/// the L2 indices `first..end` it covers.
+fn slot_pieces(start: VirtAddr, end: VirtAddr) -> impl Iterator<Item = (usize, usize, usize)> {
+    let last = VirtAddr::new(end.as_u32() - 1);
+    let (first_slot, last_slot) = (start.l1_index(), last.l1_index());
+    (first_slot..=last_slot).map(move |slot| {
+        let first = if slot == first_slot {
+            start.l2_index()
+        } else {
+            0
+        };
+        let end = if slot == last_slot {
+            last.l2_index() + 1
+        } else {
+            256
+        };
+        (slot, first, end)
+    })
+}
 
 impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
     /// Takes over the upper half (slots 2048..4095) of the kernel's L1 table at
@@ -940,6 +963,320 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
             }
         }
         Ok(())
+    }
+
+    // ----- bulk operations: fork and teardown ----------------------------------------------
+
+    /// Checks the page range `[start, end)` for a bulk operation: `Ok(false)` when it is empty.
+    fn check_bulk_range(&self, start: VirtAddr, end: VirtAddr) -> Result<bool, MapError> {
+        if end <= start {
+            return if end == start {
+                Ok(false)
+            } else {
+                Err(MapError::OutsideSpace)
+            };
+        }
+        self.check_range(start, end.as_u32() - start.as_u32(), PAGE_SIZE)?;
+        Ok(true)
+    }
+
+    /// Physical address of descriptor `index` of the L2 table at `table`.
+    #[inline]
+    fn l2_desc_pa(table: PhysAddr, index: usize) -> PhysAddr {
+        PhysAddr::new(table.as_u32() + 4 * index as u32)
+    }
+
+    /// Adds `n` valid entries to `slot`'s count at once.
+    #[inline]
+    fn add_to_count(&mut self, slot: usize, n: u16) {
+        let pa = self.count_pa(slot);
+        let c = self.mem.read_u16(pa);
+        self.mem.write_u16(pa, c + n);
+    }
+
+    /// Invalidates every TLB entry this space may have cached (its ASID; the whole TLB for the
+    /// kernel space) and synchronises.
+    fn invalidate_space(&mut self) {
+        match self.asid {
+            Some(a) => self.tlb.invalidate_asid(a),
+            None => self.tlb.invalidate_all(),
+        }
+        self.tlb.sync();
+    }
+
+    /// Shares the small pages mapped in `ranges` with `child`, read-only in both (the copy of a
+    /// fork): each is mapped in `child` at the same address with the same descriptor but AP\[2\]
+    /// set (read-only), and made read-only here where it was writable. `share` is called with
+    /// the frame of every page copied. Returns the number of pages copied.
+    ///
+    /// Each L2 table is gone through once: `child` gets its table for the slot when the first
+    /// mapped page is found (none for an empty slot), the descriptors are copied in one loop,
+    /// the child's table and the changed part of this one are published once per table, and
+    /// the child's count of the slot grows once.
+    ///
+    /// TLB maintenance:
+    /// * `child` must not be live (in no TTBR, its ASID without cached entries, as a space about
+    ///   to get a fresh ASID is): its entries only go from fault to valid, and a fault entry is
+    ///   never cached, so publishing them is all they need.
+    /// * Here, valid entries go from read/write to read-only with the same output address and
+    ///   memory type: a change of permissions, which ARM ARM B3.10.1 ("General TLB maintenance
+    ///   requirements") allows in place, without break-before-make, as long as the TLB entries
+    ///   that may still hold the old permission are invalidated before it must no longer be
+    ///   used. Instead of one TLBIMVA per page, this space's whole ASID is invalidated once
+    ///   (TLBIASID, then BPIALL, DSB, ISB), after every descriptor write has been published
+    ///   (DSB, or a clean to the point of coherency when walks are not coherent), and before
+    ///   this returns, on success and on error alike. So when the call returns no entry of this
+    ///   space anywhere in the TLB still allows a write to a page it made read-only, and the
+    ///   caller (a system call of the process that owns this space) cannot return to user mode
+    ///   before. Entries the invalidation drops that were not changed are only refetched.
+    ///
+    /// Errors: a range not page aligned or outside the space (`Unaligned`, `OutsideSpace`), a
+    /// section or large page in a range (`GranuleMismatch`), `child` mapping a page of a range
+    /// already (`AlreadyMapped`), no frame for a table of `child` (`OutOfMemory`). What was
+    /// copied before the error stays copied, `share` having been called for each such page,
+    /// and write-protected here (its TLB maintenance done): the caller undoes it, with
+    /// [`AddressSpace::unshare_from`] for instance.
+    pub fn share_read_only_into<A: FrameAllocator>(
+        &mut self,
+        child: &mut Self,
+        ranges: impl IntoIterator<Item = (VirtAddr, VirtAddr)>,
+        alloc: &mut A,
+        mut share: impl FnMut(Frame),
+    ) -> Result<u32, MapError> {
+        let mut copied = 0;
+        let mut protected = false;
+        let mut result = Ok(());
+        'ranges: for (start, end) in ranges {
+            match self
+                .check_bulk_range(start, end)
+                .and_then(|r| child.check_bulk_range(start, end).map(|c| r && c))
+            {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            for (slot, first, end) in slot_pieces(start, end) {
+                let r = self.share_slot(
+                    child,
+                    slot,
+                    first..end,
+                    alloc,
+                    &mut share,
+                    &mut copied,
+                    &mut protected,
+                );
+                if let Err(e) = r {
+                    result = Err(e);
+                    break 'ranges;
+                }
+            }
+        }
+        if protected {
+            // Every write-protecting store was published by `share_slot` (DSB); now the one
+            // invalidation by ASID that replaces a TLBIMVA per page (see above), completed by
+            // BPIALL, DSB, ISB before anything can use this space's translations again.
+            self.invalidate_space();
+        }
+        result.map(|()| copied)
+    }
+
+    /// The part of [`AddressSpace::share_read_only_into`] in one slot, L2 indices `range`.
+    /// Sets `protected` when it write-protected a descriptor here (published, not invalidated).
+    #[allow(clippy::too_many_arguments)]
+    fn share_slot<A: FrameAllocator>(
+        &mut self,
+        child: &mut Self,
+        slot: usize,
+        range: core::ops::Range<usize>,
+        alloc: &mut A,
+        share: &mut impl FnMut(Frame),
+        copied: &mut u32,
+        protected: &mut bool,
+    ) -> Result<(), MapError> {
+        let table = match self.l1_entry(slot) {
+            L1Entry::Fault => return Ok(()),
+            L1Entry::Table(t) => t.base(),
+            _ => return Err(MapError::GranuleMismatch),
+        };
+        // The first mapped entry: an empty piece costs the child no table.
+        let mut first = None;
+        for i in range.clone() {
+            match self.mem.read_u32(Self::l2_desc_pa(table, i)) & 0b11 {
+                0b00 => {}
+                0b01 => return Err(MapError::GranuleMismatch),
+                _ => {
+                    first = Some(i);
+                    break;
+                }
+            }
+        }
+        let Some(first) = first else {
+            return Ok(());
+        };
+        let (dst, fresh) = match child.l1_entry(slot) {
+            L1Entry::Fault => (child.l2_for_empty_slot(slot, alloc)?, true),
+            L1Entry::Table(t) => (t.base(), false),
+            _ => return Err(MapError::AlreadyMapped),
+        };
+        let mut result = Ok(());
+        let mut n: u16 = 0;
+        let mut last = first;
+        // The part of this table write-protected: `changed.0..changed.1`.
+        let mut changed = (usize::MAX, 0);
+        for i in first..range.end {
+            let src = Self::l2_desc_pa(table, i);
+            let raw = self.mem.read_u32(src);
+            match raw & 0b11 {
+                0b00 => continue,
+                0b01 => {
+                    result = Err(MapError::GranuleMismatch);
+                    break;
+                }
+                _ => {}
+            }
+            let to = Self::l2_desc_pa(dst, i);
+            // A fresh table is all zero; a table another range made may not be, here.
+            if !fresh && child.mem.read_u32(to) & 0b11 != 0 {
+                result = Err(MapError::AlreadyMapped);
+                break;
+            }
+            let ro = raw | L2_AP2;
+            child.mem.write_u32(to, ro);
+            if ro != raw {
+                self.mem.write_u32(src, ro);
+                changed = (changed.0.min(i), i + 1);
+            }
+            share(Frame::containing(PhysAddr::new(raw)));
+            n += 1;
+            last = i;
+        }
+        if n > 0 {
+            // The child's new entries reach its walker before its L1 entry points at them (the
+            // child is not live, so the order is only tidiness), then the entry itself.
+            child
+                .tlb
+                .publish(Self::l2_desc_pa(dst, first), 4 * (last + 1 - first) as u32);
+            if fresh {
+                let user = child.asid.is_some();
+                child.write_published(child.l1_pa(slot), TableDesc::new(dst, user).raw());
+            }
+            child.add_to_count(slot, n);
+            *copied += u32::from(n);
+        }
+        if changed.1 > 0 {
+            // Visible to the walker before the TLB invalidation that follows (B3.10.1).
+            self.tlb.publish(
+                Self::l2_desc_pa(table, changed.0),
+                4 * (changed.1 - changed.0) as u32,
+            );
+            *protected = true;
+        }
+        result
+    }
+
+    /// Undoes [`AddressSpace::share_read_only_into`] after a failure: for every small page
+    /// `child` maps in `ranges`, calls `release(frame)`; where the range says `writable` and
+    /// `release` returns `true` (this space is the frame's only owner again), the same page
+    /// here, which must map the same frame, is made writable again (AP\[2\] cleared; in a
+    /// writable range, pages are never executable, so W^X holds). `child` is not changed: the
+    /// caller tears it down. Ranges outside either space are skipped.
+    ///
+    /// TLB maintenance: making a page writable loosens a permission in place (no
+    /// break-before-make, B3.10.1), but an entry still cached read-only would fault on every
+    /// write without the tables ever saying why; so, as in the share, the writes are published
+    /// per table and this space's ASID is invalidated once (TLBIASID, BPIALL, DSB, ISB) before
+    /// this returns.
+    pub fn unshare_from(
+        &mut self,
+        child: &Self,
+        ranges: impl IntoIterator<Item = (VirtAddr, VirtAddr, bool)>,
+        mut release: impl FnMut(Frame) -> bool,
+    ) {
+        let mut changed_any = false;
+        for (start, end, writable) in ranges {
+            let checked = self
+                .check_bulk_range(start, end)
+                .and_then(|r| child.check_bulk_range(start, end).map(|c| r && c));
+            if checked != Ok(true) {
+                continue;
+            }
+            for (slot, first, end) in slot_pieces(start, end) {
+                let L1Entry::Table(c) = child.l1_entry(slot) else {
+                    continue;
+                };
+                let mine = match self.l1_entry(slot) {
+                    L1Entry::Table(t) => Some(t.base()),
+                    _ => None,
+                };
+                let mut changed = (usize::MAX, 0);
+                for i in first..end {
+                    let raw = child.mem.read_u32(Self::l2_desc_pa(c.base(), i));
+                    if raw & 0b10 == 0 {
+                        continue;
+                    }
+                    let sole = release(Frame::containing(PhysAddr::new(raw)));
+                    let Some(table) = mine.filter(|_| writable && sole) else {
+                        continue;
+                    };
+                    let pa = Self::l2_desc_pa(table, i);
+                    let own = self.mem.read_u32(pa);
+                    let same_frame = (own ^ raw) & !(PAGE_SIZE - 1) == 0;
+                    if own & 0b10 != 0 && same_frame && own & L2_AP2 != 0 {
+                        self.mem.write_u32(pa, own & !L2_AP2);
+                        changed = (changed.0.min(i), i + 1);
+                    }
+                }
+                if let (Some(table), true) = (mine, changed.1 > 0) {
+                    self.tlb.publish(
+                        Self::l2_desc_pa(table, changed.0),
+                        4 * (changed.1 - changed.0) as u32,
+                    );
+                    changed_any = true;
+                }
+            }
+        }
+        if changed_any {
+            self.invalidate_space();
+        }
+    }
+
+    /// Calls `f` with the frame of every small page mapped in `[start, end)`, in address order,
+    /// reading each L2 table once and changing nothing (teardown: the caller frees what it
+    /// owns, once no TLB entry can reach it). A section or large page in the range is
+    /// `GranuleMismatch`, reported after the rest of the range was gone through; its frames are
+    /// not passed to `f`.
+    pub fn for_each_page(
+        &self,
+        start: VirtAddr,
+        end: VirtAddr,
+        mut f: impl FnMut(Frame),
+    ) -> Result<(), MapError> {
+        if !self.check_bulk_range(start, end)? {
+            return Ok(());
+        }
+        let mut result = Ok(());
+        for (slot, first, end) in slot_pieces(start, end) {
+            let table = match self.l1_entry(slot) {
+                L1Entry::Fault => continue,
+                L1Entry::Table(t) => t.base(),
+                _ => {
+                    result = Err(MapError::GranuleMismatch);
+                    continue;
+                }
+            };
+            for i in first..end {
+                let raw = self.mem.read_u32(Self::l2_desc_pa(table, i));
+                match raw & 0b11 {
+                    0b00 => {}
+                    0b01 => result = Err(MapError::GranuleMismatch),
+                    _ => f(Frame::containing(PhysAddr::new(raw))),
+                }
+            }
+        }
+        result
     }
 
     // ----- teardown ------------------------------------------------------------------------
