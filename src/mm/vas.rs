@@ -150,6 +150,8 @@ const L2_TABLE_SIZE: u32 = 1024;
 const SLOTS_PER_SPACE: usize = 2048;
 /// AP\[2\] of a small-page descriptor: set, the page is read-only (user and kernel alike).
 const L2_AP2: u32 = L2_SMALL::AP2.mask << L2_SMALL::AP2.shift;
+/// XN of a small-page descriptor: set, the page is never executed.
+const L2_XN: u32 = L2_SMALL::XN.mask << L2_SMALL::XN.shift;
 
 /// The pieces of the page range `[start, end)` (checked, not empty) per L1 slot: the slot and
 /// the L2 indices `first..end` it covers.
@@ -1180,8 +1182,8 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
     /// Undoes [`AddressSpace::share_read_only_into`] after a failure: for every small page
     /// `child` maps in `ranges`, calls `release(frame)`; where the range says `writable` and
     /// `release` returns `true` (this space is the frame's only owner again), the same page
-    /// here, which must map the same frame, is made writable again (AP\[2\] cleared; in a
-    /// writable range, pages are never executable, so W^X holds). `child` is not changed: the
+    /// here, if it maps the same frame and is execute-never (W^X), is made writable again
+    /// (AP\[2\] cleared). `child` is not changed: the
     /// caller tears it down. Ranges outside either space are skipped.
     ///
     /// TLB maintenance: making a page writable loosens a permission in place (no
@@ -1224,7 +1226,9 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
                     let pa = Self::l2_desc_pa(table, i);
                     let own = self.mem.read_u32(pa);
                     let same_frame = (own ^ raw) & !(PAGE_SIZE - 1) == 0;
-                    if own & 0b10 != 0 && same_frame && own & L2_AP2 != 0 {
+                    // Execute-never pages only: W^X holds whatever the caller says.
+                    let xn = own & L2_XN != 0;
+                    if own & 0b10 != 0 && same_frame && xn && own & L2_AP2 != 0 {
                         self.mem.write_u32(pa, own & !L2_AP2);
                         changed = (changed.0.min(i), i + 1);
                     }
@@ -2091,5 +2095,366 @@ mod tests {
             Space::adopt_kernel(r.ram.clone(), r.tlb.clone(), &mut r.alloc),
             Err(MapError::ForeignTable)
         ));
+    }
+
+    // ----- bulk sharing (fork) and teardown walks -----
+
+    /// A [`Tlb`] in front of the emulated one that counts the maintenance it is asked for, and
+    /// can be told to forget invalidations by ASID (to show the checks below would catch it).
+    #[derive(Clone)]
+    struct Counting {
+        inner: EmulatedTlb,
+        log: alloc::rc::Rc<core::cell::RefCell<Counts>>,
+    }
+
+    #[derive(Default, Debug, PartialEq, Eq)]
+    struct Counts {
+        pages: u32,
+        asids: u32,
+        all: u32,
+        forget_asid_invalidations: bool,
+    }
+
+    impl Tlb for Counting {
+        fn publish(&mut self, first: PhysAddr, bytes: u32) {
+            self.inner.publish(first, bytes);
+        }
+        fn invalidate_page(&mut self, va: VirtAddr, tag: TlbTag) {
+            self.log.borrow_mut().pages += 1;
+            self.inner.invalidate_page(va, tag);
+        }
+        fn invalidate_asid(&mut self, asid: Asid) {
+            let mut log = self.log.borrow_mut();
+            log.asids += 1;
+            if !log.forget_asid_invalidations {
+                self.inner.invalidate_asid(asid);
+            }
+        }
+        fn invalidate_all(&mut self) {
+            self.log.borrow_mut().all += 1;
+            self.inner.invalidate_all();
+        }
+        fn sync(&mut self) {
+            self.inner.sync();
+        }
+    }
+
+    type CSpace = AddressSpace<HostRam, Counting>;
+
+    impl Rig {
+        fn counted(
+            &mut self,
+            asid: Asid,
+            log: &alloc::rc::Rc<core::cell::RefCell<Counts>>,
+        ) -> CSpace {
+            let tlb = Counting {
+                inner: self.tlb.clone(),
+                log: log.clone(),
+            };
+            CSpace::new_user(self.ram.clone(), tlb, asid, &mut self.alloc).unwrap()
+        }
+
+        /// What the CPU running `space` sees at `va` (through the emulated TLB).
+        fn cmmu(&mut self, space: &CSpace, va: u32) -> Option<(u32, MapFlags)> {
+            self.tlb
+                .translate(
+                    space.l1_phys(),
+                    space.asid().unwrap(),
+                    layout::KERNEL_L1_PHYS,
+                    VirtAddr::new(va),
+                )
+                .map(|t| (t.pa.as_u32(), t.flags.unwrap()))
+        }
+
+        fn clean(&self) {
+            assert!(
+                self.tlb.violations().is_empty(),
+                "{:?}",
+                self.tlb.violations()
+            );
+            assert_eq!(self.tlb.pending_invalidations(), 0);
+            assert_eq!(self.tlb.unpublished_words(), 0);
+        }
+    }
+
+    fn va(v: u32) -> VirtAddr {
+        VirtAddr::new(v)
+    }
+
+    /// The parent of the sharing tests: writable pages in slots 1 (group 0) and 5 (group 1), a
+    /// text page in slot 2, a writable page at 0x30_0000 outside the shared ranges; every page
+    /// cached in the TLB. Returns the pages (va, pa, flags).
+    fn parent_with_cached_pages(
+        r: &mut Rig,
+        p: &mut CSpace,
+    ) -> alloc::vec::Vec<(u32, u32, MapFlags)> {
+        let pages = alloc::vec![
+            (0x10_0000, 0x7_0000, MapFlags::USER_DATA),
+            (0x10_1000, 0x7_1000, MapFlags::USER_DATA),
+            (0x10_3000, 0x7_3000, MapFlags::USER_RODATA),
+            (0x1F_F000, 0x7_4000, MapFlags::USER_DATA),
+            (0x20_0000, 0x7_5000, MapFlags::USER_TEXT),
+            (0x50_0000, 0x7_6000, MapFlags::USER_DATA),
+            (0x5F_F000, 0x7_7000, MapFlags::USER_DATA),
+            (0x30_0000, 0x7_8000, MapFlags::USER_DATA),
+        ];
+        for &(v, pa, flags) in &pages {
+            p.map_page(page(v), frame(pa), flags, &mut r.alloc).unwrap();
+            assert_eq!(r.cmmu(p, v), Some((pa, flags)));
+        }
+        pages
+    }
+
+    const SHARED_RANGES: [(u32, u32); 3] = [
+        (0x10_0000, 0x10_4000),
+        (0x1F_F000, 0x20_1000),
+        (0x50_0000, 0x60_0000),
+    ];
+
+    fn ranges() -> impl Iterator<Item = (VirtAddr, VirtAddr)> {
+        SHARED_RANGES.iter().map(|&(a, b)| (va(a), va(b)))
+    }
+
+    fn read_only(flags: MapFlags) -> MapFlags {
+        match flags.access {
+            Access::UserReadWrite => flags.with_access(Access::UserRead),
+            _ => flags,
+        }
+    }
+
+    #[test]
+    fn sharing_copies_read_only_and_write_protects_with_one_asid_invalidation() {
+        let mut r = Rig::new();
+        let log = alloc::rc::Rc::new(core::cell::RefCell::new(Counts::default()));
+        let mut p = r.counted(A1, &log);
+        let pages = parent_with_cached_pages(&mut r, &mut p);
+        let mut c = r.counted(A2, &log);
+        let free = r.alloc.free_count();
+        *log.borrow_mut() = Counts::default();
+        let mut shared = alloc::vec::Vec::new();
+        let n = p
+            .share_read_only_into(&mut c, ranges(), &mut r.alloc, |f| shared.push(f))
+            .unwrap();
+        assert_eq!(n, 7);
+        // One invalidation by the parent's ASID, no page invalidation, nothing for the child.
+        assert_eq!(
+            *log.borrow(),
+            Counts {
+                asids: 1,
+                ..Counts::default()
+            }
+        );
+        // Child tables: one L2 frame for group 0 (slots 1 and 2), one for group 1 (slot 5).
+        assert_eq!(r.alloc.free_count(), free - 2);
+        r.clean();
+        let expected: alloc::vec::Vec<Frame> =
+            pages[..7].iter().map(|&(_, pa, _)| frame(pa)).collect();
+        assert_eq!(shared, expected);
+        for &(v, pa, flags) in &pages[..7] {
+            // No stale writable entry in the parent: the TLB held every page writable.
+            assert_eq!(r.cmmu(&p, v), Some((pa, read_only(flags))), "parent {v:#x}");
+            assert_eq!(r.cmmu(&c, v), Some((pa, read_only(flags))), "child {v:#x}");
+        }
+        // Outside the ranges: untouched, and not in the child.
+        assert_eq!(r.cmmu(&p, 0x30_0000), Some((0x7_8000, MapFlags::USER_DATA)));
+        assert_eq!(r.cmmu(&c, 0x30_0000), None);
+        // The child's counts are right: unmapping its pages gives its tables back.
+        for &(v, _, _) in &pages[..7] {
+            c.unmap_page(page(v), &mut r.alloc).unwrap();
+        }
+        assert_eq!(r.alloc.free_count(), free);
+        r.clean();
+    }
+
+    #[test]
+    fn a_forgotten_asid_invalidation_leaves_the_parent_writable_in_the_tlb() {
+        // The control for the test above: the emulated TLB keeps the writable entries when the
+        // one invalidation is left out, so a share that forgot it would fail there.
+        let mut r = Rig::new();
+        let log = alloc::rc::Rc::new(core::cell::RefCell::new(Counts::default()));
+        let mut p = r.counted(A1, &log);
+        parent_with_cached_pages(&mut r, &mut p);
+        let mut c = r.counted(A2, &log);
+        log.borrow_mut().forget_asid_invalidations = true;
+        p.share_read_only_into(&mut c, ranges(), &mut r.alloc, |_| {})
+            .unwrap();
+        assert_eq!(r.cmmu(&p, 0x10_0000), Some((0x7_0000, MapFlags::USER_DATA)));
+        assert_eq!(
+            p.translate(va(0x10_0000)).unwrap().flags,
+            Some(MapFlags::USER_RODATA)
+        );
+    }
+
+    #[test]
+    fn a_share_short_of_a_child_table_stops_there_and_unshare_restores_the_parent() {
+        let mut r = Rig::new();
+        let log = alloc::rc::Rc::new(core::cell::RefCell::new(Counts::default()));
+        let mut p = r.counted(A1, &log);
+        let pages = parent_with_cached_pages(&mut r, &mut p);
+        let mut c = r.counted(A2, &log);
+        let free = r.alloc.free_count();
+        // A table for group 0, none for group 1 (slot 5).
+        r.alloc.set_budget(Some(1));
+        let mut shared = alloc::vec::Vec::new();
+        let got = p.share_read_only_into(&mut c, ranges(), &mut r.alloc, |f| shared.push(f));
+        r.alloc.set_budget(None);
+        assert_eq!(got, Err(MapError::OutOfMemory));
+        // What was copied before stays copied and write-protected, its invalidation done.
+        assert_eq!(shared.len(), 5);
+        assert_eq!(log.borrow().asids, 1);
+        r.clean();
+        for &(v, pa, flags) in &pages[..5] {
+            assert_eq!(r.cmmu(&p, v), Some((pa, read_only(flags))));
+            assert_eq!(r.cmmu(&c, v), Some((pa, read_only(flags))));
+        }
+        for &(v, pa, flags) in &pages[5..] {
+            assert_eq!(r.cmmu(&p, v), Some((pa, flags)));
+            assert_eq!(r.cmmu(&c, v), None);
+        }
+        // Undo: every page the child got is released; the writable ranges get write access
+        // back where the parent is the only owner (all but 0x10_1000) and the page is not
+        // executable (the text page 0x20_0000 stays as it is).
+        let mut released = alloc::vec::Vec::new();
+        let undo = [
+            (0x10_0000, 0x10_2000, true),
+            (0x10_2000, 0x10_4000, false),
+            (0x1F_F000, 0x20_1000, true),
+            (0x50_0000, 0x60_0000, true),
+        ]
+        .map(|(a, b, w)| (va(a), va(b), w));
+        p.unshare_from(&c, undo, |f| {
+            released.push(f);
+            f != frame(0x7_1000)
+        });
+        assert_eq!(released, shared);
+        assert_eq!(log.borrow().asids, 2);
+        r.clean();
+        for &(v, pa, flags) in &pages {
+            let now = match v {
+                // Not its only owner; in a range not writable; executable.
+                0x10_1000 | 0x10_3000 | 0x20_0000 => read_only(flags),
+                _ => flags,
+            };
+            assert_eq!(r.cmmu(&p, v), Some((pa, now)), "parent {v:#x}");
+        }
+        c.destroy(&mut r.alloc).unwrap();
+        assert_eq!(r.alloc.free_count(), free + 3);
+        r.clean();
+    }
+
+    #[test]
+    fn sections_and_large_pages_are_neither_shared_nor_walked() {
+        let mut r = Rig::new();
+        let mut p = r.user(A1);
+        let mut c = r.user(A2);
+        p.map_section(va(0x40_0000), PhysAddr::new(0x20_0000), MapFlags::USER_DATA)
+            .unwrap();
+        let free = r.alloc.free_count();
+        let range = [(va(0x40_0000), va(0x41_0000))];
+        assert_eq!(
+            p.share_read_only_into(&mut c, range, &mut r.alloc, |_| panic!("shared")),
+            Err(MapError::GranuleMismatch)
+        );
+        assert_eq!(r.alloc.free_count(), free);
+        assert_eq!(c.next_mapped(va(0x1000), va(0x8000_0000)), None);
+        assert_eq!(
+            p.translate(va(0x40_0000)).unwrap().flags,
+            Some(MapFlags::USER_DATA)
+        );
+        assert_eq!(
+            p.for_each_page(va(0x40_0000), va(0x50_0000), |_| panic!("walked")),
+            Err(MapError::GranuleMismatch)
+        );
+        // A large page (never made here) after two small pages: those two are copied.
+        p.map_page(
+            page(0x10_0000),
+            frame(0x7_0000),
+            MapFlags::USER_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        p.map_page(
+            page(0x10_1000),
+            frame(0x7_1000),
+            MapFlags::USER_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        let L1Entry::Table(t) = p.l1_entry(1) else {
+            panic!("no table");
+        };
+        let large = Space::l2_desc_pa(t.base(), 4);
+        r.ram.write_u32(large, 0x9_0000 | 0b01);
+        r.tlb.publish(large, 4);
+        let mut seen = alloc::vec::Vec::new();
+        assert_eq!(
+            p.for_each_page(va(0x10_0000), va(0x20_0000), |f| seen.push(f)),
+            Err(MapError::GranuleMismatch)
+        );
+        assert_eq!(seen, [frame(0x7_0000), frame(0x7_1000)]);
+        let range = [(va(0x10_0000), va(0x10_8000))];
+        let mut shared = 0;
+        assert_eq!(
+            p.share_read_only_into(&mut c, range, &mut r.alloc, |_| shared += 1),
+            Err(MapError::GranuleMismatch)
+        );
+        assert_eq!(shared, 2);
+        assert_eq!(
+            r.mmu(&c, 0x10_1000).unwrap().flags,
+            Some(MapFlags::USER_RODATA)
+        );
+        assert_eq!(r.mmu(&c, 0x10_4000), None);
+        assert!(r.tlb.violations().is_empty());
+    }
+
+    #[test]
+    fn for_each_page_reports_every_page_of_a_range_once_in_order() {
+        let mut r = Rig::new();
+        let mut u = r.user(A1);
+        let pages = [
+            0x1_0000, 0x1_1000, 0xF_F000, 0x10_0000, 0x12_3000, 0x40_0000, 0x7FF_F000,
+        ];
+        for (i, &v) in pages.iter().enumerate() {
+            u.map_page(
+                page(v),
+                frame(0x7_0000 + 0x1000 * i as u32),
+                MapFlags::USER_DATA,
+                &mut r.alloc,
+            )
+            .unwrap();
+        }
+        let walk = |u: &Space, a: u32, b: u32| {
+            let mut seen = alloc::vec::Vec::new();
+            u.for_each_page(va(a), va(b), |f| seen.push(f.start().as_u32()))
+                .unwrap();
+            seen
+        };
+        let by_next_mapped = |u: &Space, a: u32, b: u32| {
+            let mut seen = alloc::vec::Vec::new();
+            let mut v = va(a);
+            while let Some((at, t)) = u.next_mapped(v, va(b)) {
+                seen.push(t.pa.as_u32());
+                v = va(at.as_u32() + PAGE_SIZE);
+            }
+            seen
+        };
+        for (a, b) in [
+            (0x1000, 0x8000_0000),
+            (0x1_1000, 0x10_1000),
+            (0xF_F000, 0x10_0000),
+            (0x12_4000, 0x7FF_F000),
+            (0x5000, 0x5000),
+        ] {
+            assert_eq!(walk(&u, a, b), by_next_mapped(&u, a, b), "{a:#x}..{b:#x}");
+        }
+        assert_eq!(walk(&u, 0x1000, 0x8000_0000).len(), pages.len());
+        assert_eq!(
+            u.for_each_page(va(0x1800), va(0x3000), |_| {}),
+            Err(MapError::Unaligned)
+        );
+        assert_eq!(
+            u.for_each_page(va(0x3000), va(0x1000), |_| {}),
+            Err(MapError::OutsideSpace)
+        );
     }
 }
