@@ -280,11 +280,13 @@ impl FrameRefs {
         }
     }
 
-    /// One more owner of `frame`.
+    /// One more owner of `frame`. Inlined into the loop of a fork; growing the table (host
+    /// tests only) is out of line.
+    #[inline]
     fn share(&mut self, frame: Frame) {
         let i = frame.number() as usize;
         if i >= self.counts.len() {
-            self.counts.resize(i + 1, 0);
+            self.grow(i + 1);
         }
         let n = &mut self.counts[i];
         if *n == 0 {
@@ -297,7 +299,14 @@ impl FrameRefs {
         }
     }
 
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, len: usize) {
+        self.counts.resize(len, 0);
+    }
+
     /// One owner fewer; `true` when that was the last one (the frame is free to go).
+    #[inline]
     fn release(&mut self, frame: Frame) -> bool {
         let Some(n) = self.counts.get_mut(frame.number() as usize) else {
             return true;

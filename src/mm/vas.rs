@@ -144,10 +144,15 @@ pub struct AddressSpace<M: PhysMem, T: Tlb> {
     first_slot: usize,
     end_slot: usize,
     asid: Option<Asid>,
+    /// One bit per group of four slots (counted from `first_slot`) that has an L2 frame, so
+    /// that teardown finds the frames without reading every L1 entry.
+    l2_groups: [u32; GROUP_WORDS],
 }
 
 const L2_TABLE_SIZE: u32 = 1024;
 const SLOTS_PER_SPACE: usize = 2048;
+/// Words of the bitmap of groups of four slots that have an L2 frame.
+const GROUP_WORDS: usize = SLOTS_PER_SPACE / 4 / 32;
 /// AP\[2\] of a small-page descriptor: set, the page is read-only (user and kernel alike).
 const L2_AP2: u32 = L2_SMALL::AP2.mask << L2_SMALL::AP2.shift;
 /// XN of a small-page descriptor: set, the page is never executed.
@@ -204,12 +209,14 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
             first_slot: SLOTS_PER_SPACE,
             end_slot: 2 * SLOTS_PER_SPACE,
             asid: None,
+            l2_groups: [0; GROUP_WORDS],
         };
         let counts = alloc.alloc_frame()?;
         space.zero_data_frame(counts);
         space.counts = counts.start();
         for slot in SLOTS_PER_SPACE..2 * SLOTS_PER_SPACE {
             if let L1Entry::Table(t) = space.l1_entry(slot) {
+                space.set_group(slot, true);
                 let valid = (0..256u32)
                     .filter(|i| {
                         let raw = space.mem.read_u32(PhysAddr::new(t.base().as_u32() + 4 * i));
@@ -282,6 +289,7 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
             first_slot: 0,
             end_slot: SLOTS_PER_SPACE,
             asid: Some(asid),
+            l2_groups: [0; GROUP_WORDS],
         };
         space.mem.zero_frame(l1);
         space.mem.zero_frame(Frame::from_number(l1.number() + 1));
@@ -428,6 +436,18 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
             })
     }
 
+    /// Records whether `slot`'s group of four has an L2 frame.
+    #[inline]
+    fn set_group(&mut self, slot: usize, present: bool) {
+        let g = (slot - self.first_slot) / 4;
+        let bit = 1 << (g % 32);
+        if present {
+            self.l2_groups[g / 32] |= bit;
+        } else {
+            self.l2_groups[g / 32] &= !bit;
+        }
+    }
+
     /// An all-zero L2 table for `slot`, whose L1 entry is a fault: a quarter of the group's
     /// frame, or of a fresh one.
     fn l2_for_empty_slot<A: FrameAllocator>(
@@ -441,6 +461,7 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
                 let f = alloc.alloc_frame()?;
                 self.mem.zero_frame(f);
                 self.tlb.publish(f.start(), PAGE_SIZE);
+                self.set_group(slot, true);
                 f.start()
             }
         };
@@ -473,6 +494,7 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
         if self.sibling_l2_frame(slot).is_none() {
             // The frame may be reused at once: the walker must be done with it first.
             self.tlb.sync();
+            self.set_group(slot, false);
             alloc.free_frame(Frame::containing(table))?;
         }
         Ok(())
@@ -1125,9 +1147,7 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
         };
         let mut result = Ok(());
         let mut n: u16 = 0;
-        let mut last = first;
-        // The part of this table write-protected: `changed.0..changed.1`.
-        let mut changed = (usize::MAX, 0);
+        let mut changed = false;
         for i in first..range.end {
             let src = Self::l2_desc_pa(table, i);
             let raw = self.mem.read_u32(src);
@@ -1149,18 +1169,18 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
             child.mem.write_u32(to, ro);
             if ro != raw {
                 self.mem.write_u32(src, ro);
-                changed = (changed.0.min(i), i + 1);
+                changed = true;
             }
             share(Frame::containing(PhysAddr::new(raw)));
             n += 1;
-            last = i;
         }
+        // Published from the first entry copied to the end of the piece: at most one table
+        // (1 KiB, 16 cache lines when walks are not coherent), one DSB each.
+        let written = 4 * (range.end - first) as u32;
         if n > 0 {
             // The child's new entries reach its walker before its L1 entry points at them (the
             // child is not live, so the order is only tidiness), then the entry itself.
-            child
-                .tlb
-                .publish(Self::l2_desc_pa(dst, first), 4 * (last + 1 - first) as u32);
+            child.tlb.publish(Self::l2_desc_pa(dst, first), written);
             if fresh {
                 let user = child.asid.is_some();
                 child.write_published(child.l1_pa(slot), TableDesc::new(dst, user).raw());
@@ -1168,12 +1188,9 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
             child.add_to_count(slot, n);
             *copied += u32::from(n);
         }
-        if changed.1 > 0 {
+        if changed {
             // Visible to the walker before the TLB invalidation that follows (B3.10.1).
-            self.tlb.publish(
-                Self::l2_desc_pa(table, changed.0),
-                4 * (changed.1 - changed.0) as u32,
-            );
+            self.tlb.publish(Self::l2_desc_pa(table, first), written);
             *protected = true;
         }
         result
@@ -1285,6 +1302,15 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
 
     // ----- teardown ------------------------------------------------------------------------
 
+    /// Whether the group bitmap says exactly which groups have an L2 table (debug check).
+    fn groups_match_the_table(&self) -> bool {
+        (self.first_slot..self.end_slot).step_by(4).all(|group| {
+            let has = (group..group + 4).any(|s| matches!(self.l1_entry(s), L1Entry::Table(_)));
+            let g = (group - self.first_slot) / 4;
+            has == (self.l2_groups[g / 32] & (1 << (g % 32)) != 0)
+        })
+    }
+
     /// Gives every frame of the space back: L2 frames, the count frame and (user space) the L1
     /// table. The space must not be live in any TTBR. A user space's ASID is invalidated, so it
     /// may be reused; the kernel space clears its half and invalidates the whole TLB.
@@ -1295,8 +1321,18 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
             self.tlb.invalidate_asid(a);
             self.tlb.sync();
         }
+        debug_assert!(self.groups_match_the_table(), "L2 group bitmap out of date");
         let mut l2_frames = [PhysAddr::new(0); 4];
-        for group in (self.first_slot..self.end_slot).step_by(4) {
+        // Only the groups that have an L2 frame (a 2048-slot scan would cost more than the
+        // rest of a small space's teardown).
+        let groups = core::mem::take(&mut self.l2_groups);
+        let groups = groups.iter().enumerate().flat_map(|(w, &bits)| {
+            (0..32)
+                .filter(move |b| bits & (1 << b) != 0)
+                .map(move |b| 4 * (32 * w + b))
+        });
+        let first_slot = self.first_slot;
+        for group in groups.map(|g| first_slot + g) {
             let mut n = 0;
             for slot in group..group + 4 {
                 if let L1Entry::Table(t) = self.l1_entry(slot) {
