@@ -26,7 +26,8 @@
 //! invalidated: ARMv7 walk caches may hold L1 entries, B3.10.2) and, when none of the four
 //! siblings still points into the frame, the frame goes back to the allocator. Mapping or
 //! unmapping one page thus never scans a table or divides: one L1 read, one L2 read and write, one
-//! count update, and the TLB maintenance.
+//! count update, and the TLB maintenance. A bitmap with one bit per group of four slots says
+//! which groups have an L2 frame, so that teardown need not read every L1 entry.
 //!
 //! # TLB maintenance
 //!
@@ -34,7 +35,9 @@
 //! [`tlb`](super::tlb) for the sequence): a call that returns has published its descriptor
 //! writes, invalidated what it replaced for the right (VA, ASID) and synchronised, so the
 //! maintenance cannot be forgotten by a caller. Range operations issue one invalidation per entry
-//! and synchronise once. A frame returned by an unmap is no longer reachable through any TLB.
+//! and synchronise once. The bulk copy of a fork ([`AddressSpace::share_read_only_into`]) and its
+//! undo only change permissions of valid entries, publish once per table and invalidate the
+//! space's whole ASID once before returning. A frame returned by an unmap is no longer reachable through any TLB.
 //! Replacing a valid entry by one with another output address or memory type is done
 //! break-before-make (B3.10.1): fault entry, invalidate, sync, new entry.
 //!
