@@ -26,7 +26,8 @@
 //! invalidated: ARMv7 walk caches may hold L1 entries, B3.10.2) and, when none of the four
 //! siblings still points into the frame, the frame goes back to the allocator. Mapping or
 //! unmapping one page thus never scans a table or divides: one L1 read, one L2 read and write, one
-//! count update, and the TLB maintenance.
+//! count update, and the TLB maintenance. A bitmap with one bit per group of four slots says
+//! which groups have an L2 frame, so that teardown need not read every L1 entry.
 //!
 //! # TLB maintenance
 //!
@@ -34,7 +35,9 @@
 //! [`tlb`](super::tlb) for the sequence): a call that returns has published its descriptor
 //! writes, invalidated what it replaced for the right (VA, ASID) and synchronised, so the
 //! maintenance cannot be forgotten by a caller. Range operations issue one invalidation per entry
-//! and synchronise once. A frame returned by an unmap is no longer reachable through any TLB.
+//! and synchronise once. The bulk copy of a fork ([`AddressSpace::share_read_only_into`]) and its
+//! undo only change permissions of valid entries, publish once per table and invalidate the
+//! space's whole ASID once before returning. A frame returned by an unmap is no longer reachable through any TLB.
 //! Replacing a valid entry by one with another output address or memory type is done
 //! break-before-make (B3.10.1): fault entry, invalidate, sync, new entry.
 //!
@@ -44,6 +47,7 @@
 use super::addr::{Frame, Page, PhysAddr, VirtAddr, PAGE_SIZE, SECTION_SIZE};
 use super::desc::{
     L1Entry, L2Entry, MapFlags, MapSize, SectionDesc, SmallPageDesc, TableDesc, Translation,
+    L2_SMALL,
 };
 use super::frame::{FrameAllocator, PmmError};
 use super::layout;
@@ -143,10 +147,39 @@ pub struct AddressSpace<M: PhysMem, T: Tlb> {
     first_slot: usize,
     end_slot: usize,
     asid: Option<Asid>,
+    /// One bit per group of four slots (counted from `first_slot`) that has an L2 frame, so
+    /// that teardown finds the frames without reading every L1 entry.
+    l2_groups: [u32; GROUP_WORDS],
 }
 
 const L2_TABLE_SIZE: u32 = 1024;
 const SLOTS_PER_SPACE: usize = 2048;
+/// Words of the bitmap of groups of four slots that have an L2 frame.
+const GROUP_WORDS: usize = SLOTS_PER_SPACE / 4 / 32;
+/// AP\[2\] of a small-page descriptor: set, the page is read-only (user and kernel alike).
+const L2_AP2: u32 = L2_SMALL::AP2.mask << L2_SMALL::AP2.shift;
+/// XN of a small-page descriptor: set, the page is never executed.
+const L2_XN: u32 = L2_SMALL::XN.mask << L2_SMALL::XN.shift;
+
+/// The pieces of the page range `[start, end)` (checked, not empty) per L1 slot: the slot and
+/// the L2 indices `first..end` it covers.
+fn slot_pieces(start: VirtAddr, end: VirtAddr) -> impl Iterator<Item = (usize, usize, usize)> {
+    let last = VirtAddr::new(end.as_u32() - 1);
+    let (first_slot, last_slot) = (start.l1_index(), last.l1_index());
+    (first_slot..=last_slot).map(move |slot| {
+        let first = if slot == first_slot {
+            start.l2_index()
+        } else {
+            0
+        };
+        let end = if slot == last_slot {
+            last.l2_index() + 1
+        } else {
+            256
+        };
+        (slot, first, end)
+    })
+}
 
 impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
     /// Takes over the upper half (slots 2048..4095) of the kernel's L1 table at
@@ -179,12 +212,14 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
             first_slot: SLOTS_PER_SPACE,
             end_slot: 2 * SLOTS_PER_SPACE,
             asid: None,
+            l2_groups: [0; GROUP_WORDS],
         };
         let counts = alloc.alloc_frame()?;
         space.zero_data_frame(counts);
         space.counts = counts.start();
         for slot in SLOTS_PER_SPACE..2 * SLOTS_PER_SPACE {
             if let L1Entry::Table(t) = space.l1_entry(slot) {
+                space.set_group(slot, true);
                 let valid = (0..256u32)
                     .filter(|i| {
                         let raw = space.mem.read_u32(PhysAddr::new(t.base().as_u32() + 4 * i));
@@ -257,6 +292,7 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
             first_slot: 0,
             end_slot: SLOTS_PER_SPACE,
             asid: Some(asid),
+            l2_groups: [0; GROUP_WORDS],
         };
         space.mem.zero_frame(l1);
         space.mem.zero_frame(Frame::from_number(l1.number() + 1));
@@ -403,6 +439,18 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
             })
     }
 
+    /// Records whether `slot`'s group of four has an L2 frame.
+    #[inline]
+    fn set_group(&mut self, slot: usize, present: bool) {
+        let g = (slot - self.first_slot) / 4;
+        let bit = 1 << (g % 32);
+        if present {
+            self.l2_groups[g / 32] |= bit;
+        } else {
+            self.l2_groups[g / 32] &= !bit;
+        }
+    }
+
     /// An all-zero L2 table for `slot`, whose L1 entry is a fault: a quarter of the group's
     /// frame, or of a fresh one.
     fn l2_for_empty_slot<A: FrameAllocator>(
@@ -416,6 +464,7 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
                 let f = alloc.alloc_frame()?;
                 self.mem.zero_frame(f);
                 self.tlb.publish(f.start(), PAGE_SIZE);
+                self.set_group(slot, true);
                 f.start()
             }
         };
@@ -448,6 +497,7 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
         if self.sibling_l2_frame(slot).is_none() {
             // The frame may be reused at once: the walker must be done with it first.
             self.tlb.sync();
+            self.set_group(slot, false);
             alloc.free_frame(Frame::containing(table))?;
         }
         Ok(())
@@ -959,7 +1009,327 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
         Ok(())
     }
 
+    // ----- bulk operations: fork and teardown ----------------------------------------------
+
+    /// Checks the page range `[start, end)` for a bulk operation: `Ok(false)` when it is empty.
+    fn check_bulk_range(&self, start: VirtAddr, end: VirtAddr) -> Result<bool, MapError> {
+        if end <= start {
+            return if end == start {
+                Ok(false)
+            } else {
+                Err(MapError::OutsideSpace)
+            };
+        }
+        self.check_range(start, end.as_u32() - start.as_u32(), PAGE_SIZE)?;
+        Ok(true)
+    }
+
+    /// Physical address of descriptor `index` of the L2 table at `table`.
+    #[inline]
+    fn l2_desc_pa(table: PhysAddr, index: usize) -> PhysAddr {
+        PhysAddr::new(table.as_u32() + 4 * index as u32)
+    }
+
+    /// Adds `n` valid entries to `slot`'s count at once.
+    #[inline]
+    fn add_to_count(&mut self, slot: usize, n: u16) {
+        let pa = self.count_pa(slot);
+        let c = self.mem.read_u16(pa);
+        self.mem.write_u16(pa, c + n);
+    }
+
+    /// Invalidates every TLB entry this space may have cached (its ASID; the whole TLB for the
+    /// kernel space) and synchronises.
+    fn invalidate_space(&mut self) {
+        match self.asid {
+            Some(a) => self.tlb.invalidate_asid(a),
+            None => self.tlb.invalidate_all(),
+        }
+        self.tlb.sync();
+    }
+
+    /// Shares the small pages mapped in `ranges` with `child`, read-only in both (the copy of a
+    /// fork): each is mapped in `child` at the same address with the same descriptor but AP\[2\]
+    /// set (read-only), and made read-only here where it was writable. `share` is called with
+    /// the frame of every page copied. Returns the number of pages copied.
+    ///
+    /// Each L2 table is gone through once: `child` gets its table for the slot when the first
+    /// mapped page is found (none for an empty slot), the descriptors are copied in one loop,
+    /// the child's table and the changed part of this one are published once per table, and
+    /// the child's count of the slot grows once.
+    ///
+    /// TLB maintenance:
+    /// * `child` must not be live (in no TTBR, its ASID without cached entries, as a space about
+    ///   to get a fresh ASID is): its entries only go from fault to valid, and a fault entry is
+    ///   never cached, so publishing them is all they need.
+    /// * Here, valid entries go from read/write to read-only with the same output address and
+    ///   memory type: a change of permissions, which ARM ARM B3.10.1 ("General TLB maintenance
+    ///   requirements") allows in place, without break-before-make, as long as the TLB entries
+    ///   that may still hold the old permission are invalidated before it must no longer be
+    ///   used. Instead of one TLBIMVA per page, this space's whole ASID is invalidated once
+    ///   (TLBIASID, then BPIALL, DSB, ISB), after every descriptor write has been published
+    ///   (DSB, or a clean to the point of coherency when walks are not coherent), and before
+    ///   this returns, on success and on error alike. So when the call returns no entry of this
+    ///   space anywhere in the TLB still allows a write to a page it made read-only, and the
+    ///   caller (a system call of the process that owns this space) cannot return to user mode
+    ///   before. Entries the invalidation drops that were not changed are only refetched.
+    ///
+    /// Errors: a range not page aligned or outside the space (`Unaligned`, `OutsideSpace`), a
+    /// section or large page in a range (`GranuleMismatch`), `child` mapping a page of a range
+    /// already (`AlreadyMapped`), no frame for a table of `child` (`OutOfMemory`). What was
+    /// copied before the error stays copied, `share` having been called for each such page,
+    /// and write-protected here (its TLB maintenance done): the caller undoes it, with
+    /// [`AddressSpace::unshare_from`] for instance.
+    pub fn share_read_only_into<A: FrameAllocator>(
+        &mut self,
+        child: &mut Self,
+        ranges: impl IntoIterator<Item = (VirtAddr, VirtAddr)>,
+        alloc: &mut A,
+        mut share: impl FnMut(Frame),
+    ) -> Result<u32, MapError> {
+        let mut copied = 0;
+        let mut protected = false;
+        let mut result = Ok(());
+        'ranges: for (start, end) in ranges {
+            match self
+                .check_bulk_range(start, end)
+                .and_then(|r| child.check_bulk_range(start, end).map(|c| r && c))
+            {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            for (slot, first, end) in slot_pieces(start, end) {
+                let r = self.share_slot(
+                    child,
+                    slot,
+                    first..end,
+                    alloc,
+                    &mut share,
+                    &mut copied,
+                    &mut protected,
+                );
+                if let Err(e) = r {
+                    result = Err(e);
+                    break 'ranges;
+                }
+            }
+        }
+        if protected {
+            // Every write-protecting store was published by `share_slot` (DSB); now the one
+            // invalidation by ASID that replaces a TLBIMVA per page (see above), completed by
+            // BPIALL, DSB, ISB before anything can use this space's translations again.
+            self.invalidate_space();
+        }
+        result.map(|()| copied)
+    }
+
+    /// The part of [`AddressSpace::share_read_only_into`] in one slot, L2 indices `range`.
+    /// Sets `protected` when it write-protected a descriptor here (published, not invalidated).
+    #[allow(clippy::too_many_arguments)]
+    fn share_slot<A: FrameAllocator>(
+        &mut self,
+        child: &mut Self,
+        slot: usize,
+        range: core::ops::Range<usize>,
+        alloc: &mut A,
+        share: &mut impl FnMut(Frame),
+        copied: &mut u32,
+        protected: &mut bool,
+    ) -> Result<(), MapError> {
+        let table = match self.l1_entry(slot) {
+            L1Entry::Fault => return Ok(()),
+            L1Entry::Table(t) => t.base(),
+            _ => return Err(MapError::GranuleMismatch),
+        };
+        // The first mapped entry: an empty piece costs the child no table.
+        let mut first = None;
+        for i in range.clone() {
+            match self.mem.read_u32(Self::l2_desc_pa(table, i)) & 0b11 {
+                0b00 => {}
+                0b01 => return Err(MapError::GranuleMismatch),
+                _ => {
+                    first = Some(i);
+                    break;
+                }
+            }
+        }
+        let Some(first) = first else {
+            return Ok(());
+        };
+        let (dst, fresh) = match child.l1_entry(slot) {
+            L1Entry::Fault => (child.l2_for_empty_slot(slot, alloc)?, true),
+            L1Entry::Table(t) => (t.base(), false),
+            _ => return Err(MapError::AlreadyMapped),
+        };
+        let mut result = Ok(());
+        let mut n: u16 = 0;
+        let mut changed = false;
+        for i in first..range.end {
+            let src = Self::l2_desc_pa(table, i);
+            let raw = self.mem.read_u32(src);
+            match raw & 0b11 {
+                0b00 => continue,
+                0b01 => {
+                    result = Err(MapError::GranuleMismatch);
+                    break;
+                }
+                _ => {}
+            }
+            let to = Self::l2_desc_pa(dst, i);
+            // A fresh table is all zero; a table another range made may not be, here.
+            if !fresh && child.mem.read_u32(to) & 0b11 != 0 {
+                result = Err(MapError::AlreadyMapped);
+                break;
+            }
+            let ro = raw | L2_AP2;
+            child.mem.write_u32(to, ro);
+            if ro != raw {
+                self.mem.write_u32(src, ro);
+                changed = true;
+            }
+            share(Frame::containing(PhysAddr::new(raw)));
+            n += 1;
+        }
+        // Published from the first entry copied to the end of the piece: at most one table
+        // (1 KiB, 16 cache lines when walks are not coherent), one DSB each.
+        let written = 4 * (range.end - first) as u32;
+        if n > 0 {
+            // The child's new entries reach its walker before its L1 entry points at them (the
+            // child is not live, so the order is only tidiness), then the entry itself.
+            child.tlb.publish(Self::l2_desc_pa(dst, first), written);
+            if fresh {
+                let user = child.asid.is_some();
+                child.write_published(child.l1_pa(slot), TableDesc::new(dst, user).raw());
+            }
+            child.add_to_count(slot, n);
+            *copied += u32::from(n);
+        }
+        if changed {
+            // Visible to the walker before the TLB invalidation that follows (B3.10.1).
+            self.tlb.publish(Self::l2_desc_pa(table, first), written);
+            *protected = true;
+        }
+        result
+    }
+
+    /// Undoes [`AddressSpace::share_read_only_into`] after a failure: for every small page
+    /// `child` maps in `ranges`, calls `release(frame)`; where the range says `writable` and
+    /// `release` returns `true` (this space is the frame's only owner again), the same page
+    /// here, if it maps the same frame and is execute-never (W^X), is made writable again
+    /// (AP\[2\] cleared). `child` is not changed: the
+    /// caller tears it down. Ranges outside either space are skipped.
+    ///
+    /// TLB maintenance: making a page writable loosens a permission in place (no
+    /// break-before-make, B3.10.1), but an entry still cached read-only would fault on every
+    /// write without the tables ever saying why; so, as in the share, the writes are published
+    /// per table and this space's ASID is invalidated once (TLBIASID, BPIALL, DSB, ISB) before
+    /// this returns.
+    pub fn unshare_from(
+        &mut self,
+        child: &Self,
+        ranges: impl IntoIterator<Item = (VirtAddr, VirtAddr, bool)>,
+        mut release: impl FnMut(Frame) -> bool,
+    ) {
+        let mut changed_any = false;
+        for (start, end, writable) in ranges {
+            let checked = self
+                .check_bulk_range(start, end)
+                .and_then(|r| child.check_bulk_range(start, end).map(|c| r && c));
+            if checked != Ok(true) {
+                continue;
+            }
+            for (slot, first, end) in slot_pieces(start, end) {
+                let L1Entry::Table(c) = child.l1_entry(slot) else {
+                    continue;
+                };
+                let mine = match self.l1_entry(slot) {
+                    L1Entry::Table(t) => Some(t.base()),
+                    _ => None,
+                };
+                let mut changed = (usize::MAX, 0);
+                for i in first..end {
+                    let raw = child.mem.read_u32(Self::l2_desc_pa(c.base(), i));
+                    if raw & 0b10 == 0 {
+                        continue;
+                    }
+                    let sole = release(Frame::containing(PhysAddr::new(raw)));
+                    let Some(table) = mine.filter(|_| writable && sole) else {
+                        continue;
+                    };
+                    let pa = Self::l2_desc_pa(table, i);
+                    let own = self.mem.read_u32(pa);
+                    let same_frame = (own ^ raw) & !(PAGE_SIZE - 1) == 0;
+                    // Execute-never pages only: W^X holds whatever the caller says.
+                    let xn = own & L2_XN != 0;
+                    if own & 0b10 != 0 && same_frame && xn && own & L2_AP2 != 0 {
+                        self.mem.write_u32(pa, own & !L2_AP2);
+                        changed = (changed.0.min(i), i + 1);
+                    }
+                }
+                if let (Some(table), true) = (mine, changed.1 > 0) {
+                    self.tlb.publish(
+                        Self::l2_desc_pa(table, changed.0),
+                        4 * (changed.1 - changed.0) as u32,
+                    );
+                    changed_any = true;
+                }
+            }
+        }
+        if changed_any {
+            self.invalidate_space();
+        }
+    }
+
+    /// Calls `f` with the frame of every small page mapped in `[start, end)`, in address order,
+    /// reading each L2 table once and changing nothing (teardown: the caller frees what it
+    /// owns, once no TLB entry can reach it). A section or large page in the range is
+    /// `GranuleMismatch`, reported after the rest of the range was gone through; its frames are
+    /// not passed to `f`.
+    pub fn for_each_page(
+        &self,
+        start: VirtAddr,
+        end: VirtAddr,
+        mut f: impl FnMut(Frame),
+    ) -> Result<(), MapError> {
+        if !self.check_bulk_range(start, end)? {
+            return Ok(());
+        }
+        let mut result = Ok(());
+        for (slot, first, end) in slot_pieces(start, end) {
+            let table = match self.l1_entry(slot) {
+                L1Entry::Fault => continue,
+                L1Entry::Table(t) => t.base(),
+                _ => {
+                    result = Err(MapError::GranuleMismatch);
+                    continue;
+                }
+            };
+            for i in first..end {
+                let raw = self.mem.read_u32(Self::l2_desc_pa(table, i));
+                match raw & 0b11 {
+                    0b00 => {}
+                    0b01 => result = Err(MapError::GranuleMismatch),
+                    _ => f(Frame::containing(PhysAddr::new(raw))),
+                }
+            }
+        }
+        result
+    }
+
     // ----- teardown ------------------------------------------------------------------------
+
+    /// Whether the group bitmap says exactly which groups have an L2 table (debug check).
+    fn groups_match_the_table(&self) -> bool {
+        (self.first_slot..self.end_slot).step_by(4).all(|group| {
+            let has = (group..group + 4).any(|s| matches!(self.l1_entry(s), L1Entry::Table(_)));
+            let g = (group - self.first_slot) / 4;
+            has == (self.l2_groups[g / 32] & (1 << (g % 32)) != 0)
+        })
+    }
 
     /// Gives every frame of the space back: L2 frames, the count frame and (user space) the L1
     /// table. The space must not be live in any TTBR. A user space's ASID is invalidated, so it
@@ -971,8 +1341,18 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
             self.tlb.invalidate_asid(a);
             self.tlb.sync();
         }
+        debug_assert!(self.groups_match_the_table(), "L2 group bitmap out of date");
         let mut l2_frames = [PhysAddr::new(0); 4];
-        for group in (self.first_slot..self.end_slot).step_by(4) {
+        // Only the groups that have an L2 frame (a 2048-slot scan would cost more than the
+        // rest of a small space's teardown).
+        let groups = core::mem::take(&mut self.l2_groups);
+        let groups = groups.iter().enumerate().flat_map(|(w, &bits)| {
+            (0..32)
+                .filter(move |b| bits & (1 << b) != 0)
+                .map(move |b| 4 * (32 * w + b))
+        });
+        let first_slot = self.first_slot;
+        for group in groups.map(|g| first_slot + g) {
             let mut n = 0;
             for slot in group..group + 4 {
                 if let L1Entry::Table(t) = self.l1_entry(slot) {
@@ -1771,5 +2151,366 @@ mod tests {
             Space::adopt_kernel(r.ram.clone(), r.tlb.clone(), &mut r.alloc),
             Err(MapError::ForeignTable)
         ));
+    }
+
+    // ----- bulk sharing (fork) and teardown walks -----
+
+    /// A [`Tlb`] in front of the emulated one that counts the maintenance it is asked for, and
+    /// can be told to forget invalidations by ASID (to show the checks below would catch it).
+    #[derive(Clone)]
+    struct Counting {
+        inner: EmulatedTlb,
+        log: alloc::rc::Rc<core::cell::RefCell<Counts>>,
+    }
+
+    #[derive(Default, Debug, PartialEq, Eq)]
+    struct Counts {
+        pages: u32,
+        asids: u32,
+        all: u32,
+        forget_asid_invalidations: bool,
+    }
+
+    impl Tlb for Counting {
+        fn publish(&mut self, first: PhysAddr, bytes: u32) {
+            self.inner.publish(first, bytes);
+        }
+        fn invalidate_page(&mut self, va: VirtAddr, tag: TlbTag) {
+            self.log.borrow_mut().pages += 1;
+            self.inner.invalidate_page(va, tag);
+        }
+        fn invalidate_asid(&mut self, asid: Asid) {
+            let mut log = self.log.borrow_mut();
+            log.asids += 1;
+            if !log.forget_asid_invalidations {
+                self.inner.invalidate_asid(asid);
+            }
+        }
+        fn invalidate_all(&mut self) {
+            self.log.borrow_mut().all += 1;
+            self.inner.invalidate_all();
+        }
+        fn sync(&mut self) {
+            self.inner.sync();
+        }
+    }
+
+    type CSpace = AddressSpace<HostRam, Counting>;
+
+    impl Rig {
+        fn counted(
+            &mut self,
+            asid: Asid,
+            log: &alloc::rc::Rc<core::cell::RefCell<Counts>>,
+        ) -> CSpace {
+            let tlb = Counting {
+                inner: self.tlb.clone(),
+                log: log.clone(),
+            };
+            CSpace::new_user(self.ram.clone(), tlb, asid, &mut self.alloc).unwrap()
+        }
+
+        /// What the CPU running `space` sees at `va` (through the emulated TLB).
+        fn cmmu(&mut self, space: &CSpace, va: u32) -> Option<(u32, MapFlags)> {
+            self.tlb
+                .translate(
+                    space.l1_phys(),
+                    space.asid().unwrap(),
+                    layout::KERNEL_L1_PHYS,
+                    VirtAddr::new(va),
+                )
+                .map(|t| (t.pa.as_u32(), t.flags.unwrap()))
+        }
+
+        fn clean(&self) {
+            assert!(
+                self.tlb.violations().is_empty(),
+                "{:?}",
+                self.tlb.violations()
+            );
+            assert_eq!(self.tlb.pending_invalidations(), 0);
+            assert_eq!(self.tlb.unpublished_words(), 0);
+        }
+    }
+
+    fn va(v: u32) -> VirtAddr {
+        VirtAddr::new(v)
+    }
+
+    /// The parent of the sharing tests: writable pages in slots 1 (group 0) and 5 (group 1), a
+    /// text page in slot 2, a writable page at 0x30_0000 outside the shared ranges; every page
+    /// cached in the TLB. Returns the pages (va, pa, flags).
+    fn parent_with_cached_pages(
+        r: &mut Rig,
+        p: &mut CSpace,
+    ) -> alloc::vec::Vec<(u32, u32, MapFlags)> {
+        let pages = alloc::vec![
+            (0x10_0000, 0x7_0000, MapFlags::USER_DATA),
+            (0x10_1000, 0x7_1000, MapFlags::USER_DATA),
+            (0x10_3000, 0x7_3000, MapFlags::USER_RODATA),
+            (0x1F_F000, 0x7_4000, MapFlags::USER_DATA),
+            (0x20_0000, 0x7_5000, MapFlags::USER_TEXT),
+            (0x50_0000, 0x7_6000, MapFlags::USER_DATA),
+            (0x5F_F000, 0x7_7000, MapFlags::USER_DATA),
+            (0x30_0000, 0x7_8000, MapFlags::USER_DATA),
+        ];
+        for &(v, pa, flags) in &pages {
+            p.map_page(page(v), frame(pa), flags, &mut r.alloc).unwrap();
+            assert_eq!(r.cmmu(p, v), Some((pa, flags)));
+        }
+        pages
+    }
+
+    const SHARED_RANGES: [(u32, u32); 3] = [
+        (0x10_0000, 0x10_4000),
+        (0x1F_F000, 0x20_1000),
+        (0x50_0000, 0x60_0000),
+    ];
+
+    fn ranges() -> impl Iterator<Item = (VirtAddr, VirtAddr)> {
+        SHARED_RANGES.iter().map(|&(a, b)| (va(a), va(b)))
+    }
+
+    fn read_only(flags: MapFlags) -> MapFlags {
+        match flags.access {
+            Access::UserReadWrite => flags.with_access(Access::UserRead),
+            _ => flags,
+        }
+    }
+
+    #[test]
+    fn sharing_copies_read_only_and_write_protects_with_one_asid_invalidation() {
+        let mut r = Rig::new();
+        let log = alloc::rc::Rc::new(core::cell::RefCell::new(Counts::default()));
+        let mut p = r.counted(A1, &log);
+        let pages = parent_with_cached_pages(&mut r, &mut p);
+        let mut c = r.counted(A2, &log);
+        let free = r.alloc.free_count();
+        *log.borrow_mut() = Counts::default();
+        let mut shared = alloc::vec::Vec::new();
+        let n = p
+            .share_read_only_into(&mut c, ranges(), &mut r.alloc, |f| shared.push(f))
+            .unwrap();
+        assert_eq!(n, 7);
+        // One invalidation by the parent's ASID, no page invalidation, nothing for the child.
+        assert_eq!(
+            *log.borrow(),
+            Counts {
+                asids: 1,
+                ..Counts::default()
+            }
+        );
+        // Child tables: one L2 frame for group 0 (slots 1 and 2), one for group 1 (slot 5).
+        assert_eq!(r.alloc.free_count(), free - 2);
+        r.clean();
+        let expected: alloc::vec::Vec<Frame> =
+            pages[..7].iter().map(|&(_, pa, _)| frame(pa)).collect();
+        assert_eq!(shared, expected);
+        for &(v, pa, flags) in &pages[..7] {
+            // No stale writable entry in the parent: the TLB held every page writable.
+            assert_eq!(r.cmmu(&p, v), Some((pa, read_only(flags))), "parent {v:#x}");
+            assert_eq!(r.cmmu(&c, v), Some((pa, read_only(flags))), "child {v:#x}");
+        }
+        // Outside the ranges: untouched, and not in the child.
+        assert_eq!(r.cmmu(&p, 0x30_0000), Some((0x7_8000, MapFlags::USER_DATA)));
+        assert_eq!(r.cmmu(&c, 0x30_0000), None);
+        // The child's counts are right: unmapping its pages gives its tables back.
+        for &(v, _, _) in &pages[..7] {
+            c.unmap_page(page(v), &mut r.alloc).unwrap();
+        }
+        assert_eq!(r.alloc.free_count(), free);
+        r.clean();
+    }
+
+    #[test]
+    fn a_forgotten_asid_invalidation_leaves_the_parent_writable_in_the_tlb() {
+        // The control for the test above: the emulated TLB keeps the writable entries when the
+        // one invalidation is left out, so a share that forgot it would fail there.
+        let mut r = Rig::new();
+        let log = alloc::rc::Rc::new(core::cell::RefCell::new(Counts::default()));
+        let mut p = r.counted(A1, &log);
+        parent_with_cached_pages(&mut r, &mut p);
+        let mut c = r.counted(A2, &log);
+        log.borrow_mut().forget_asid_invalidations = true;
+        p.share_read_only_into(&mut c, ranges(), &mut r.alloc, |_| {})
+            .unwrap();
+        assert_eq!(r.cmmu(&p, 0x10_0000), Some((0x7_0000, MapFlags::USER_DATA)));
+        assert_eq!(
+            p.translate(va(0x10_0000)).unwrap().flags,
+            Some(MapFlags::USER_RODATA)
+        );
+    }
+
+    #[test]
+    fn a_share_short_of_a_child_table_stops_there_and_unshare_restores_the_parent() {
+        let mut r = Rig::new();
+        let log = alloc::rc::Rc::new(core::cell::RefCell::new(Counts::default()));
+        let mut p = r.counted(A1, &log);
+        let pages = parent_with_cached_pages(&mut r, &mut p);
+        let mut c = r.counted(A2, &log);
+        let free = r.alloc.free_count();
+        // A table for group 0, none for group 1 (slot 5).
+        r.alloc.set_budget(Some(1));
+        let mut shared = alloc::vec::Vec::new();
+        let got = p.share_read_only_into(&mut c, ranges(), &mut r.alloc, |f| shared.push(f));
+        r.alloc.set_budget(None);
+        assert_eq!(got, Err(MapError::OutOfMemory));
+        // What was copied before stays copied and write-protected, its invalidation done.
+        assert_eq!(shared.len(), 5);
+        assert_eq!(log.borrow().asids, 1);
+        r.clean();
+        for &(v, pa, flags) in &pages[..5] {
+            assert_eq!(r.cmmu(&p, v), Some((pa, read_only(flags))));
+            assert_eq!(r.cmmu(&c, v), Some((pa, read_only(flags))));
+        }
+        for &(v, pa, flags) in &pages[5..] {
+            assert_eq!(r.cmmu(&p, v), Some((pa, flags)));
+            assert_eq!(r.cmmu(&c, v), None);
+        }
+        // Undo: every page the child got is released; the writable ranges get write access
+        // back where the parent is the only owner (all but 0x10_1000) and the page is not
+        // executable (the text page 0x20_0000 stays as it is).
+        let mut released = alloc::vec::Vec::new();
+        let undo = [
+            (0x10_0000, 0x10_2000, true),
+            (0x10_2000, 0x10_4000, false),
+            (0x1F_F000, 0x20_1000, true),
+            (0x50_0000, 0x60_0000, true),
+        ]
+        .map(|(a, b, w)| (va(a), va(b), w));
+        p.unshare_from(&c, undo, |f| {
+            released.push(f);
+            f != frame(0x7_1000)
+        });
+        assert_eq!(released, shared);
+        assert_eq!(log.borrow().asids, 2);
+        r.clean();
+        for &(v, pa, flags) in &pages {
+            let now = match v {
+                // Not its only owner; in a range not writable; executable.
+                0x10_1000 | 0x10_3000 | 0x20_0000 => read_only(flags),
+                _ => flags,
+            };
+            assert_eq!(r.cmmu(&p, v), Some((pa, now)), "parent {v:#x}");
+        }
+        c.destroy(&mut r.alloc).unwrap();
+        assert_eq!(r.alloc.free_count(), free + 3);
+        r.clean();
+    }
+
+    #[test]
+    fn sections_and_large_pages_are_neither_shared_nor_walked() {
+        let mut r = Rig::new();
+        let mut p = r.user(A1);
+        let mut c = r.user(A2);
+        p.map_section(va(0x40_0000), PhysAddr::new(0x20_0000), MapFlags::USER_DATA)
+            .unwrap();
+        let free = r.alloc.free_count();
+        let range = [(va(0x40_0000), va(0x41_0000))];
+        assert_eq!(
+            p.share_read_only_into(&mut c, range, &mut r.alloc, |_| panic!("shared")),
+            Err(MapError::GranuleMismatch)
+        );
+        assert_eq!(r.alloc.free_count(), free);
+        assert_eq!(c.next_mapped(va(0x1000), va(0x8000_0000)), None);
+        assert_eq!(
+            p.translate(va(0x40_0000)).unwrap().flags,
+            Some(MapFlags::USER_DATA)
+        );
+        assert_eq!(
+            p.for_each_page(va(0x40_0000), va(0x50_0000), |_| panic!("walked")),
+            Err(MapError::GranuleMismatch)
+        );
+        // A large page (never made here) after two small pages: those two are copied.
+        p.map_page(
+            page(0x10_0000),
+            frame(0x7_0000),
+            MapFlags::USER_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        p.map_page(
+            page(0x10_1000),
+            frame(0x7_1000),
+            MapFlags::USER_DATA,
+            &mut r.alloc,
+        )
+        .unwrap();
+        let L1Entry::Table(t) = p.l1_entry(1) else {
+            panic!("no table");
+        };
+        let large = Space::l2_desc_pa(t.base(), 4);
+        r.ram.write_u32(large, 0x9_0000 | 0b01);
+        r.tlb.publish(large, 4);
+        let mut seen = alloc::vec::Vec::new();
+        assert_eq!(
+            p.for_each_page(va(0x10_0000), va(0x20_0000), |f| seen.push(f)),
+            Err(MapError::GranuleMismatch)
+        );
+        assert_eq!(seen, [frame(0x7_0000), frame(0x7_1000)]);
+        let range = [(va(0x10_0000), va(0x10_8000))];
+        let mut shared = 0;
+        assert_eq!(
+            p.share_read_only_into(&mut c, range, &mut r.alloc, |_| shared += 1),
+            Err(MapError::GranuleMismatch)
+        );
+        assert_eq!(shared, 2);
+        assert_eq!(
+            r.mmu(&c, 0x10_1000).unwrap().flags,
+            Some(MapFlags::USER_RODATA)
+        );
+        assert_eq!(r.mmu(&c, 0x10_4000), None);
+        assert!(r.tlb.violations().is_empty());
+    }
+
+    #[test]
+    fn for_each_page_reports_every_page_of_a_range_once_in_order() {
+        let mut r = Rig::new();
+        let mut u = r.user(A1);
+        let pages = [
+            0x1_0000, 0x1_1000, 0xF_F000, 0x10_0000, 0x12_3000, 0x40_0000, 0x7FF_F000,
+        ];
+        for (i, &v) in pages.iter().enumerate() {
+            u.map_page(
+                page(v),
+                frame(0x7_0000 + 0x1000 * i as u32),
+                MapFlags::USER_DATA,
+                &mut r.alloc,
+            )
+            .unwrap();
+        }
+        let walk = |u: &Space, a: u32, b: u32| {
+            let mut seen = alloc::vec::Vec::new();
+            u.for_each_page(va(a), va(b), |f| seen.push(f.start().as_u32()))
+                .unwrap();
+            seen
+        };
+        let by_next_mapped = |u: &Space, a: u32, b: u32| {
+            let mut seen = alloc::vec::Vec::new();
+            let mut v = va(a);
+            while let Some((at, t)) = u.next_mapped(v, va(b)) {
+                seen.push(t.pa.as_u32());
+                v = va(at.as_u32() + PAGE_SIZE);
+            }
+            seen
+        };
+        for (a, b) in [
+            (0x1000, 0x8000_0000),
+            (0x1_1000, 0x10_1000),
+            (0xF_F000, 0x10_0000),
+            (0x12_4000, 0x7FF_F000),
+            (0x5000, 0x5000),
+        ] {
+            assert_eq!(walk(&u, a, b), by_next_mapped(&u, a, b), "{a:#x}..{b:#x}");
+        }
+        assert_eq!(walk(&u, 0x1000, 0x8000_0000).len(), pages.len());
+        assert_eq!(
+            u.for_each_page(va(0x1800), va(0x3000), |_| {}),
+            Err(MapError::Unaligned)
+        );
+        assert_eq!(
+            u.for_each_page(va(0x3000), va(0x1000), |_| {}),
+            Err(MapError::OutsideSpace)
+        );
     }
 }
