@@ -821,6 +821,30 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         alloc: &mut A,
         refs: &mut FrameRefs,
     ) -> Result<Resolved, FaultError> {
+        self.resolve_fault(va, access, false, alloc, refs)
+    }
+
+    /// [`UserVm::handle_fault`] for a fault the MMU reported as a *translation* fault: the page
+    /// was not mapped when the access was made, so the walk that asks is skipped (if the page is
+    /// mapped after all, the mapping attempt says so and the fault is handled as usual).
+    pub fn handle_translation_fault<A: FrameAllocator>(
+        &mut self,
+        va: VirtAddr,
+        access: Access,
+        alloc: &mut A,
+        refs: &mut FrameRefs,
+    ) -> Result<Resolved, FaultError> {
+        self.resolve_fault(va, access, true, alloc, refs)
+    }
+
+    fn resolve_fault<A: FrameAllocator>(
+        &mut self,
+        va: VirtAddr,
+        access: Access,
+        unmapped: bool,
+        alloc: &mut A,
+        refs: &mut FrameRefs,
+    ) -> Result<Resolved, FaultError> {
         let region = self.regions.lookup(va).ok_or(FaultError::NoRegion)?;
         if region.kind == RegionKind::Guard {
             return Err(FaultError::Guard);
@@ -831,27 +855,35 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         let page = Page::containing(va);
         let flags = region.perm.flags();
         let space = &mut self.space;
-        let mapped = space.is_mapped(page.start());
+        let mapped = !unmapped && space.is_mapped(page.start());
         let Some(t) = mapped.then(|| space.translate(page.start())).flatten() else {
             let resolved = match &region.backing {
                 Backing::Private => {
                     let frame = alloc.alloc_frame().map_err(|_| FaultError::OutOfMemory)?;
                     space.mem_mut().zero_frame(frame);
-                    if let Err(e) = space.map_page(page, frame, flags, alloc) {
-                        alloc.free_frame(frame).map_err(MapError::from)?;
-                        return Err(e.into());
+                    match space.map_page(page, frame, flags, alloc) {
+                        Ok(()) => {}
+                        Err(MapError::AlreadyMapped) if unmapped => {
+                            // Mapped after all: handle it as a fault on a mapped page.
+                            alloc.free_frame(frame).map_err(MapError::from)?;
+                            return self.resolve_fault(va, access, false, alloc, refs);
+                        }
+                        Err(e) => {
+                            alloc.free_frame(frame).map_err(MapError::from)?;
+                            return Err(e.into());
+                        }
                     }
                     Resolved::DemandZero
                 }
                 Backing::Shared(object) => {
-                    Self::map_object_page(
-                        space,
-                        object,
-                        region.object_page(page),
-                        page,
-                        flags,
-                        alloc,
-                    )?;
+                    let index = region.object_page(page);
+                    match Self::map_object_page(space, object, index, page, flags, alloc) {
+                        Ok(()) => {}
+                        Err(MapError::AlreadyMapped) if unmapped => {
+                            return self.resolve_fault(va, access, false, alloc, refs);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                     Resolved::SharedPage
                 }
             };
@@ -2523,5 +2555,44 @@ mod tests {
         r.clean();
         p.space.unmap_section(va(0x40_0000)).unwrap();
         p.destroy(&mut r.alloc, &mut r.refs).unwrap();
+    }
+
+    #[test]
+    fn a_translation_fault_on_a_page_mapped_after_all_is_handled_as_usual() {
+        let mut r = Rig::new();
+        let mut p = r.vm(A1);
+        add(&mut p, 0x10_0000, 0x2000, Perm::RW, RegionKind::Anon);
+        let object = SharedObject::new(1);
+        p.add_shared_region(
+            va(0x20_0000),
+            0x1000,
+            Perm::RW,
+            RegionKind::Shared,
+            object.clone(),
+            0,
+        )
+        .unwrap();
+        r.store(&mut p, 0x10_0000, 7).unwrap();
+        r.store(&mut p, 0x20_0000, 8).unwrap();
+        let free = r.alloc.free_count();
+        // Both pages are mapped: told they were not, the handler still finds them.
+        for v in [0x10_0000, 0x20_0000] {
+            let got = p.handle_translation_fault(va(v), Access::Read, &mut r.alloc, &mut r.refs);
+            assert_eq!(got, Ok(Resolved::AlreadyMapped), "{v:#x}");
+        }
+        assert_eq!(r.alloc.free_count(), free, "no frame kept");
+        // A shared copy-on-write page written after a fork is copied, not zeroed.
+        let mut c = r.fork(&mut p, A2).unwrap();
+        let got =
+            c.handle_translation_fault(va(0x10_0000), Access::Write, &mut r.alloc, &mut r.refs);
+        assert_eq!(got, Ok(Resolved::CopyOnWrite));
+        assert_eq!(r.load(&mut c, 0x10_0000), Ok(7));
+        // Untouched: demand zero, as with handle_fault.
+        let got =
+            p.handle_translation_fault(va(0x10_1000), Access::Write, &mut r.alloc, &mut r.refs);
+        assert_eq!(got, Ok(Resolved::DemandZero));
+        c.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        p.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        assert!(SharedObject::release(object, &mut r.alloc).unwrap());
     }
 }

@@ -95,15 +95,22 @@ fn resolve(address: u32, access: Access, status: FaultStatus) -> Result<(), User
     if !matches!(status.kind, FaultKind::Translation | FaultKind::Permission) {
         return Err(UserFaultKind::Other(status.kind));
     }
-    let mut t = TABLE.lock();
+    // Exception handlers run with IRQs masked.
+    let mut t = TABLE.lock_masked();
     let pid = t.current.ok_or(UserFaultKind::Unmapped)?;
     let space = t
         .procs
         .get_mut(&pid)
         .and_then(|p| p.vm.as_mut())
         .ok_or(UserFaultKind::Unmapped)?;
-    let mut refs = FRAME_REFS.lock();
-    match space.handle_fault(VirtAddr::new(address), access, &mut KernelFrames, &mut refs) {
+    let mut refs = FRAME_REFS.lock_masked();
+    let va = VirtAddr::new(address);
+    let resolved = if status.kind == FaultKind::Translation {
+        space.handle_translation_fault(va, access, &mut KernelFrames, &mut refs)
+    } else {
+        space.handle_fault(va, access, &mut KernelFrames, &mut refs)
+    };
+    match resolved {
         Ok(_) => Ok(()),
         Err(FaultError::NoRegion) => Err(UserFaultKind::Unmapped),
         Err(FaultError::Guard) => Err(UserFaultKind::StackOverflow),

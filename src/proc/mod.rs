@@ -281,12 +281,13 @@ pub struct KernelFrames;
 
 impl FrameAllocator for KernelFrames {
     fn alloc_frame(&mut self) -> Result<Frame, PmmError> {
-        vm::with_pmm(|p| {
-            if p.free_frames() <= reserve_frames() {
-                return Err(PmmError::OutOfMemory);
-            }
-            p.alloc_frame()
-        })
+        // Process-layer code runs with IRQs masked (system calls, faults, the kernel task).
+        let mut pmm = vm::PMM.lock_masked();
+        let p = pmm.as_mut().ok_or(PmmError::OutOfMemory)?;
+        if p.free_frames() <= reserve_frames() {
+            return Err(PmmError::OutOfMemory);
+        }
+        p.alloc_frame()
     }
 
     fn alloc_contiguous(

@@ -116,7 +116,7 @@ fn switch(t: &mut Table, frame: &mut TrapFrame, next: Option<super::Pid>) {
         Some(pid) => {
             if let Some(p) = t.procs.get_mut(&pid) {
                 if p.is_alive() {
-                    p.ctx = *frame;
+                    p.ctx.copy_from(frame);
                     super::cpu_state::switch_out(p);
                     if p.state == State::Running {
                         p.state = State::Ready;
@@ -131,7 +131,7 @@ fn switch(t: &mut Table, frame: &mut TrapFrame, next: Option<super::Pid>) {
         Some(pid) => {
             let p = t.procs.get_mut(&pid).expect("ready processes exist");
             p.state = State::Running;
-            *frame = p.ctx;
+            frame.copy_from(&p.ctx);
             super::cpu_state::switch_in(p);
             let space = p.vm.as_mut().expect("a live process has its address space");
             let asid = vm::enter_user(space.l1_phys(), &mut p.context)

@@ -80,6 +80,17 @@ impl<T> IrqSafeMutex<T> {
         }
     }
 
+    /// Takes the lock from code that runs with IRQs masked already (exception handlers, the
+    /// kernel task outside its idle wait): the same lock without masking and unmasking again.
+    #[inline]
+    pub fn lock_masked(&self) -> spin::MutexGuard<'_, T> {
+        debug_assert!(
+            crate::arch::arm::cpsr() & (1 << 7) != 0,
+            "lock_masked with IRQs enabled"
+        );
+        self.inner.lock()
+    }
+
     /// Takes the lock if it is free (IRQs masked while held).
     pub fn try_lock(&self) -> Option<IrqSafeGuard<'_, T>> {
         let was_enabled = disable();
