@@ -115,7 +115,7 @@ pub fn run(_info: &BootInfo) -> ! {
 /// demand-zero fault end to end by the `bench` user program (it reads PMCCNTR itself).
 fn processes() {
     use crate::mm::uvm::{Access, Backing, Perm, RegionKind};
-    use crate::proc::{self, KernelFrames, FRAME_REFS};
+    use crate::proc::{self, KernelFrames};
 
     // 4 KiB zero fill alone, to set the demand-zero figure against: the median of 15, handed to
     // the `bench` program, which prints it in its place in the comparison with Linux.
@@ -158,7 +158,7 @@ fn processes() {
     a.add_region(base, 1 << 20, Perm::RW, RegionKind::Anon, Backing::Private)
         .unwrap();
     {
-        let mut refs = FRAME_REFS.lock();
+        let mut refs = crate::proc::frame_refs();
         for i in 0..256 {
             let va = VirtAddr::new(base.as_u32() + i * PAGE_SIZE);
             a.handle_fault(va, Access::Write, &mut KernelFrames, &mut refs)
@@ -175,13 +175,13 @@ fn processes() {
                 mem,
                 CpuTlb,
                 &mut KernelFrames,
-                &mut FRAME_REFS.lock(),
+                &mut crate::proc::frame_refs(),
             )
             .unwrap(),
         );
     });
     report("fork_1mib_touched", n);
-    let mut refs = FRAME_REFS.lock();
+    let mut refs = crate::proc::frame_refs();
     // Its teardown: 256 pages still shared with the parent (no frame freed but its tables).
     let child = child.unwrap();
     let n = pmu::measure(|| child.destroy(&mut KernelFrames, &mut refs).unwrap());

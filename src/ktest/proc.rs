@@ -8,8 +8,8 @@ use crate::mm::asid::ContextId;
 use crate::mm::uvm::{Backing, Perm, RegionKind};
 use crate::mm::{VirtAddr, PAGE_SIZE};
 use crate::proc::fault::UserFaultKind;
+use crate::proc::KernelFrames;
 use crate::proc::{self, ExitStatus, KillReason, Pid};
-use crate::proc::{KernelFrames, FRAME_REFS};
 use crate::vm;
 use alloc::vec::Vec;
 
@@ -411,7 +411,7 @@ fn asid_rollover() {
                 va,
                 &i.to_le_bytes(),
                 &mut KernelFrames,
-                &mut FRAME_REFS.lock(),
+                &mut crate::proc::frame_refs(),
             )
             .unwrap();
         let mut ctx = ContextId::NEW;
@@ -431,7 +431,7 @@ fn asid_rollover() {
     for (i, (space, ctx)) in spaces.iter_mut().enumerate() {
         assert_eq!(read_through_asid(space, ctx), i as u32, "space {i}");
     }
-    let mut refs = FRAME_REFS.lock();
+    let mut refs = crate::proc::frame_refs();
     for (space, mut ctx) in spaces {
         // destroy invalidates the space's ASID in the TLB; then the ASID may go back.
         space.destroy(&mut KernelFrames, &mut refs).unwrap();

@@ -1,7 +1,7 @@
 //! Faults of user processes: demand-zero and copy-on-write pages are resolved, anything else
 //! kills the process with a report (pid, what, address, PC) and the others go on.
 
-use super::{kill_current, KernelFrames, KillReason, FRAME_REFS, TABLE};
+use super::{kill_current, KernelFrames, KillReason, TABLE};
 use crate::arch::arm::exception::{AbortReport, TrapFrame};
 use crate::mm::fault::{FaultKind, FaultStatus};
 use crate::mm::layout::USER_END;
@@ -97,18 +97,22 @@ fn resolve(address: u32, access: Access, status: FaultStatus) -> Result<(), User
     }
     // Exception handlers run with IRQs masked.
     let mut t = TABLE.lock_masked();
-    let pid = t.current.ok_or(UserFaultKind::Unmapped)?;
-    let space = t
-        .procs
+    let super::Table {
+        procs,
+        refs,
+        current,
+        ..
+    } = &mut *t;
+    let pid = current.ok_or(UserFaultKind::Unmapped)?;
+    let space = procs
         .get_mut(&pid)
         .and_then(|p| p.vm.as_mut())
         .ok_or(UserFaultKind::Unmapped)?;
-    let mut refs = FRAME_REFS.lock_masked();
     let va = VirtAddr::new(address);
     let resolved = if status.kind == FaultKind::Translation {
-        space.handle_translation_fault(va, access, &mut KernelFrames, &mut refs)
+        space.handle_translation_fault(va, access, &mut KernelFrames, refs)
     } else {
-        space.handle_fault(va, access, &mut KernelFrames, &mut refs)
+        space.handle_fault(va, access, &mut KernelFrames, refs)
     };
     match resolved {
         Ok(_) => Ok(()),

@@ -3,7 +3,7 @@
 //! text, PXN everywhere), a demand-zero stack with a guard page below it, and the process is
 //! queued to run from the ELF entry point in User mode.
 
-use super::{KernelFrames, Pid, Process, State, UserSpace, FRAME_REFS, KMEM, TABLE};
+use super::{KernelFrames, Pid, Process, State, UserSpace, KMEM, TABLE};
 use crate::arch::arm::boot::mode;
 use crate::arch::arm::cache;
 use crate::arch::arm::direct_map::DirectMap;
@@ -64,14 +64,14 @@ fn load(image: &[u8]) -> Result<(UserSpace, u32), SpawnError> {
     match map_image(&mut space, &elf) {
         Ok(()) => Ok((space, elf.entry)),
         Err(e) => {
-            let _ = space.destroy(&mut KernelFrames, &mut FRAME_REFS.lock());
+            let _ = space.destroy(&mut KernelFrames, &mut crate::proc::frame_refs());
             Err(e)
         }
     }
 }
 
 fn map_image(space: &mut UserSpace, elf: &elf::Elf<'_>) -> Result<(), SpawnError> {
-    let mut refs = FRAME_REFS.lock();
+    let mut refs = crate::proc::frame_refs();
     for seg in elf.segments() {
         let start = seg.vaddr & !(PAGE_SIZE - 1);
         let end = (seg.vaddr + seg.memsz).next_multiple_of(PAGE_SIZE);
@@ -153,7 +153,7 @@ pub(super) fn spawn(name: &str, arg: u32, parent: Pid) -> Result<Pid, SpawnError
     let mut t = TABLE.lock();
     let Some(pid) = t.alloc_pid() else {
         drop(t);
-        let _ = space.destroy(&mut KernelFrames, &mut FRAME_REFS.lock());
+        let _ = space.destroy(&mut KernelFrames, &mut crate::proc::frame_refs());
         return Err(SpawnError::TooManyProcesses);
     };
     t.procs.insert(

@@ -17,7 +17,7 @@
 //!
 //! # Locks
 //!
-//! [`TABLE`] (process table), then [`FRAME_REFS`], then the PMM (taken per frame by
+//! [`TABLE`] (process table, with the copy-on-write owner counts), then the PMM (taken per frame by
 //! [`KernelFrames`]), never the other way round. None of them is held while user memory is read
 //! or written (a fault there re-enters the process layer).
 
@@ -217,6 +217,8 @@ pub struct Table {
     pub ticks: u64,
     /// Context switches between two different contexts.
     pub switches: u64,
+    /// Owner counts of the frames shared copy on write between address spaces.
+    pub refs: FrameRefs,
 }
 
 const EXIT_LOG: usize = 64;
@@ -232,10 +234,31 @@ pub static TABLE: IrqSafeMutex<Table> = IrqSafeMutex::new(Table {
     exits: VecDeque::new(),
     ticks: 0,
     switches: 0,
+    refs: FrameRefs::new(),
 });
 
-/// Reference counts of frames shared copy-on-write between address spaces.
-pub static FRAME_REFS: IrqSafeMutex<FrameRefs> = IrqSafeMutex::new(FrameRefs::new());
+/// The copy-on-write owner counts, behind the process table's lock (every change of them is a
+/// change of some process's memory, made with the table locked anyway: one lock, not two, on
+/// the fault path). For code that does not hold the table.
+pub fn frame_refs() -> FrameRefsGuard {
+    FrameRefsGuard(TABLE.lock())
+}
+
+/// The process table locked, seen as its [`FrameRefs`].
+pub struct FrameRefsGuard(crate::arch::arm::irq::IrqSafeGuard<'static, Table>);
+
+impl core::ops::Deref for FrameRefsGuard {
+    type Target = FrameRefs;
+    fn deref(&self) -> &FrameRefs {
+        &self.0.refs
+    }
+}
+
+impl core::ops::DerefMut for FrameRefsGuard {
+    fn deref_mut(&mut self) -> &mut FrameRefs {
+        &mut self.0.refs
+    }
+}
 
 /// Named shared-memory objects (`shm` system call). Only weak references: an object lives as
 /// long as some address space maps it.
@@ -327,7 +350,7 @@ pub fn init_memory() {
             Ordering::Relaxed,
         );
         // Owner counts for every frame of RAM, allocated once: sharing never grows the heap.
-        *FRAME_REFS.lock() = FrameRefs::with_frames(total);
+        TABLE.lock().refs = FrameRefs::with_frames(total);
         // Every process record's slot, allocated once too.
         TABLE.lock().procs.allocate();
     });
@@ -432,8 +455,7 @@ impl Table {
         let parent = p.parent;
         // The frames (destroy also invalidates the TLB entries of its ASID), then the ASID.
         if let Some(space) = space {
-            let mut refs = FRAME_REFS.lock();
-            if let Err(e) = space.destroy(&mut KernelFrames, &mut refs) {
+            if let Err(e) = space.destroy(&mut KernelFrames, &mut self.refs) {
                 println!("[kernel] pid {pid}: address space teardown: {e:?}");
             }
         }
@@ -542,5 +564,5 @@ pub fn with_table<R>(f: impl FnOnce(&Table) -> R) -> R {
 
 /// Frames shared copy-on-write right now.
 pub fn shared_frames() -> u32 {
-    FRAME_REFS.lock().shared_frames()
+    TABLE.lock().refs.shared_frames()
 }

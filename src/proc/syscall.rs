@@ -3,7 +3,7 @@
 
 use super::sched;
 use super::uaccess::{copy_from_user, Efault};
-use super::{ExitStatus, KernelFrames, Pid, Process, State, FRAME_REFS, KMEM, SHARED, TABLE};
+use super::{ExitStatus, KernelFrames, Pid, Process, State, KMEM, SHARED, TABLE};
 use crate::abi::{errno, info, nr, prot};
 use crate::arch::arm::exception::TrapFrame;
 use crate::arch::arm::timer;
@@ -156,18 +156,22 @@ fn munmap(va: u32, len: u32) -> SysResult {
     if va.checked_add(len).is_none_or(|e| e > USER_END.as_u32()) {
         return Err(errno::EINVAL);
     }
-    with_current(|p| {
-        let vm = p.vm.as_mut().ok_or(errno::ESRCH)?;
-        match vm.remove(
-            VirtAddr::new(va),
-            len,
-            &mut KernelFrames,
-            &mut FRAME_REFS.lock(),
-        ) {
-            Ok(()) | Err(UvmError::NotFound) => Ok(0),
-            Err(e) => Err(region_errno(e)),
-        }
-    })
+    let mut t = TABLE.lock();
+    let super::Table {
+        procs,
+        refs,
+        current,
+        ..
+    } = &mut *t;
+    let pid = current.expect("a system call has a current process");
+    let vm = procs
+        .get_mut(&pid)
+        .and_then(|p| p.vm.as_mut())
+        .ok_or(errno::ESRCH)?;
+    match vm.remove(VirtAddr::new(va), len, &mut KernelFrames, refs) {
+        Ok(()) | Err(UvmError::NotFound) => Ok(0),
+        Err(e) => Err(region_errno(e)),
+    }
 }
 
 /// `fork()`: a copy of the caller whose private pages are shared copy-on-write.
@@ -175,12 +179,12 @@ fn fork(frame: &mut TrapFrame) -> SysResult {
     let mut t = TABLE.lock();
     let pid = t.current.expect("a system call has a current process");
     let child_pid = t.alloc_pid().ok_or(errno::ENOMEM)?;
-    let parent = t.procs.get_mut(&pid).expect("the current process exists");
+    let super::Table { procs, refs, .. } = &mut *t;
+    let parent = procs.get_mut(&pid).expect("the current process exists");
     let name = parent.name;
     let cpu = super::cpu_state::fork(parent);
     let vm = parent.vm.as_mut().ok_or(errno::ESRCH)?;
     let child_space = {
-        let mut refs = FRAME_REFS.lock();
         // SAFETY: the direct map is live; the new space only uses frames it owns.
         let mem = unsafe { crate::arch::arm::direct_map::DirectMap::new() };
         vm.fork(
@@ -188,7 +192,7 @@ fn fork(frame: &mut TrapFrame) -> SysResult {
             mem,
             crate::arch::arm::mmu::CpuTlb,
             &mut KernelFrames,
-            &mut refs,
+            refs,
         )
         .map_err(|_| errno::ENOMEM)?
     };
@@ -276,7 +280,7 @@ fn sysinfo(what: u32) -> SysResult {
             with_current(|p| Ok(p.vm.as_ref().map_or(0, |v| v.resident_pages())))
         }
         info::ASID => with_current(|p| Ok(p.asid.map_or(0, |a| u32::from(a.get())))),
-        info::COW_SHARED_FRAMES => Ok(FRAME_REFS.lock().shared_frames()),
+        info::COW_SHARED_FRAMES => Ok(TABLE.lock().refs.shared_frames()),
         info::TIMER_HZ => timer::frequency().map_err(|_| errno::ENOSYS),
         _ => Err(errno::EINVAL),
     }

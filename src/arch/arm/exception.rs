@@ -127,6 +127,9 @@ exception_vectors_end:
     .endif
     .if \check_stack
     stmdb   sp!, {{r0, r1}}         // on this mode's own stack
+    mrs     r0, spsr
+    tst     r0, #0xf                // from User mode (0x10): SP_svc is at the top of the stack
+    beq     1f
     mrs     r0, sp_svc
     ldr     r1, =__stack_guard_start
     cmp     r0, r1
