@@ -1092,7 +1092,8 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
     ) -> Result<(), UvmError> {
         let mut result = Ok(());
         if to.as_u32() - from.as_u32() == PAGE_SIZE && !space.is_mapped(from) {
-            // One page, never touched (the common `munmap` of a small buffer): nothing to do.
+            // One page, never touched (the common `munmap` of a small buffer): nothing to unmap,
+            // and no TLB entry to invalidate (a fault entry is never cached, ARM ARM B3.10.1).
             return result;
         }
         let mut v = from;
