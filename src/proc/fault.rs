@@ -97,17 +97,7 @@ fn resolve(address: u32, access: Access, status: FaultStatus) -> Result<(), User
     }
     // Exception handlers run with IRQs masked.
     let mut t = TABLE.lock_masked();
-    let super::Table {
-        procs,
-        refs,
-        current,
-        ..
-    } = &mut *t;
-    let pid = current.ok_or(UserFaultKind::Unmapped)?;
-    let space = procs
-        .get_mut(&pid)
-        .and_then(|p| p.vm.as_mut())
-        .ok_or(UserFaultKind::Unmapped)?;
+    let (space, refs) = t.current_vm().ok_or(UserFaultKind::Unmapped)?;
     let va = VirtAddr::new(address);
     let resolved = if status.kind == FaultKind::Translation {
         space.handle_translation_fault(va, access, &mut KernelFrames, refs)

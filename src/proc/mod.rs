@@ -416,6 +416,14 @@ pub(crate) fn kill_current(frame: &mut TrapFrame, reason: KillReason) {
 }
 
 impl Table {
+    /// The current process's address space and the copy-on-write owner counts, borrowed
+    /// together (what a fault or `munmap` of the current process needs).
+    fn current_vm(&mut self) -> Option<(&mut UserSpace, &mut FrameRefs)> {
+        let pid = self.current?;
+        let vm = self.procs.get_mut(&pid)?.vm.as_mut()?;
+        Some((vm, &mut self.refs))
+    }
+
     /// A fresh pid, or `None` if the table is full.
     fn alloc_pid(&mut self) -> Option<Pid> {
         if self.procs.len() >= MAX_PROCESSES {

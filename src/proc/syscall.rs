@@ -157,17 +157,7 @@ fn munmap(va: u32, len: u32) -> SysResult {
         return Err(errno::EINVAL);
     }
     let mut t = TABLE.lock();
-    let super::Table {
-        procs,
-        refs,
-        current,
-        ..
-    } = &mut *t;
-    let pid = current.expect("a system call has a current process");
-    let vm = procs
-        .get_mut(&pid)
-        .and_then(|p| p.vm.as_mut())
-        .ok_or(errno::ESRCH)?;
+    let (vm, refs) = t.current_vm().ok_or(errno::ESRCH)?;
     match vm.remove(VirtAddr::new(va), len, &mut KernelFrames, refs) {
         Ok(()) | Err(UvmError::NotFound) => Ok(0),
         Err(e) => Err(region_errno(e)),
