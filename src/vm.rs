@@ -159,9 +159,9 @@ pub extern "C" fn vm2_start() {
         .arm_memory()
         .expect("the firmware reports the ARM memory");
     assert_eq!(base.as_u32(), 0, "ARM memory must start at 0");
-    // Rounded down to whole MiB, so that no section of the direct map reaches into the GPU's
-    // memory after the ARM's (a partial MiB at the end is left unused).
-    let ram_end = PhysAddr::new(size.min(layout::DIRECT_MAP_MAX) & !(SECTION_SIZE - 1));
+    // Whole MiB only, so that no section of the direct map reaches into the GPU's memory after
+    // the ARM's (a partial MiB at the end is left unused).
+    let ram_end = layout::direct_map_end(size);
     let coherent = mmu::probe_walk_coherency();
 
     // 2. Direct map: every MiB of RAM the boot map does not already cover, as Normal WB XN

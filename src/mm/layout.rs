@@ -82,6 +82,18 @@ pub const fn phys_to_virt(pa: PhysAddr) -> Option<VirtAddr> {
     }
 }
 
+/// The end of the RAM the direct map covers, for `size` bytes of ARM memory reported by the
+/// firmware: whole MiB only (rounded down, so no section reaches into the GPU's memory above
+/// the ARM's), and at most [`DIRECT_MAP_MAX`].
+pub const fn direct_map_end(size: u32) -> PhysAddr {
+    let size = if size < DIRECT_MAP_MAX {
+        size
+    } else {
+        DIRECT_MAP_MAX
+    };
+    PhysAddr::new(size & !(0x10_0000 - 1))
+}
+
 /// Inverse of [`phys_to_virt`]; `None` outside the direct map.
 pub const fn virt_to_phys(va: VirtAddr) -> Option<PhysAddr> {
     let v = va.as_u32();
@@ -123,5 +135,18 @@ mod tests {
             Some(PhysAddr::new(0x8000))
         );
         assert_eq!(KERNEL_VIRT, VirtAddr::new(0x8000_8000));
+    }
+
+    #[test]
+    fn the_direct_map_ends_on_a_whole_mib_below_the_gpu() {
+        assert_eq!(direct_map_end(960 << 20), PhysAddr::new(960 << 20));
+        // A split that is not a whole MiB: the partial MiB stays out (it shares a section with
+        // GPU memory).
+        assert_eq!(
+            direct_map_end((944 << 20) + 0x8_0000),
+            PhysAddr::new(944 << 20)
+        );
+        assert_eq!(direct_map_end(0xFFFF_F000), PhysAddr::new(DIRECT_MAP_MAX));
+        assert_eq!(direct_map_end(0x000F_F000), PhysAddr::new(0));
     }
 }
