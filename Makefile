@@ -5,7 +5,9 @@
 #   make test     host tests, then the on-target tests under QEMU (ELF, kernel7.img, and
 #                 kernel7.img entered in non-secure HYP by a firmware stand-in)
 #   make bench    host benchmarks, then instruction counts on the target (qemu -icount shift=0)
-#   make sdcard   build/sdcard.img: FAT32 with the Pi firmware, kernel7.img and config.txt
+#   make sdcard   build/sdcard.img: FAT32 with the Pi firmware, kernel7.img, config.txt and the
+#                 user programs in /bin (build/card.img: the same without the firmware, the card
+#                 that `make run` and `make test` attach to QEMU)
 #   make gdb      QEMU paused, gdb-multiarch attached with symbols
 #   make clean
 
@@ -24,6 +26,12 @@ OBJCOPY  ?= $(shell command -v llvm-objcopy || command -v arm-none-eabi-objcopy 
 # build directory if they were built there by hand.
 SRCS     := $(shell find src boot -path src/user/target -prune -o -type f -print) \
             Cargo.toml Cargo.lock build.rs link.ld
+
+# The card QEMU boots with (64 MiB, no Pi firmware), attached as the EMMC controller's SD card.
+CARD     := $(BUILD)/card.img
+CARD_ARGS = -drive if=sd,format=raw,file=$(CARD)
+# The user programs as separate ELF files: build.rs builds them into the kernel build's OUT_DIR.
+PROGRAMS := $(basename $(notdir $(wildcard src/user/src/bin/*.rs)))
 
 .PHONY: all run test host-test target-test bench sdcard gdb clean deps deps-sdcard
 
@@ -46,6 +54,17 @@ $(IMG): $(ELF) | deps
 	cp $(ELF) $(BUILD)/kernel.elf
 	$(OBJCOPY) -O binary $(ELF) $@
 	@echo "built $(BUILD)/kernel.elf and $@"
+
+# The user programs for the card's /bin, taken from the newest kernel build's OUT_DIR.
+$(BUILD)/bin/.stamp: $(ELF)
+	@rm -rf $(BUILD)/bin && mkdir -p $(BUILD)/bin
+	@out=$$(ls -td target/$(TARGET)/release/build/pi2-vm-*/out/user/$(TARGET)/release | head -1); \
+	  for p in $(PROGRAMS); do cp "$$out/$$p" $(BUILD)/bin/ || exit 1; done
+	@touch $@
+
+$(CARD): $(IMG) $(BUILD)/bin/.stamp tests/mksdcard.sh boot/config.txt | deps
+	tests/mksdcard.sh --no-firmware --bin $(BUILD)/bin $(IMG) boot/config.txt $@ >/dev/null
+	@echo "built $@"
 
 # Test and benchmark kernels: the same kernel with the ktest/kbench feature, kept apart.
 $(BUILD)/ktest.elf: $(SRCS) | deps
@@ -74,9 +93,9 @@ $(BUILD)/kbench.elf: $(SRCS) | deps
 	cp target/kbench/$(TARGET)/release/kernel $@
 
 # --- run ----------------------------------------------------------------------------------------
-run: deps $(IMG)
+run: deps $(IMG) $(CARD)
 	@echo "Booting in QEMU raspi2b. Quit with Ctrl-A then X."
-	$(QEMU) $(QEMU_M) -nographic -kernel $(BUILD)/kernel.elf
+	$(QEMU) $(QEMU_M) -nographic -kernel $(BUILD)/kernel.elf $(CARD_ARGS)
 
 # --- test ---------------------------------------------------------------------------------------
 test: deps
@@ -90,15 +109,17 @@ host-test:
 	  awk '/^test result:/ { p += $$4; f += $$6 } END { printf "host: %d passed, %d failed\n", p, f }' $(BUILD)/host-test.log; \
 	  exit $$status
 
-target-test: $(BUILD)/ktest.elf $(BUILD)/ktest.img $(BUILD)/armstub.bin $(IMG)
-	@echo "== on-target tests under QEMU: ELF, all four cores started at the entry =="
-	@tests/qemu-run.sh elf $(BUILD)/ktest.elf $(BUILD)/ktest-elf.log
-	@echo "== on-target tests under QEMU: kernel7.img loaded at 0x8000 as the firmware does =="
-	@tests/qemu-run.sh image $(BUILD)/ktest.img $(BUILD)/ktest-img.log
-	@echo "== on-target tests under QEMU: kernel7.img entered in non-secure HYP, as on the board =="
-	@ARMSTUB=$(BUILD)/armstub.bin tests/qemu-run.sh board $(BUILD)/ktest.img $(BUILD)/ktest-board.log
-	@echo "== the UART shell of the normal kernel: commands piped into QEMU's serial =="
-	@tests/console.sh $(BUILD)/kernel.elf $(BUILD)/console.log
+# The ELF and board runs and the console attach the card; the image run has none, so the
+# driver's no-card path is tested too (tests/qemu-run.sh checks the boot log says which).
+target-test: $(BUILD)/ktest.elf $(BUILD)/ktest.img $(BUILD)/armstub.bin $(IMG) $(CARD)
+	@echo "== on-target tests under QEMU: ELF, all four cores started at the entry, card attached =="
+	@CARD=$(CARD) tests/qemu-run.sh elf $(BUILD)/ktest.elf $(BUILD)/ktest-elf.log
+	@echo "== on-target tests under QEMU: kernel7.img loaded at 0x8000 as the firmware does, no card =="
+	@CARD=none tests/qemu-run.sh image $(BUILD)/ktest.img $(BUILD)/ktest-img.log
+	@echo "== on-target tests under QEMU: kernel7.img entered in non-secure HYP, as on the board, card attached =="
+	@CARD=$(CARD) ARMSTUB=$(BUILD)/armstub.bin tests/qemu-run.sh board $(BUILD)/ktest.img $(BUILD)/ktest-board.log
+	@echo "== the UART shell of the normal kernel: commands piped into QEMU's serial, card attached =="
+	@tests/console.sh $(BUILD)/kernel.elf $(BUILD)/console.log $(CARD)
 
 # --- bench --------------------------------------------------------------------------------------
 bench: deps $(BUILD)/kbench.elf
@@ -108,13 +129,13 @@ bench: deps $(BUILD)/kbench.elf
 	@tests/qemu-run.sh elf $(BUILD)/kbench.elf $(BUILD)/kbench.log -icount shift=0
 
 # --- SD card ------------------------------------------------------------------------------------
-sdcard: $(IMG) deps-sdcard
-	tests/mksdcard.sh $(IMG) boot/config.txt $(BUILD)/sdcard.img
+sdcard: $(IMG) $(BUILD)/bin/.stamp deps-sdcard
+	tests/mksdcard.sh --bin $(BUILD)/bin $(IMG) boot/config.txt $(BUILD)/sdcard.img
 
 # --- debug --------------------------------------------------------------------------------------
-gdb: deps $(IMG)
+gdb: deps $(IMG) $(CARD)
 	@echo "QEMU waits for gdb on :1234; the session starts at _start (physical 0x8000)."
-	$(QEMU) $(QEMU_M) -nographic -kernel $(BUILD)/kernel.elf -S -s & \
+	$(QEMU) $(QEMU_M) -nographic -kernel $(BUILD)/kernel.elf $(CARD_ARGS) -S -s & \
 	  qemu=$$!; \
 	  gdb-multiarch -q $(BUILD)/kernel.elf -ex 'target remote :1234' -ex 'break kernel_entry'; \
 	  kill $$qemu 2>/dev/null || true

@@ -123,12 +123,59 @@ pub fn kernel_init(args: BootArgs) -> ! {
         crate::vm::vm2_start();
         crate::irq::init();
         print_interrupts();
+        report_card();
         println!("kernel up: {} MiB of ARM RAM", info.arm_memory.1 >> 20);
         extern "Rust" {
             fn kernel_main(info: &BootInfo) -> !;
         }
         // SAFETY: `kernel_main` is defined by the kernel binary with exactly this signature.
         unsafe { kernel_main(&info) }
+    }
+}
+
+/// Identifies the SD card and prints what was found: capacity, addressing, bus, clocks and the
+/// FAT32 partition, or the error (the kernel goes on without a card).
+pub fn report_card() -> Option<crate::bsp::raspi2::emmc::CardInfo> {
+    use crate::bsp::raspi2::emmc::EMMC;
+    match EMMC.init() {
+        Ok(c) => {
+            println!(
+                "card: {} blocks ({} MiB), {}, {}-bit bus at {} Hz (EMMC base clock {} Hz)",
+                c.blocks,
+                c.blocks / 2048,
+                if c.high_capacity {
+                    "SDHC/SDXC, block addresses"
+                } else {
+                    "SDSC, byte addresses"
+                },
+                c.bus_width,
+                c.data_clock,
+                c.base_clock
+            );
+            println!(
+                "  card id      : manufacturer {:#04x}, product {}, RCA {:#06x}, {}",
+                c.manufacturer,
+                core::str::from_utf8(&c.product).unwrap_or("?"),
+                c.rca,
+                if c.v2 { "SD 2.00 or later" } else { "SD 1.x" }
+            );
+            match crate::fs::fat32_partition(&EMMC) {
+                Ok(p) => println!(
+                    "  partition    : slot {}, type {:#04x}, blocks {}..{} (FAT32{})",
+                    p.slot,
+                    p.kind,
+                    p.start.0,
+                    p.end().0,
+                    if p.bootable { ", bootable" } else { "" }
+                ),
+                Err(e) => println!("  partition    : {e}"),
+            }
+            Some(c)
+        }
+        Err(e) => {
+            println!("card: none ({e})");
+            None
+        }
     }
 }
 

@@ -7,7 +7,9 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod abi;
+pub mod block;
 pub mod elf;
+pub mod fs;
 pub mod mm;
 pub mod ring;
 

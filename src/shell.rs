@@ -2,6 +2,7 @@
 //! (waiting in [`proc::idle_wait`], so processes run meanwhile) and answers commands about
 //! processes and memory.
 
+use crate::bsp::raspi2::emmc::EMMC;
 use crate::mm::desc::{Access, MapFlags, MemoryType};
 use crate::mm::uvm::{Backing, Perm, RegionKind};
 use crate::mm::vas::Mapping;
@@ -32,9 +33,15 @@ const COMMANDS: &[Command] = &[
     },
     Command {
         name: "ls",
-        args: "",
-        help: "programs that can be run",
+        args: "[path]",
+        help: "programs built in; with a path, a directory of the SD card (ls /bin)",
         run: ls,
+    },
+    Command {
+        name: "cat",
+        args: "<file>",
+        help: "print a file of the SD card",
+        run: cat,
     },
     Command {
         name: "ps",
@@ -159,9 +166,50 @@ fn help(_: &mut Args<'_>) {
     }
 }
 
-fn ls(_: &mut Args<'_>) {
-    for (name, image) in crate::programs::PROGRAMS {
-        println!("  {name:<10} {:>6} bytes", image.len());
+fn ls(args: &mut Args<'_>) {
+    let Some(path) = args.next() else {
+        for (name, image) in crate::programs::PROGRAMS {
+            println!("  {name:<10} {:>6} bytes", image.len());
+        }
+        return;
+    };
+    match crate::fs::list_dir(&EMMC, path) {
+        Ok(entries) => {
+            for e in entries {
+                if e.is_dir {
+                    println!("  {:<12} <dir>", e.name);
+                } else {
+                    println!("  {:<12} {:>6} bytes", e.name, e.size);
+                }
+            }
+        }
+        Err(e) => println!("ls {path}: {e}"),
+    }
+}
+
+/// Largest file `cat` prints.
+const CAT_MAX: usize = 64 * 1024;
+
+fn cat(args: &mut Args<'_>) {
+    let Some(path) = args.next() else {
+        return println!("usage: cat <file>");
+    };
+    match crate::fs::read_file(&EMMC, path) {
+        Ok(data) => {
+            for &b in data.iter().take(CAT_MAX) {
+                match b {
+                    b'\n' => println!(),
+                    b'\t' | 0x20..=0x7e => print!("{}", b as char),
+                    _ => print!("."),
+                }
+            }
+            if data.len() > CAT_MAX {
+                println!("... ({} bytes in all)", data.len());
+            } else if data.last() != Some(&b'\n') {
+                println!();
+            }
+        }
+        Err(e) => println!("cat {path}: {e}"),
     }
 }
 

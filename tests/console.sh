@@ -2,16 +2,18 @@
 # Boots the normal kernel in QEMU raspi2b, types commands into its UART shell through a pipe and
 # checks the replies.
 #
-#   tests/console.sh <kernel.elf> <log>
+#   tests/console.sh <kernel.elf> <log> [card.img]
 set -u
-elf=$1 log=$2
+elf=$1 log=$2 card=${3:-}
+drive=()
+[ -z "$card" ] || drive=(-drive "if=sd,format=raw,file=$card")
 mkdir -p "$(dirname "$log")"
 : >"$log"
 dir=$(mktemp -d)
 fifo=$dir/serial-in
 mkfifo "$fifo"
 qemu-system-arm -M raspi2b -m 1G -display none -no-reboot -monitor none -serial stdio \
-  -kernel "$elf" <"$fifo" >"$log" 2>&1 &
+  "${drive[@]}" -kernel "$elf" <"$fifo" >"$log" 2>&1 &
 qemu=$!
 exec 3>"$fifo"
 failed=0 passed=0
@@ -47,6 +49,12 @@ expect "demo processes print pid and ASID" '\[pid 1 asid [0-9]+\].*' 20
 expect "second demo process interleaves" '\[pid 2 asid [0-9]+\]' 20
 send "help";                 expect "help lists the commands" 'vmmap \[pid\]'
 send "ls";                   expect "ls lists the programs" 'hello +[0-9]+ bytes'
+if [ -n "$card" ]; then
+  send "ls /bin";            expect "ls /bin lists the programs on the card" 'hello +[0-9]+ bytes'
+                             expect "ls /bin lists every program" 'spin +[0-9]+ bytes'
+  send "cat /config.txt";    expect "cat prints a file of the card" 'kernel=kernel7.img'
+  send "cat /nosuch";        expect "cat of a missing file is reported" 'cat /nosuch: .*no such file'
+fi
 send "meminfo";              expect "meminfo: frames" 'frames +: [0-9]+ total, [0-9]+ free, [0-9]+ reserved'
                              expect "meminfo: heap, MMIO, ASIDs" 'asids +: [0-9]+ of 255 in use'
 send "frobnicate";           expect "unknown command is reported" 'unknown command `frobnicate`'

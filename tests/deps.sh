@@ -2,7 +2,7 @@
 # Checks for the tools the Makefile needs and installs what is missing on Debian/Ubuntu: as root
 # directly, otherwise with password-less sudo; failing both it stops and prints the command.
 #
-#   tests/deps.sh build qemu   # Rust target, objcopy, QEMU, gdb-multiarch, mtools, dosfstools
+#   tests/deps.sh build qemu   # Rust target, objcopy, QEMU, gdb-multiarch, mtools, dosfstools, fdisk
 #   tests/deps.sh sdcard       # mtools, dosfstools, fdisk, and the Pi firmware made reachable:
 #                              # Debian's non-free-firmware component (tests/apt-component.sh)
 #   tests/deps.sh ci           # what .ci/run's own checks use besides (gpg)
@@ -98,6 +98,7 @@ for what in "$@"; do
       want gdb-multiarch gdb-multiarch
       want mcopy mtools
       want mkfs.fat dosfstools
+      want sfdisk fdisk   # the card image QEMU boots with (tests/mksdcard.sh --no-firmware)
       ;;
     sdcard)
       want mcopy mtools

@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
-# Builds an SD card image for a Raspberry Pi 2 without root or loop devices:
-# an MBR with one bootable FAT32 (LBA) partition at 1 MiB holding the firmware from Debian's
-# raspi-firmware package (bootcode.bin, start.elf, fixup.dat), kernel7.img and config.txt.
+# Builds an SD card image for a Raspberry Pi 2 without root or loop devices: 64 MiB (QEMU wants a
+# power of two), an MBR with one bootable FAT32 (LBA) partition from 1 MiB to 61 MiB holding the
+# firmware from Debian's raspi-firmware package (bootcode.bin, start.elf, fixup.dat), kernel7.img,
+# config.txt and the user programs in /bin. The last 3 MiB belong to no partition (the on-target
+# tests write scratch blocks there).
 #
-#   tests/mksdcard.sh <kernel7.img> <config.txt> <out.img>
+#   tests/mksdcard.sh [--no-firmware] [--bin <dir>] <kernel7.img> <config.txt> <out.img>
+#     --no-firmware  leave the Pi firmware out (QEMU does not run it): nothing is fetched
+#     --bin <dir>    copy every file of <dir> into /bin
 # Write it with: sudo dd if=<out.img> of=/dev/sdX bs=4M conv=fsync
 set -euo pipefail
+firmware=1 bindir=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --no-firmware) firmware=0; shift ;;
+    --bin) bindir=$2; shift 2 ;;
+    *) break ;;
+  esac
+done
 kernel=$1 config=$2 out=$3
 work=$(dirname "$out")/sdcard.d
 mkdir -p "$work"
@@ -13,7 +25,7 @@ mkdir -p "$work"
 # The firmware: from the installed package if present, else from the package file itself
 # (apt-get download needs no root; the package lives in Debian's non-free-firmware component).
 fw=/usr/lib/raspi-firmware
-if [ ! -f "$fw/start.elf" ]; then
+if [ "$firmware" -eq 1 ] && [ ! -f "$fw/start.elf" ]; then
   fw=$work/fw/usr/lib/raspi-firmware
   if [ ! -f "$fw/start.elf" ]; then
     debs=("$work"/raspi-firmware_*.deb)
@@ -36,19 +48,31 @@ MSG
   fi
 fi
 
-part=$work/fat.img
-rm -f "$part" "$out"
-mkfs.fat -F 32 -n PI2VM -C "$part" $((64 * 1024)) >/dev/null
-for f in bootcode.bin start.elf fixup.dat; do
-  mcopy -i "$part" "$fw/$f" "::$f"
-done
+card_mib=64 part_mib=60
+part=$work/fat-$$.img
+rm -f "$part" "$out.tmp"
+# One sector per cluster keeps a partition this small FAT32 (at least 65525 clusters).
+mkfs.fat -F 32 -s 1 -n PI2VM -C "$part" $((part_mib * 1024)) >/dev/null
+if [ "$firmware" -eq 1 ]; then
+  for f in bootcode.bin start.elf fixup.dat; do
+    mcopy -i "$part" "$fw/$f" "::$f"
+  done
+fi
 mcopy -i "$part" "$kernel" ::kernel7.img
 mcopy -i "$part" "$config" ::config.txt
+if [ -n "$bindir" ]; then
+  mmd -i "$part" ::bin
+  for f in "$bindir"/*; do
+    [ -f "$f" ] && mcopy -i "$part" "$f" "::bin/$(basename "$f")"
+  done
+fi
 
-# 1 MiB for the MBR and alignment, then the partition.
-truncate -s $((65 * 1024 * 1024)) "$out"
-echo 'start=2048, type=c, bootable' | sfdisk -q "$out"
-dd if="$part" of="$out" bs=1M seek=1 conv=notrunc status=none
+# 1 MiB for the MBR and alignment, then the partition, then unpartitioned scratch space.
+truncate -s $((card_mib * 1024 * 1024)) "$out.tmp"
+echo "start=2048, size=$((part_mib * 2048)), type=c, bootable" | sfdisk -q "$out.tmp"
+dd if="$part" of="$out.tmp" bs=1M seek=1 conv=notrunc status=none
 rm -f "$part"
+mv "$out.tmp" "$out"
 echo "sdcard: $out"
 mdir -i "$out@@1M" ::
+[ -z "$bindir" ] || mdir -i "$out@@1M" ::bin

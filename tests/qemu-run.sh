@@ -9,6 +9,9 @@
 #       at 0 and the raw image at 0x8000, both by QEMU's generic loader, EL3 kept; every core
 #       starts at 0 in Secure SVC, the stand-in enters the kernel on core 0 in non-secure HYP.
 #       The boot log must then say `entry mode : HYP`, or the run fails.
+# CARD=<image> attaches that SD card image (-drive if=sd) and the boot log must then report a
+# card (`card: N blocks`); CARD=none attaches none and the log must say `card: none`; without
+# CARD nothing about a card is checked (benchmarks).
 # The kernel ends QEMU through semihosting (exit status 0 = all passed). A hang is ended by the
 # timeout (TEST_TIMEOUT seconds, default 120) and counts as a failure. Output containing
 # NEVER-PRINTED fails the run too: the hostile-program test keeps those bytes in memory that a
@@ -27,10 +30,16 @@ case $kind in
           -device "loader,file=$image,addr=0x8000,force-raw=on") ;;
   *) echo "usage: $0 elf|image|board <file> <log> [qemu args]" >&2; exit 2 ;;
 esac
+card=()
+case ${CARD:-} in
+  ''|none) ;;
+  *) [ -r "$CARD" ] || { echo "qemu-run: no card image at $CARD" >&2; exit 2; }
+     card=(-drive "if=sd,format=raw,file=$CARD") ;;
+esac
 mkdir -p "$(dirname "$log")"
 timeout --foreground "$timeout_s" qemu-system-arm -M raspi2b -m 1G -display none -no-reboot \
   -semihosting-config enable=on,target=native -monitor none -serial stdio \
-  "${load[@]}" "$@" </dev/null 2>&1 | tee "$log"
+  "${load[@]}" "${card[@]}" "$@" </dev/null 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 if [ "$status" -eq 124 ]; then
   echo "qemu: timed out after ${timeout_s}s (a hang counts as a failure)" | tee -a "$log"
@@ -38,6 +47,15 @@ if [ "$status" -eq 124 ]; then
 fi
 if [ "$kind" = board ] && ! grep -Eq '^ *entry mode *: HYP' "$log"; then
   echo "qemu-run: the boot log does not say 'entry mode : HYP': the kernel was not entered in HYP" | tee -a "$log"
+  [ "$status" -eq 0 ] && status=1
+fi
+case ${CARD:-} in
+  '') ;;
+  none) pattern='^card: none' ;;
+  *) pattern='^card: [0-9]+ blocks' ;;
+esac
+if [ -n "${CARD:-}" ] && ! grep -Eq "$pattern" "$log"; then
+  echo "qemu-run: the boot log does not report the card as expected (/$pattern/)" | tee -a "$log"
   [ "$status" -eq 0 ] && status=1
 fi
 if grep -q 'NEVER-PRINTED' "$log"; then

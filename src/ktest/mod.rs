@@ -11,6 +11,7 @@ mod cpu_state;
 mod irq;
 mod proc;
 mod programs;
+mod storage;
 mod vm;
 
 use crate::arch::arm::semihosting;
@@ -38,6 +39,7 @@ fn entries() -> impl Iterator<Item = &'static Entry> {
         .chain(programs::ENTRIES)
         .chain(proc::ENTRIES)
         .chain(cpu_state::ENTRIES)
+        .chain(storage::ENTRIES)
 }
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);

@@ -36,6 +36,8 @@ const TAG_GET_ARM_MEMORY: u32 = 0x0001_0005;
 const TAG_GET_CLOCK_RATE: u32 = 0x0003_0002;
 /// Clock id of the UART in GET_CLOCK_RATE.
 pub const CLOCK_UART: u32 = 2;
+/// Clock id of the EMMC controller's base clock in GET_CLOCK_RATE.
+pub const CLOCK_EMMC: u32 = 1;
 
 /// Why a property call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 //! Drivers hold the *virtual* base of their registers: the boot-time device mapping at first,
 //! then the MMIO window once `vm2_start` has made it ([`crate::vm`]).
 
+pub mod emmc;
 pub mod gpio;
 pub mod intc;
 pub mod local_ic;
@@ -16,6 +17,8 @@ use crate::mm::PhysAddr;
 pub const GPIO_PHYS: PhysAddr = PhysAddr::new(0x3F20_0000);
 /// PL011 UART0.
 pub const UART0_PHYS: PhysAddr = PhysAddr::new(0x3F20_1000);
+/// EMMC controller (Arasan SDHCI), the SD card slot of the Pi 2.
+pub const EMMC_PHYS: PhysAddr = PhysAddr::new(0x3F30_0000);
 /// BCM2835 ARM interrupt controller (GPU and ARM-side peripheral interrupts); the same 4 KiB page
 /// as the mailbox.
 pub const INTC_PHYS: PhysAddr = PhysAddr::new(0x3F00_B200);

@@ -1,0 +1,208 @@
+//! Files on the card: the FAT16/32 file system of the first MBR partition, through the
+//! `embedded-sdmmc` crate (not a FAT of our own). [`FatDisk`] lends any [`BlockDevice`] of this
+//! kernel to the crate; each call here opens the volume, walks the path and closes everything
+//! again (no state is kept between calls, and no cache yet: every block comes from the device).
+
+use crate::block::{self, Block, BlockCount, BlockDevice, BlockError, BlockIdx};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use embedded_sdmmc::{Mode, ShortFileName, TimeSource, Timestamp, VolumeIdx, VolumeManager};
+
+/// A kernel block device as `embedded-sdmmc` wants it.
+pub struct FatDisk<'a, D: BlockDevice + ?Sized>(pub &'a D);
+
+impl<D: BlockDevice + ?Sized> embedded_sdmmc::BlockDevice for FatDisk<'_, D> {
+    type Error = BlockError;
+
+    fn read(&self, blocks: &mut [Block], start: BlockIdx) -> Result<(), BlockError> {
+        self.0.read_blocks(start, blocks)
+    }
+
+    fn write(&self, blocks: &[Block], start: BlockIdx) -> Result<(), BlockError> {
+        self.0.write_blocks(start, blocks)
+    }
+
+    fn num_blocks(&self) -> Result<BlockCount, BlockError> {
+        Ok(self.0.num_blocks())
+    }
+}
+
+/// No real-time clock yet: files written get this fixed time.
+pub struct FixedClock;
+
+impl TimeSource for FixedClock {
+    fn get_timestamp(&self) -> Timestamp {
+        Timestamp {
+            year_since_1970: 55,
+            zero_indexed_month: 0,
+            zero_indexed_day: 0,
+            hours: 0,
+            minutes: 0,
+            seconds: 0,
+        }
+    }
+}
+
+/// Why a file operation failed.
+#[derive(Debug)]
+pub enum FsError {
+    /// The device underneath failed.
+    Block(BlockError),
+    /// A path component does not exist.
+    NotFound(String),
+    /// A file was used as a directory.
+    NotADirectory(String),
+    /// A directory was used as a file.
+    IsADirectory(String),
+    /// What `embedded-sdmmc` reported otherwise (no FAT volume, bad name, ...).
+    Fat(String),
+}
+
+impl fmt::Display for FsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Block(e) => write!(f, "{e}"),
+            Self::NotFound(p) => write!(f, "{p}: no such file or directory"),
+            Self::NotADirectory(p) => write!(f, "{p}: not a directory"),
+            Self::IsADirectory(p) => write!(f, "{p}: is a directory"),
+            Self::Fat(e) => write!(f, "FAT: {e}"),
+        }
+    }
+}
+
+type FatError = embedded_sdmmc::Error<BlockError>;
+
+fn fat_error(e: FatError, path: &str) -> FsError {
+    match e {
+        embedded_sdmmc::Error::DeviceError(b) => FsError::Block(b),
+        embedded_sdmmc::Error::NotFound => FsError::NotFound(String::from(path)),
+        embedded_sdmmc::Error::OpenedFileAsDir => FsError::NotADirectory(String::from(path)),
+        embedded_sdmmc::Error::OpenedDirAsFile => FsError::IsADirectory(String::from(path)),
+        other => FsError::Fat(alloc::format!("{other:?}")),
+    }
+}
+
+/// One directory entry as `ls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The 8.3 name in lower case (`hello`, `config.txt`).
+    pub name: String,
+    pub size: u32,
+    pub is_dir: bool,
+}
+
+/// The components of an absolute or relative path (empty ones and `.` dropped).
+fn components(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|c| !c.is_empty() && *c != ".")
+}
+
+fn display_name(n: &ShortFileName) -> String {
+    let mut s = alloc::format!("{n}");
+    s.make_ascii_lowercase();
+    s
+}
+
+type Manager<'a, D> = VolumeManager<FatDisk<'a, D>, FixedClock, 4, 4, 1>;
+
+/// Runs `f` on the directory at `path` of the first partition's FAT volume.
+fn with_dir<D: BlockDevice + ?Sized, R>(
+    dev: &D,
+    path: &str,
+    f: impl FnOnce(
+        &embedded_sdmmc::Directory<'_, FatDisk<'_, D>, FixedClock, 4, 4, 1>,
+    ) -> Result<R, FsError>,
+) -> Result<R, FsError> {
+    let mgr: Manager<'_, D> = VolumeManager::new_with_limits(FatDisk(dev), FixedClock, 0);
+    let volume = mgr
+        .open_volume(VolumeIdx(0))
+        .map_err(|e| fat_error(e, "volume 0"))?;
+    let mut dir = volume.open_root_dir().map_err(|e| fat_error(e, "/"))?;
+    for c in components(path) {
+        dir.change_dir(c).map_err(|e| fat_error(e, path))?;
+    }
+    f(&dir)
+}
+
+/// The entries of the directory at `path` (`.` and `..` left out), in directory order.
+pub fn list_dir<D: BlockDevice + ?Sized>(dev: &D, path: &str) -> Result<Vec<DirEntry>, FsError> {
+    with_dir(dev, path, |dir| {
+        let mut out = Vec::new();
+        dir.iterate_dir(|e| {
+            if e.name != ShortFileName::this_dir()
+                && e.name != ShortFileName::parent_dir()
+                && !e.attributes.is_volume()
+            {
+                out.push(DirEntry {
+                    name: display_name(&e.name),
+                    size: e.size,
+                    is_dir: e.attributes.is_directory(),
+                });
+            }
+            core::ops::ControlFlow::<()>::Continue(())
+        })
+        .map_err(|e| fat_error(e, path))?;
+        Ok(out)
+    })
+}
+
+/// Splits `path` into its directory and its last component.
+fn split_last(path: &str) -> Result<(&str, &str), FsError> {
+    let trimmed = path.trim_end_matches('/');
+    let (dir, name) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
+    if name.is_empty() {
+        return Err(FsError::IsADirectory(String::from(path)));
+    }
+    Ok((dir, name))
+}
+
+/// The whole contents of the file at `path`.
+pub fn read_file<D: BlockDevice + ?Sized>(dev: &D, path: &str) -> Result<Vec<u8>, FsError> {
+    let (dir_path, name) = split_last(path)?;
+    with_dir(dev, dir_path, |dir| {
+        let file = dir
+            .open_file_in_dir(name, Mode::ReadOnly)
+            .map_err(|e| fat_error(e, path))?;
+        let mut out = alloc::vec![0u8; file.length() as usize];
+        let mut at = 0;
+        while at < out.len() {
+            let n = file.read(&mut out[at..]).map_err(|e| fat_error(e, path))?;
+            if n == 0 {
+                break;
+            }
+            at += n;
+        }
+        out.truncate(at);
+        Ok(out)
+    })
+}
+
+/// Creates or replaces the file at `path` with `data`.
+pub fn write_file<D: BlockDevice + ?Sized>(
+    dev: &D,
+    path: &str,
+    data: &[u8],
+) -> Result<(), FsError> {
+    let (dir_path, name) = split_last(path)?;
+    with_dir(dev, dir_path, |dir| {
+        let file = dir
+            .open_file_in_dir(name, Mode::ReadWriteCreateOrTruncate)
+            .map_err(|e| fat_error(e, path))?;
+        file.write(data).map_err(|e| fat_error(e, path))?;
+        file.close().map_err(|e| fat_error(e, path))
+    })
+}
+
+/// The first FAT32 partition of `dev`'s MBR.
+pub fn fat32_partition<D: BlockDevice + ?Sized>(
+    dev: &D,
+) -> Result<block::mbr::PartitionEntry, FsError> {
+    let mut b = [Block::new()];
+    dev.read_blocks(BlockIdx(0), &mut b)
+        .map_err(FsError::Block)?;
+    match block::mbr::find_fat32(&b[0]) {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => Err(FsError::Fat(String::from("the MBR has no FAT32 partition"))),
+        Err(e) => Err(FsError::Fat(alloc::format!("{e}"))),
+    }
+}

@@ -1,0 +1,146 @@
+//! The SD card through the EMMC driver and the FAT glue. `make test` runs these with the card
+//! image attached (ELF and board runs) and without a card (image run): with a card they check
+//! identification, the MBR, `/bin`, byte-exact file reads, multi-block reads and a write; without
+//! one they check that identification fails with an error, promptly, instead of hanging.
+//! (`tests/qemu-run.sh` checks from the boot log which case each run was.)
+
+use super::Entry;
+use crate::block::{Block, BlockDevice, BlockIdx};
+use crate::bsp::raspi2::emmc::EMMC;
+use crate::{fs, programs};
+
+pub const ENTRIES: &[Entry] = &[
+    Entry::Test("storage::card_identified_or_cleanly_absent", identify),
+    Entry::Test("storage::mbr_has_the_fat32_partition", mbr),
+    Entry::Test("storage::bin_lists_the_programs", ls_bin),
+    Entry::Test("storage::bin_hello_is_the_embedded_elf", hello_bytes),
+    Entry::Test("storage::multi_block_read_equals_single_reads", multi_block),
+    Entry::Test("storage::scratch_write_reads_back", scratch_write),
+    Entry::Test("storage::out_of_range_is_an_error", out_of_range),
+];
+
+/// The card image `tests/mksdcard.sh` makes: 64 MiB, FAT32 from block 2048 for 60 MiB.
+const CARD_BLOCKS: u32 = 64 * 2048;
+const PART_START: u32 = 2048;
+const PART_BLOCKS: u32 = 60 * 2048;
+
+fn identify() {
+    // The report on lines of its own, as in the boot log.
+    println!();
+    let t0 = crate::arch::arm::timer::now();
+    match crate::init::report_card() {
+        Some(c) => {
+            assert_eq!(c.blocks, CARD_BLOCKS, "the test card is 64 MiB");
+            assert_eq!(c.bus_width, 4);
+            assert!(c.data_clock <= 25_000_000 && c.data_clock > 0);
+            assert_eq!(EMMC.num_blocks().0, CARD_BLOCKS);
+        }
+        None => {
+            let hz = crate::arch::arm::timer::frequency().unwrap_or(62_500_000);
+            let ms = (crate::arch::arm::timer::now() - t0) * 1000 / u64::from(hz);
+            println!("(no card: the driver gave up after {ms} ms) ");
+            assert!(ms < 5000, "finding no card took {ms} ms");
+            let mut b = [Block::new()];
+            assert!(EMMC.read_blocks(BlockIdx(0), &mut b).is_err());
+            assert!(fs::list_dir(&EMMC, "/bin").is_err());
+        }
+    }
+}
+
+/// True (and says so) when there is no card: the remaining tests have nothing to check.
+fn no_card() -> bool {
+    let none = EMMC.card().is_none();
+    if none {
+        print!("(no card) ");
+    }
+    none
+}
+
+fn mbr() {
+    if no_card() {
+        return;
+    }
+    let p = fs::fat32_partition(&EMMC).expect("MBR with a FAT32 partition");
+    assert_eq!(p.start.0, PART_START);
+    assert_eq!(p.count.0, PART_BLOCKS);
+    assert!(p.bootable);
+}
+
+fn ls_bin() {
+    if no_card() {
+        return;
+    }
+    let entries = fs::list_dir(&EMMC, "/bin").expect("ls /bin");
+    for &(name, image) in programs::PROGRAMS {
+        let e = entries
+            .iter()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("/bin has no {name}"));
+        assert_eq!(e.size as usize, image.len(), "size of /bin/{name}");
+    }
+    assert_eq!(entries.len(), programs::PROGRAMS.len());
+}
+
+fn hello_bytes() {
+    if no_card() {
+        return;
+    }
+    let data = fs::read_file(&EMMC, "/bin/hello").expect("read /bin/hello");
+    assert!(data == programs::find("hello").expect("hello embedded"));
+}
+
+fn multi_block() {
+    if no_card() {
+        return;
+    }
+    // Across the FAT and into the data area of the partition.
+    let start = PART_START + 30;
+    let mut multi = alloc::vec![Block::new(); 40];
+    EMMC.read_blocks(BlockIdx(start), &mut multi)
+        .expect("multi-block read");
+    for (i, m) in multi.iter().enumerate() {
+        let mut one = [Block::new()];
+        EMMC.read_blocks(BlockIdx(start + i as u32), &mut one)
+            .expect("single-block read");
+        assert!(
+            one[0].contents == m.contents,
+            "block {} differs",
+            start + i as u32
+        );
+    }
+}
+
+fn scratch_write() {
+    if no_card() {
+        return;
+    }
+    // Past the partition: the card's last 3 MiB belong to no file system.
+    let scratch = PART_START + PART_BLOCKS + 100;
+    let seed = crate::arch::arm::timer::now() as u32;
+    let mut blocks = alloc::vec![Block::new(); 3];
+    for (i, b) in blocks.iter_mut().enumerate() {
+        for (j, byte) in b.contents.iter_mut().enumerate() {
+            *byte = (seed as usize + i * 131 + j * 7) as u8;
+        }
+    }
+    EMMC.write_blocks(BlockIdx(scratch), &blocks[..1])
+        .expect("single-block write");
+    EMMC.write_blocks(BlockIdx(scratch + 1), &blocks[1..])
+        .expect("multi-block write");
+    let mut back = alloc::vec![Block::new(); 3];
+    EMMC.read_blocks(BlockIdx(scratch), &mut back)
+        .expect("read back");
+    for i in 0..3 {
+        assert!(back[i].contents == blocks[i].contents, "scratch block {i}");
+    }
+    // The file system is untouched.
+    assert!(fs::read_file(&EMMC, "/bin/hello").expect("hello") == programs::find("hello").unwrap());
+}
+
+fn out_of_range() {
+    if no_card() {
+        return;
+    }
+    let mut b = [Block::new(), Block::new()];
+    assert!(EMMC.read_blocks(BlockIdx(CARD_BLOCKS - 1), &mut b).is_err());
+}
