@@ -22,6 +22,8 @@
     .set   __layout_kernel_load, {KERNEL_LOAD}
     .globl __layout_l1_phys
     .set   __layout_l1_phys, {L1_PHYS}
+    .globl __layout_core_stacks_size
+    .set   __layout_core_stacks_size, {CORE_STACKS_SIZE}
 
     .globl _start
 _start:
@@ -292,6 +294,81 @@ park_secondary:
     str     r6, [r5]                        // write-1-to-clear
     bx      r6
 
+// A secondary core released by core 0 (`crate::smp::start_secondaries`) through its mailbox 3
+// enters here, at the physical address, MMU off: from the loop above (QEMU's -kernel), from the
+// firmware's spin table in non-secure HYP (the board), or from QEMU's own boot code. Core 0 has
+// finished vm2_start: the kernel L1 at {L1_PHYS} is final and has no identity map any more.
+//
+// Register use: r9 = CPSR at entry, r10 = core number; r0-r8 scratch.
+//
+// Turning the MMU on needs the instruction that does it, and the ones after it until the jump
+// to the high address, at the same address before and after (ARM ARM B3.2.1: with the MMU off
+// the address is physical, with it on the same address must translate to the same place). The
+// kernel L1 no longer maps the low half, so this core first walks a trampoline table: an 8 KiB
+// TTBR0 table of its own (`SMP_TRAMPOLINE_L1`, in .bss) that maps only the MiB holding this
+// code, identity, while TTBR1 is already the kernel L1. Core 0 never changes its live table for
+// this and never points its own TTBR0 at the trampoline, so the only TLB that can hold the
+// identity entry is this core's, and a local TLBIALL once it runs high removes it (B3.10.2: TLB
+// maintenance is needed only where an entry can be cached; a global entry is used even with
+// TTBR0 walks off, TTBCR.PD0 = 1, so it must go). Nothing is ever broadcast, and the table is
+// never freed: a core that answers late finds it intact.
+    .globl secondary_entry
+secondary_entry:
+    mrs     r9, cpsr
+    bl      leave_hyp                       // as core 0: SVC, A, I, F masked
+    bl      reset_cpu_state
+    bl      set_actlr_smp                   // before any cache or TLB maintenance (TRM 4.3.31)
+    mrc     p15, 0, r10, c0, c0, 5          // MPIDR (VMPIDR set to it by leave_hyp)
+    and     r10, r10, #3
+
+    // This core's TLB, I-cache, branch predictor and L1 D-cache only: L2 is shared with core 0.
+    mov     r4, #0
+    mcr     p15, 0, r4, c8, c7, 0           // TLBIALL
+    mcr     p15, 0, r4, c7, c5, 0           // ICIALLU
+    mcr     p15, 0, r4, c7, c5, 6           // BPIALL
+    bl      dcache_invalidate_l1
+    dsb
+    isb
+
+    // Core 0 cleaned the parameters and the trampoline table to the point of coherency, so
+    // these non-cacheable reads (MMU off) see them.
+    ldr     r0, =SMP_BOOT_PARAMS
+    sub     r0, r0, #{KERNEL_OFFSET}
+    ldr     r1, [r0, #{SMP_TRAMPOLINE_TTBR0_OFFSET}]
+
+    // The kernel's DACR (user domain closed), TTBCR.N = 1 with TTBR0 walks on (for the
+    // trampoline), TTBR0 = the trampoline table, TTBR1 = the kernel L1, both with the kernel's
+    // walk attributes. ASID 0.
+    ldr     r4, ={DACR_KERNEL}
+    mcr     p15, 0, r4, c3, c0, 0           // DACR
+    mov     r4, #{TTBCR_N}
+    mcr     p15, 0, r4, c2, c0, 2           // TTBCR
+    mcr     p15, 0, r1, c2, c0, 0           // TTBR0: trampoline
+    ldr     r4, =({L1_PHYS} | {TTBR_WALK})
+    mcr     p15, 0, r4, c2, c0, 1           // TTBR1: kernel L1
+    mov     r4, #0
+    mcr     p15, 0, r4, c13, c0, 1          // CONTEXTIDR: ASID 0
+    isb
+    mcr     p15, 0, r4, c8, c7, 0           // TLBIALL
+    dsb
+    isb
+
+    // MMU, D-cache, I-cache, branch prediction and high vectors on in one write, as core 0 does
+    // (the vector page at 0xFFFF0000 is in the kernel half, mapped by vm2_start). With C set in
+    // the same write, the first table walks are cacheable and snoop core 0's D-cache.
+    mrc     p15, 0, r4, c1, c0, 0
+    orr     r4, r4, #{SCTLR_M}
+    orr     r4, r4, #{SCTLR_C}
+    orr     r4, r4, #{SCTLR_I}
+    orr     r4, r4, #{SCTLR_Z}
+    orr     r4, r4, #{SCTLR_V}
+    bic     r4, r4, #{SCTLR_TRE}
+    bic     r4, r4, #{SCTLR_AFE}
+    bic     r4, r4, #{SCTLR_TE}
+    mcr     p15, 0, r4, c1, c0, 0
+    isb
+    ldr     pc, =secondary_high
+
     .ltorg
 
 // From here on the MMU is on and the code runs at its linked address.
@@ -331,5 +408,46 @@ boot_high:
     bl      kernel_entry                    // never returns
 2:  wfe
     b       2b
+
+// A secondary core, now at its linked address with the MMU on (r9 = entry CPSR, r10 = core).
+secondary_high:
+    // Off the trampoline: TTBR0 walks off (TTBCR.PD0, no user space on this core yet), TTBR0 =
+    // the kernel L1 like core 0's, then drop the identity entry this core may have cached.
+    ldr     r4, =({TTBCR_N} | {TTBCR_PD0})
+    mcr     p15, 0, r4, c2, c0, 2           // TTBCR
+    isb
+    ldr     r4, =({L1_PHYS} | {TTBR_WALK})
+    mcr     p15, 0, r4, c2, c0, 0           // TTBR0
+    isb
+    mov     r4, #0
+    mcr     p15, 0, r4, c8, c7, 0           // TLBIALL (this core only: see secondary_entry)
+    mcr     p15, 0, r4, c7, c5, 6           // BPIALL
+    dsb
+    isb
+
+    // This core's stacks: the tops core 0 wrote for it (SVC, IRQ, ABT, UND), each in its own
+    // block of the image's .stacks with an unmapped guard page below the SVC stack.
+    ldr     r0, =SMP_BOOT_PARAMS
+    add     r0, r0, r10, lsl #4
+    ldmia   r0, {{r1-r4}}
+    cps     #{MODE_IRQ}
+    mov     sp, r2
+    cps     #{MODE_ABT}
+    mov     sp, r3
+    cps     #{MODE_UND}
+    mov     sp, r4
+    cps     #{MODE_SVC}
+    mov     sp, r1
+
+    // VBAR as core 0's (SCTLR.V selects the high vector page; VBAR is kept consistent).
+    ldr     r4, =exception_vectors
+    mcr     p15, 0, r4, c12, c0, 0          // VBAR
+    isb
+
+    mov     r0, r10
+    mov     r1, r9
+    bl      secondary_main_entry            // never returns
+3:  wfi
+    b       3b
 
     .ltorg
