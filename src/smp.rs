@@ -16,8 +16,25 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// The mailbox of the spin table: a core waits for its entry address there.
 const RELEASE_MAILBOX: usize = 3;
-/// How long core 0 waits for a released core to report itself online.
+/// How long core 0 waits at boot for a released core to report itself online.
 pub const ANSWER_TIMEOUT_MS: u64 = 100;
+/// How long [`snapshot`] waits for an answer (generous: under QEMU on a loaded host a vCPU may
+/// not run for tens of milliseconds).
+pub const REQUEST_TIMEOUT_MS: u64 = 2000;
+
+fn deadline_after(ms: u64) -> u64 {
+    let hz = timer::frequency().map_or(19_200_000, u64::from);
+    timer::now() + hz * ms / 1000
+}
+
+/// Waits up to `ms` for every released core to be online; returns how many are.
+pub fn wait_online(ms: u64) -> usize {
+    let deadline = deadline_after(ms);
+    while online().count() < CORES - 1 && timer::now() < deadline {
+        core::hint::spin_loop();
+    }
+    online().count()
+}
 
 /// The registers a core reports about itself (see [`snapshot`]).
 #[derive(Debug, Clone, Copy, Default)]
@@ -212,11 +229,7 @@ pub fn start_secondaries() -> [CoreState; CORES] {
         // again before they land otherwise), then wake the WFE loops (ARM ARM B1.8.13).
         barrier::dsb();
         aarch32_cpu::asm::sev();
-        let hz = timer::frequency().map_or(19_200_000, u64::from);
-        let deadline = timer::now() + hz * ANSWER_TIMEOUT_MS / 1000;
-        while online().count() < CORES - 1 && timer::now() < deadline {
-            core::hint::spin_loop();
-        }
+        wait_online(ANSWER_TIMEOUT_MS);
     }
     let mut states = [CoreState::Parked; CORES];
     for (core, s) in states.iter_mut().enumerate().skip(1) {
@@ -257,7 +270,7 @@ pub fn print(states: &[CoreState; CORES]) {
 }
 
 /// Asks online secondary `core` for its registers: sets the request, wakes the core through
-/// its mailbox 0 and waits (up to [`ANSWER_TIMEOUT_MS`]) for the answer. `None` if the core is
+/// its mailbox 0 and waits (up to [`REQUEST_TIMEOUT_MS`]) for the answer. `None` if the core is
 /// not online or does not answer.
 pub fn snapshot(core: usize) -> Option<Snapshot> {
     let r = RECORDS.get(core)?;
@@ -269,8 +282,7 @@ pub fn snapshot(core: usize) -> Option<Snapshot> {
     // before a Device store: DSB, ARM ARM A3.8.3).
     barrier::dsb();
     local_ic().mailbox_set(core, IPI_MAILBOX, 1);
-    let hz = timer::frequency().map_or(19_200_000, u64::from);
-    let deadline = timer::now() + hz * ANSWER_TIMEOUT_MS / 1000;
+    let deadline = deadline_after(REQUEST_TIMEOUT_MS);
     while r.done.load(Ordering::Acquire) != want {
         if timer::now() >= deadline {
             return None;

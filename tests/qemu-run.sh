@@ -9,6 +9,8 @@
 #       at 0 and the raw image at 0x8000, both by QEMU's generic loader, EL3 kept; every core
 #       starts at 0 in Secure SVC, the stand-in enters the kernel on core 0 in non-secure HYP.
 #       The boot log must then say `entry mode : HYP`, or the run fails.
+# In the elf and board runs a boot log that reports the secondary cores must say all three are
+# online.
 # The kernel ends QEMU through semihosting (exit status 0 = all passed). A hang is ended by the
 # timeout (TEST_TIMEOUT seconds, default 120) and counts as a failure. Output containing
 # NEVER-PRINTED fails the run too: the hostile-program test keeps those bytes in memory that a
@@ -38,6 +40,11 @@ if [ "$status" -eq 124 ]; then
 fi
 if [ "$kind" = board ] && ! grep -Eq '^ *entry mode *: HYP' "$log"; then
   echo "qemu-run: the boot log does not say 'entry mode : HYP': the kernel was not entered in HYP" | tee -a "$log"
+  [ "$status" -eq 0 ] && status=1
+fi
+# Where the boot path starts cores 1-3 (-kernel, the firmware stand-in), all three must come up.
+if [ "$kind" != image ] && grep -q '^secondary cores:' "$log" && ! grep -q '^secondary cores: 3 of 3 online' "$log"; then
+  echo "qemu-run: not every secondary core came online" | tee -a "$log"
   [ "$status" -eq 0 ] && status=1
 fi
 if grep -q 'NEVER-PRINTED' "$log"; then

@@ -48,6 +48,11 @@ fn start(info: &BootInfo) {
 
 fn every_started_core_came_online() {
     let board = BOARD.load(core::sync::atomic::Ordering::Relaxed);
+    // The boot wait is 100 ms of CNTVCT; a QEMU vCPU on a loaded host can be later than that.
+    // A core that was reported silent but answers now is late, not missing.
+    if smp::online().count() > 0 {
+        smp::wait_online(smp::REQUEST_TIMEOUT_MS);
+    }
     let mut up = 0;
     for core in 1..CORES {
         match smp::state(core) {
@@ -72,10 +77,10 @@ fn every_started_core_came_online() {
         }
     }
     print!("({up} of 3) ");
-    // Every path that starts the secondary cores at all starts all three: -kernel and the
-    // firmware stand-in do; QEMU's -bios path may start none.
-    assert!(up == 0 || up == 3, "{up} of 3 cores came up");
-    assert!(!board || up == 3);
+    // The firmware stand-in and QEMU's -kernel start all three (tests/qemu-run.sh checks the
+    // boot log of the ELF run for it). QEMU's -bios path has no boot code for them: they run
+    // from address 0 through whatever RAM holds, and may or may not reach `_start`.
+    assert!(!board || up == 3, "{up} of 3 cores came up");
 }
 
 fn secondaries_run_in_svc_with_the_kernel_regime() {
