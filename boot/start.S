@@ -22,6 +22,8 @@
     .set   __layout_kernel_load, {KERNEL_LOAD}
     .globl __layout_l1_phys
     .set   __layout_l1_phys, {L1_PHYS}
+    .globl __layout_core_stacks_size
+    .set   __layout_core_stacks_size, {CORE_STACKS_SIZE}
 
     .globl _start
 _start:
@@ -35,100 +37,14 @@ _start:
     ands    r4, r4, #3                      // Aff0 = core number in the cluster
     bne     park_secondary
 
-    // The Pi firmware enters in non-secure HYP (PL2); the kernel runs at PL1 (SVC). QEMU enters
-    // in Secure SVC, which is accepted as is.
-    and     r4, r9, #0x1f
-    cmp     r4, #{MODE_HYP}
-    bne     1f
-    // Before leaving HYP, give PL1 what only PL2 can grant, and trap nothing to HYP (ARM ARM
-    // B4.1, the CNTHCTL, HCR, HCPTR, HDCR and HSTR register descriptions):
-    // CNTHCTL.PL1PCEN | PL1PCTEN lets SVC use the physical timer and counter; CNTVOFF = 0 makes
-    // the virtual counter equal the physical one; HCR = 0 (no stage 2, no traps, no virtual
-    // interrupts); HCPTR = 0 (no coprocessor traps); HDCR keeps only HPMN (all counters to PL1);
-    // HSTR = 0 traps no CP15 access. The firmware leaves most at reset values, a chain-loader
-    // may not.
-    mrc     p15, 4, r4, c14, c1, 0          // CNTHCTL
-    orr     r4, r4, #3
-    mcr     p15, 4, r4, c14, c1, 0
-    mov     r4, #0
-    mov     r5, #0
-    mcrr    p15, 4, r4, r5, c14             // CNTVOFF
-    mcr     p15, 4, r4, c1, c1, 0           // HCR
-    mcr     p15, 4, r4, c1, c1, 2           // HCPTR
-    mcr     p15, 4, r4, c1, c1, 3           // HSTR
-    mrc     p15, 4, r5, c1, c1, 1           // HDCR
-    and     r5, r5, #0x1f                   // keep HPMN only
-    mcr     p15, 4, r5, c1, c1, 1
-    // Non-secure PL1 reads of MIDR and MPIDR return VPIDR and VMPIDR instead (ARM ARM B4.1, the
-    // MIDR, MPIDR, VPIDR and VMPIDR descriptions). The kernel takes its core number from
-    // MPIDR, so PL1 gets the real values, whatever a previous owner of HYP left in the copies.
-    mrc     p15, 0, r5, c0, c0, 0           // MIDR
-    mcr     p15, 4, r5, c0, c0, 0           // VPIDR
-    mrc     p15, 0, r5, c0, c0, 5           // MPIDR
-    mcr     p15, 4, r5, c0, c0, 5           // VMPIDR
-    // Return to SVC with A, I and F masked: ERET from HYP restores CPSR from SPSR_hyp and
-    // branches to ELR_hyp (ARM ARM B9.3, ERET). In HYP, SPSR_hyp is the current mode's SPSR, so
-    // it is written as `spsr_cxsf`: the banked form `MSR SPSR_hyp` is UNPREDICTABLE from HYP mode
-    // (B9.3, MSR (Banked register)), while ELR_hyp may be written from HYP. Writing CPSR.M
-    // from HYP with MSR/CPS is UNPREDICTABLE, hence the ERET.
-    ldr     r4, =({MODE_SVC} | {PSR_A} | {PSR_I} | {PSR_F})
-    msr     spsr_cxsf, r4
-    adr     r4, 1f
-    msr     elr_hyp, r4
-    eret
-1:
-    // Secure SVC (QEMU), or SVC after the ERET above. Make sure of SVC with everything masked.
-    cpsid   aif, #{MODE_SVC}
-
-    // The Pi firmware leaves the virtual timer enabled with its interrupt unmasked (CNTV_CTL is
-    // not banked): stop it, and the physical one, until the kernel programs them.
-    mov     r4, #0
-    mcr     p15, 0, r4, c14, c3, 1          // CNTV_CTL
-    mcr     p15, 0, r4, c14, c2, 1          // CNTP_CTL
-    // CNTKCTL (ARM ARM B4.1, CNTKCTL) decides what PL0 may do with the generic timer; its
-    // fields are UNKNOWN at reset. PL0 may read the virtual counter (PL0VCTEN: CNTVCT and
-    // CNTFRQ) and nothing else: not the physical counter (PL0PCTEN), not the timers' registers
-    // (PL0VTEN, PL0PTEN), no event stream (EVNTEN).
-    mov     r4, #{CNTKCTL_PL0VCTEN}
-    mcr     p15, 0, r4, c14, c1, 0          // CNTKCTL
-    isb
-
-    // MMU, caches, alignment checks and high vectors off, whatever the previous owner left.
-    mrc     p15, 0, r4, c1, c0, 0           // SCTLR
-    bic     r4, r4, #{SCTLR_M}
-    bic     r4, r4, #{SCTLR_C}
-    bic     r4, r4, #{SCTLR_A}
-    bic     r4, r4, #{SCTLR_I}
-    bic     r4, r4, #{SCTLR_Z}
-    bic     r4, r4, #{SCTLR_V}
-    mcr     p15, 0, r4, c1, c0, 0
-    isb
-
-    // ACTLR.SMP: Cortex-A7 TRM 4.3.31 requires it set before the caches and MMU are enabled and
-    // before any cache or TLB maintenance, so that the L1 data cache takes part in coherency
-    // and broadcast maintenance works. It is written only when it is clear (as Linux's
-    // __v7_ca7mp_setup does), and in Non-secure state (the board: entered in HYP) only when the
-    // Secure firmware allows it: on the Cortex-A7, Non-secure software may write ACTLR only if
-    // NSACR.NS_SMP (bit 18) is 1 (TRM 4.3.31 ACTLR, 4.3.33 NSACR; NSACR itself is readable from
-    // Non-secure PL1, ARM ARM B4.1, NSACR). The Pi's stub sets ACTLR.SMP itself, and NS_SMP.
-    // Entered in Secure SVC (QEMU's -kernel) the kernel may write it. (HCR.TAC, which would trap
-    // the access to HYP, was cleared above.) QEMU models ACTLR as RAZ/WI: it always reads clear.
-    mrc     p15, 0, r4, c1, c0, 1           // ACTLR
-    tst     r4, #{ACTLR_SMP}
-    bne     2f
-    and     r5, r9, #0x1f
-    cmp     r5, #{MODE_HYP}
-    bne     1f
-    mrc     p15, 0, r5, c1, c1, 2           // NSACR
-    tst     r5, #{NSACR_NS_SMP}
-    beq     2f                              // not ours to write
-1:  orr     r4, r4, #{ACTLR_SMP}
-    mcr     p15, 0, r4, c1, c0, 1
-    isb
-2:
-
-    // Invalidate TLBs, instruction cache and branch predictor (ARM ARM B3.10.1, B2.2.7: their
-    // contents are UNKNOWN at reset), then the data and unified caches by set/way.
+    // Leave HYP for SVC, stop the timers, MMU and caches off, ACTLR.SMP, then invalidate TLBs,
+    // instruction cache and branch predictor (ARM ARM B3.10.1, B2.2.7: their contents are
+    // UNKNOWN at reset) and the data and unified caches by set/way up to the Level of Coherence
+    // (only core 0 runs: nothing else can hold dirty lines in the shared L2). The secondary
+    // cores run the same subroutines (`secondary_entry`).
+    bl      leave_hyp
+    bl      reset_cpu_state
+    bl      set_actlr_smp
     mov     r4, #0
     mcr     p15, 0, r4, c8, c7, 0           // TLBIALL
     mcr     p15, 0, r4, c7, c5, 0           // ICIALLU
@@ -208,13 +124,129 @@ _start:
     // Continue at the linked (high) address.
     ldr     pc, =boot_high
 
-// Invalidate every data/unified cache up to the Level of Coherence by set/way (ARM ARM B4.2.1,
-// CLIDR/CCSIDR/CSSELR; B2.2.6 set/way operand format). Used only at boot with the caches off:
-// it discards contents, it does not clean them. Clobbers r0-r8.
+// leave_hyp: called with r9 = the CPSR at entry, MMU off. Returns in SVC with A, I and F
+// masked, whatever the entry mode; clobbers r4, r5. Core 0 and the secondary cores share it.
+// The Pi firmware enters in non-secure HYP (PL2); the kernel runs at PL1 (SVC). QEMU enters in
+// Secure SVC, which is accepted as is.
+leave_hyp:
+    and     r4, r9, #0x1f
+    cmp     r4, #{MODE_HYP}
+    bne     1f
+    // Before leaving HYP, give PL1 what only PL2 can grant, and trap nothing to HYP (ARM ARM
+    // B4.1, the CNTHCTL, HCR, HCPTR, HDCR and HSTR register descriptions):
+    // CNTHCTL.PL1PCEN | PL1PCTEN lets SVC use the physical timer and counter; CNTVOFF = 0 makes
+    // the virtual counter equal the physical one; HCR = 0 (no stage 2, no traps, no virtual
+    // interrupts); HCPTR = 0 (no coprocessor traps); HDCR keeps only HPMN (all counters to PL1);
+    // HSTR = 0 traps no CP15 access. The firmware leaves most at reset values, a chain-loader
+    // may not.
+    mrc     p15, 4, r4, c14, c1, 0          // CNTHCTL
+    orr     r4, r4, #3
+    mcr     p15, 4, r4, c14, c1, 0
+    mov     r4, #0
+    mov     r5, #0
+    mcrr    p15, 4, r4, r5, c14             // CNTVOFF
+    mcr     p15, 4, r4, c1, c1, 0           // HCR
+    mcr     p15, 4, r4, c1, c1, 2           // HCPTR
+    mcr     p15, 4, r4, c1, c1, 3           // HSTR
+    mrc     p15, 4, r5, c1, c1, 1           // HDCR
+    and     r5, r5, #0x1f                   // keep HPMN only
+    mcr     p15, 4, r5, c1, c1, 1
+    // Non-secure PL1 reads of MIDR and MPIDR return VPIDR and VMPIDR instead (ARM ARM B4.1, the
+    // MIDR, MPIDR, VPIDR and VMPIDR descriptions). The kernel takes its core number from
+    // MPIDR, so PL1 gets the real values, whatever a previous owner of HYP left in the copies.
+    mrc     p15, 0, r5, c0, c0, 0           // MIDR
+    mcr     p15, 4, r5, c0, c0, 0           // VPIDR
+    mrc     p15, 0, r5, c0, c0, 5           // MPIDR
+    mcr     p15, 4, r5, c0, c0, 5           // VMPIDR
+    // Return to SVC with A, I and F masked: ERET from HYP restores CPSR from SPSR_hyp and
+    // branches to ELR_hyp (ARM ARM B9.3, ERET), here the caller's return address (in HYP, LR is
+    // the User-mode LR, which BL wrote). In HYP, SPSR_hyp is the current mode's SPSR, so it is
+    // written as `spsr_cxsf`: the banked form `MSR SPSR_hyp` is UNPREDICTABLE from HYP mode
+    // (B9.3, MSR (Banked register)), while ELR_hyp may be written from HYP. Writing CPSR.M
+    // from HYP with MSR/CPS is UNPREDICTABLE, hence the ERET.
+    ldr     r4, =({MODE_SVC} | {PSR_A} | {PSR_I} | {PSR_F})
+    msr     spsr_cxsf, r4
+    msr     elr_hyp, lr
+    eret
+1:
+    // Secure SVC (QEMU), or another PL1 mode: make sure of SVC with everything masked. LR is
+    // banked per mode, so the return address is kept in r4 across the mode change.
+    mov     r4, lr
+    cpsid   aif, #{MODE_SVC}
+    bx      r4
+
+// reset_cpu_state: timers stopped, CNTKCTL as the kernel wants it, MMU, caches, alignment checks
+// and high vectors off. Clobbers r4.
+reset_cpu_state:
+    // The Pi firmware leaves the virtual timer enabled with its interrupt unmasked (CNTV_CTL is
+    // not banked): stop it, and the physical one, until the kernel programs them.
+    mov     r4, #0
+    mcr     p15, 0, r4, c14, c3, 1          // CNTV_CTL
+    mcr     p15, 0, r4, c14, c2, 1          // CNTP_CTL
+    // CNTKCTL (ARM ARM B4.1, CNTKCTL) decides what PL0 may do with the generic timer; its
+    // fields are UNKNOWN at reset. PL0 may read the virtual counter (PL0VCTEN: CNTVCT and
+    // CNTFRQ) and nothing else: not the physical counter (PL0PCTEN), not the timers' registers
+    // (PL0VTEN, PL0PTEN), no event stream (EVNTEN).
+    mov     r4, #{CNTKCTL_PL0VCTEN}
+    mcr     p15, 0, r4, c14, c1, 0          // CNTKCTL
+    isb
+
+    // MMU, caches, alignment checks and high vectors off, whatever the previous owner left.
+    mrc     p15, 0, r4, c1, c0, 0           // SCTLR
+    bic     r4, r4, #{SCTLR_M}
+    bic     r4, r4, #{SCTLR_C}
+    bic     r4, r4, #{SCTLR_A}
+    bic     r4, r4, #{SCTLR_I}
+    bic     r4, r4, #{SCTLR_Z}
+    bic     r4, r4, #{SCTLR_V}
+    mcr     p15, 0, r4, c1, c0, 0
+    isb
+    bx      lr
+
+// set_actlr_smp: called with r9 = the CPSR at entry (before leave_hyp). Clobbers r4, r5.
+    //
+    // ACTLR.SMP: Cortex-A7 TRM 4.3.31 requires it set before the caches and MMU are enabled and
+    // before any cache or TLB maintenance, so that the L1 data cache takes part in coherency
+    // and broadcast maintenance works. It is written only when it is clear (as Linux's
+    // __v7_ca7mp_setup does), and in Non-secure state (the board: entered in HYP) only when the
+    // Secure firmware allows it: on the Cortex-A7, Non-secure software may write ACTLR only if
+    // NSACR.NS_SMP (bit 18) is 1 (TRM 4.3.31 ACTLR, 4.3.33 NSACR; NSACR itself is readable from
+    // Non-secure PL1, ARM ARM B4.1, NSACR). The Pi's stub sets ACTLR.SMP itself, and NS_SMP.
+    // Entered in Secure SVC (QEMU's -kernel) the kernel may write it. (HCR.TAC, which would trap
+    // the access to HYP, was cleared above.) QEMU models ACTLR as RAZ/WI: it always reads clear.
+set_actlr_smp:
+    mrc     p15, 0, r4, c1, c0, 1           // ACTLR
+    tst     r4, #{ACTLR_SMP}
+    bne     2f
+    and     r5, r9, #0x1f
+    cmp     r5, #{MODE_HYP}
+    bne     1f
+    mrc     p15, 0, r5, c1, c1, 2           // NSACR
+    tst     r5, #{NSACR_NS_SMP}
+    beq     2f                              // not ours to write
+1:  orr     r4, r4, #{ACTLR_SMP}
+    mcr     p15, 0, r4, c1, c0, 1
+    isb
+2:  bx      lr
+
+// Invalidate data/unified caches by set/way (ARM ARM B4.2.1, CLIDR/CCSIDR/CSSELR; B2.2.6
+// set/way operand format), with the caches off: it discards contents, it does not clean them.
+// Clobbers r0-r8.
+// dcache_invalidate_all: every level up to the Level of Coherence, for core 0 at boot, when no
+// other core runs.
+// dcache_invalidate_l1: the core's own level 1 only, for a secondary core joining a running
+// kernel: invalidating the shared L2 by set/way would throw away lines that core 0 has dirtied
+// (Linux's v7_invalidate_l1 does the same for its secondaries).
 dcache_invalidate_all:
     mrc     p15, 1, r0, c0, c0, 1           // CLIDR
-    ands    r3, r0, #0x07000000             // LoC
+    and     r3, r0, #0x07000000             // LoC
     lsr     r3, r3, #23                     // LoC * 2
+    b       dcache_invalidate_levels
+dcache_invalidate_l1:
+    mrc     p15, 1, r0, c0, c0, 1           // CLIDR
+    mov     r3, #2                          // level 1 only (level * 2 limit)
+dcache_invalidate_levels:
+    cmp     r3, #0
     beq     5f
     mov     r4, #0                          // level * 2 (the CSSELR / set-way level field)
 4:  add     r5, r4, r4, lsr #1              // level * 3
@@ -262,6 +294,81 @@ park_secondary:
     str     r6, [r5]                        // write-1-to-clear
     bx      r6
 
+// A secondary core released by core 0 (`crate::smp::start_secondaries`) through its mailbox 3
+// enters here, at the physical address, MMU off: from the loop above (QEMU's -kernel), from the
+// firmware's spin table in non-secure HYP (the board), or from QEMU's own boot code. Core 0 has
+// finished vm2_start: the kernel L1 at {L1_PHYS} is final and has no identity map any more.
+//
+// Register use: r9 = CPSR at entry, r10 = core number; r0-r8 scratch.
+//
+// Turning the MMU on needs the instruction that does it, and the ones after it until the jump
+// to the high address, at the same address before and after (ARM ARM B3.2.1: with the MMU off
+// the address is physical, with it on the same address must translate to the same place). The
+// kernel L1 no longer maps the low half, so this core first walks a trampoline table: an 8 KiB
+// TTBR0 table of its own (`SMP_TRAMPOLINE_L1`, in .bss) that maps only the MiB holding this
+// code, identity, while TTBR1 is already the kernel L1. Core 0 never changes its live table for
+// this and never points its own TTBR0 at the trampoline, so the only TLB that can hold the
+// identity entry is this core's, and a local TLBIALL once it runs high removes it (B3.10.2: TLB
+// maintenance is needed only where an entry can be cached; a global entry is used even with
+// TTBR0 walks off, TTBCR.PD0 = 1, so it must go). Nothing is ever broadcast, and the table is
+// never freed: a core that answers late finds it intact.
+    .globl secondary_entry
+secondary_entry:
+    mrs     r9, cpsr
+    bl      leave_hyp                       // as core 0: SVC, A, I, F masked
+    bl      reset_cpu_state
+    bl      set_actlr_smp                   // before any cache or TLB maintenance (TRM 4.3.31)
+    mrc     p15, 0, r10, c0, c0, 5          // MPIDR (VMPIDR set to it by leave_hyp)
+    and     r10, r10, #3
+
+    // This core's TLB, I-cache, branch predictor and L1 D-cache only: L2 is shared with core 0.
+    mov     r4, #0
+    mcr     p15, 0, r4, c8, c7, 0           // TLBIALL
+    mcr     p15, 0, r4, c7, c5, 0           // ICIALLU
+    mcr     p15, 0, r4, c7, c5, 6           // BPIALL
+    bl      dcache_invalidate_l1
+    dsb
+    isb
+
+    // Core 0 cleaned the parameters and the trampoline table to the point of coherency, so
+    // these non-cacheable reads (MMU off) see them.
+    ldr     r0, =SMP_BOOT_PARAMS
+    sub     r0, r0, #{KERNEL_OFFSET}
+    ldr     r1, [r0, #{SMP_TRAMPOLINE_TTBR0_OFFSET}]
+
+    // The kernel's DACR (user domain closed), TTBCR.N = 1 with TTBR0 walks on (for the
+    // trampoline), TTBR0 = the trampoline table, TTBR1 = the kernel L1, both with the kernel's
+    // walk attributes. ASID 0.
+    ldr     r4, ={DACR_KERNEL}
+    mcr     p15, 0, r4, c3, c0, 0           // DACR
+    mov     r4, #{TTBCR_N}
+    mcr     p15, 0, r4, c2, c0, 2           // TTBCR
+    mcr     p15, 0, r1, c2, c0, 0           // TTBR0: trampoline
+    ldr     r4, =({L1_PHYS} | {TTBR_WALK})
+    mcr     p15, 0, r4, c2, c0, 1           // TTBR1: kernel L1
+    mov     r4, #0
+    mcr     p15, 0, r4, c13, c0, 1          // CONTEXTIDR: ASID 0
+    isb
+    mcr     p15, 0, r4, c8, c7, 0           // TLBIALL
+    dsb
+    isb
+
+    // MMU, D-cache, I-cache, branch prediction and high vectors on in one write, as core 0 does
+    // (the vector page at 0xFFFF0000 is in the kernel half, mapped by vm2_start). With C set in
+    // the same write, the first table walks are cacheable and snoop core 0's D-cache.
+    mrc     p15, 0, r4, c1, c0, 0
+    orr     r4, r4, #{SCTLR_M}
+    orr     r4, r4, #{SCTLR_C}
+    orr     r4, r4, #{SCTLR_I}
+    orr     r4, r4, #{SCTLR_Z}
+    orr     r4, r4, #{SCTLR_V}
+    bic     r4, r4, #{SCTLR_TRE}
+    bic     r4, r4, #{SCTLR_AFE}
+    bic     r4, r4, #{SCTLR_TE}
+    mcr     p15, 0, r4, c1, c0, 0
+    isb
+    ldr     pc, =secondary_high
+
     .ltorg
 
 // From here on the MMU is on and the code runs at its linked address.
@@ -301,5 +408,46 @@ boot_high:
     bl      kernel_entry                    // never returns
 2:  wfe
     b       2b
+
+// A secondary core, now at its linked address with the MMU on (r9 = entry CPSR, r10 = core).
+secondary_high:
+    // Off the trampoline: TTBR0 walks off (TTBCR.PD0, no user space on this core yet), TTBR0 =
+    // the kernel L1 like core 0's, then drop the identity entry this core may have cached.
+    ldr     r4, =({TTBCR_N} | {TTBCR_PD0})
+    mcr     p15, 0, r4, c2, c0, 2           // TTBCR
+    isb
+    ldr     r4, =({L1_PHYS} | {TTBR_WALK})
+    mcr     p15, 0, r4, c2, c0, 0           // TTBR0
+    isb
+    mov     r4, #0
+    mcr     p15, 0, r4, c8, c7, 0           // TLBIALL (this core only: see secondary_entry)
+    mcr     p15, 0, r4, c7, c5, 6           // BPIALL
+    dsb
+    isb
+
+    // This core's stacks: the tops core 0 wrote for it (SVC, IRQ, ABT, UND), each in its own
+    // block of the image's .stacks with an unmapped guard page below the SVC stack.
+    ldr     r0, =SMP_BOOT_PARAMS
+    add     r0, r0, r10, lsl #4
+    ldmia   r0, {{r1-r4}}
+    cps     #{MODE_IRQ}
+    mov     sp, r2
+    cps     #{MODE_ABT}
+    mov     sp, r3
+    cps     #{MODE_UND}
+    mov     sp, r4
+    cps     #{MODE_SVC}
+    mov     sp, r1
+
+    // VBAR as core 0's (SCTLR.V selects the high vector page; VBAR is kept consistent).
+    ldr     r4, =exception_vectors
+    mcr     p15, 0, r4, c12, c0, 0          // VBAR
+    isb
+
+    mov     r0, r10
+    mov     r1, r9
+    bl      secondary_main_entry            // never returns
+3:  wfi
+    b       3b
 
     .ltorg

@@ -97,6 +97,7 @@ pub fn kernel_init(args: BootArgs) -> ! {
         (".bss", img.bss, "RW"),
         ("guard", img.stack_guard, "--"),
         ("stacks", img.stacks, "RW"),
+        ("core1-3", img.core_stacks, "RW"),
     ] {
         println!(
             "    {name:<8} {s:#010x}..{e:#010x} {:>6} KiB  {perm:<2}  (phys {:#010x})",
@@ -123,6 +124,7 @@ pub fn kernel_init(args: BootArgs) -> ! {
         crate::vm::vm2_start();
         crate::irq::init();
         print_interrupts();
+        crate::smp::print(&crate::smp::start_secondaries());
         report_card();
         println!("kernel up: {} MiB of ARM RAM", info.arm_memory.1 >> 20);
         extern "Rust" {
@@ -203,6 +205,10 @@ fn panic(info: &PanicInfo) -> ! {
         loc.map_or(0, |l| l.line()),
         info.message()
     ));
+    // A secondary core stops here: the test runner's recovery belongs to core 0's stack.
+    if arm::core_id() != 0 {
+        arm::halt()
+    }
     #[cfg(feature = "ktest")]
     {
         crate::ktest::record_panic(format_args!("{}", info.message()));

@@ -196,6 +196,8 @@ fn processes() {
 
     // The user program: the VM paths as a process sees them (docs/benchmarks.md).
     crate::irq::init();
+    // Cores 1-3 online and idle in WFI (they execute nothing while the figures are taken).
+    crate::smp::start_secondaries();
     proc::init();
     // SAFETY: PMUSERENR.EN = 1 lets User mode read PMCCNTR (benchmark builds only).
     unsafe { core::arch::asm!("mcr p15, 0, {}, c9, c14, 0", in(reg) 1u32, options(nostack)) };

@@ -35,6 +35,8 @@ pub mod programs;
 #[cfg(target_os = "none")]
 pub mod shell;
 #[cfg(target_os = "none")]
+pub mod smp;
+#[cfg(target_os = "none")]
 pub mod vm;
 
 // The kernel heap on the target, std's allocator on the host (`mm::uvm` needs it on both).

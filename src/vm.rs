@@ -284,7 +284,7 @@ fn build_image_tables(mem: &mut DirectMap, pmm: &mut Pmm<'static>, mibs: u32) ->
     let flags_for = |pa: u32| -> Option<MapFlags> {
         let va = pa + off;
         let within = |r: (u32, u32)| (r.0..r.1).contains(&va);
-        if within(img.stack_guard) {
+        if img.is_stack_guard(va) {
             None
         } else if pa < layout::FIRMWARE_AREA_END.as_u32() {
             // The firmware's area (the parked cores' spin code, the ATAGs): readable, so the

@@ -12,6 +12,8 @@
 # CARD=<image> attaches that SD card image (-drive if=sd) and the boot log must then report a
 # card (`card: N blocks`); CARD=none attaches none and the log must say `card: none`; without
 # CARD nothing about a card is checked (benchmarks).
+# In the elf and board runs a boot log that reports the secondary cores must say all three are
+# online.
 # The kernel ends QEMU through semihosting (exit status 0 = all passed). A hang is ended by the
 # timeout (TEST_TIMEOUT seconds, default 120) and counts as a failure. Output containing
 # NEVER-PRINTED fails the run too: the hostile-program test keeps those bytes in memory that a
@@ -56,6 +58,11 @@ case ${CARD:-} in
 esac
 if [ -n "${CARD:-}" ] && ! grep -Eq "$pattern" "$log"; then
   echo "qemu-run: the boot log does not report the card as expected (/$pattern/)" | tee -a "$log"
+  [ "$status" -eq 0 ] && status=1
+fi
+# Where the boot path starts cores 1-3 (-kernel, the firmware stand-in), all three must come up.
+if [ "$kind" != image ] && grep -q '^secondary cores:' "$log" && ! grep -q '^secondary cores: 3 of 3 online' "$log"; then
+  echo "qemu-run: not every secondary core came online" | tee -a "$log"
   [ "$status" -eq 0 ] && status=1
 fi
 if grep -q 'NEVER-PRINTED' "$log"; then

@@ -11,6 +11,7 @@ mod cpu_state;
 mod irq;
 mod proc;
 mod programs;
+mod smp;
 mod storage;
 mod vm;
 
@@ -30,12 +31,14 @@ pub enum Entry {
 }
 
 /// Every entry, in order: the boot tests see the machine as the boot stub left it, the VM tests
-/// run after the `vm2_start` step, the interrupt tests after the `irq::init` step.
+/// run after the `vm2_start` step, the interrupt tests after the `irq::init` step, the SMP tests
+/// after cores 1-3 are released (and the later tests with them online, idle).
 fn entries() -> impl Iterator<Item = &'static Entry> {
     boot::ENTRIES
         .iter()
         .chain(vm::ENTRIES)
         .chain(irq::ENTRIES)
+        .chain(smp::ENTRIES)
         .chain(programs::ENTRIES)
         .chain(proc::ENTRIES)
         .chain(cpu_state::ENTRIES)

@@ -79,7 +79,32 @@ core::arch::global_asm!(
     ACTLR_SMP = const 1 << 6,
     NSACR_NS_SMP = const 1 << 18,
     CNTKCTL_PL0VCTEN = const CNTKCTL_AT_BOOT,
+    CORE_STACKS_SIZE = const CORE_STACKS_SIZE,
+    DACR_KERNEL = const super::mmu::DACR_KERNEL,
+    TTBCR_PD0 = const super::mmu::TTBCR_PD0,
+    SMP_TRAMPOLINE_TTBR0_OFFSET = const super::smp::TRAMPOLINE_TTBR0_OFFSET,
 );
+
+/// Stack sizes, as link.ld has them (it checks [`CORE_STACKS_SIZE`] against its own).
+pub const SVC_STACK_SIZE: u32 = 64 * 1024;
+/// The IRQ, ABT and UND stacks (entries move to the SVC stack at once).
+pub const EXC_STACK_SIZE: u32 = 4 * 1024;
+/// One secondary core's block in `.stacks`: a guard page, the SVC stack, IRQ, ABT, UND.
+pub const CORE_STACKS_SIZE: u32 = crate::mm::PAGE_SIZE + SVC_STACK_SIZE + 3 * EXC_STACK_SIZE;
+
+/// The stack tops of secondary core `core` (1-3): SVC, IRQ, ABT, UND, in the order the boot stub
+/// loads them.
+pub fn core_stack_tops(core: usize) -> [u32; 4] {
+    assert!((1..4).contains(&core), "cores 1-3 have stack blocks");
+    let block = image_layout().core_stacks.0 + (core as u32 - 1) * CORE_STACKS_SIZE;
+    let svc = block + crate::mm::PAGE_SIZE + SVC_STACK_SIZE;
+    [
+        svc,
+        svc + EXC_STACK_SIZE,
+        svc + 2 * EXC_STACK_SIZE,
+        svc + 3 * EXC_STACK_SIZE,
+    ]
+}
 
 /// CNTKCTL as the boot stub writes it: PL0VCTEN (bit 1) only, so PL0 may read the virtual
 /// counter and CNTFRQ, and nothing else of the generic timer (ARM ARM B4.1, CNTKCTL).
@@ -111,6 +136,8 @@ extern "C" {
     static __stack_guard_start: u8;
     static __stack_guard_end_exclusive: u8;
     static __svc_stack_top: u8;
+    static __core_stacks_start: u8;
+    static __core_stacks_end_exclusive: u8;
     static __kernel_end_exclusive: u8;
 }
 
@@ -122,8 +149,22 @@ pub struct ImageLayout {
     pub data: (u32, u32),
     pub bss: (u32, u32),
     pub stack_guard: (u32, u32),
+    /// Core 0's stacks.
     pub stacks: (u32, u32),
+    /// The stack blocks of cores 1-3, each starting with its (unmapped) guard page.
+    pub core_stacks: (u32, u32),
     pub end: u32,
+}
+
+impl ImageLayout {
+    /// Whether `va` is in a stack guard page: core 0's, or the one at the bottom of a secondary
+    /// core's block.
+    pub fn is_stack_guard(&self, va: u32) -> bool {
+        let within = |r: (u32, u32)| (r.0..r.1).contains(&va);
+        within(self.stack_guard)
+            || (within(self.core_stacks)
+                && (va - self.core_stacks.0) % CORE_STACKS_SIZE < crate::mm::PAGE_SIZE)
+    }
 }
 
 /// Reads the image layout from the linker symbols (their addresses only, never their contents).
@@ -144,7 +185,11 @@ pub fn image_layout() -> ImageLayout {
         ),
         stacks: (
             addr!(__stack_guard_end_exclusive),
-            addr!(__kernel_end_exclusive),
+            addr!(__core_stacks_start),
+        ),
+        core_stacks: (
+            addr!(__core_stacks_start),
+            addr!(__core_stacks_end_exclusive),
         ),
         end: addr!(__kernel_end_exclusive),
     }

@@ -561,8 +561,7 @@ fn kernel_exception(frame: &mut TrapFrame, kind: ExceptionKind, report: Option<A
 }
 
 fn in_stack_guard(addr: u32) -> bool {
-    let g = super::boot::image_layout().stack_guard;
-    (g.0..g.1).contains(&addr)
+    super::boot::image_layout().is_stack_guard(addr)
 }
 
 /// Decodes DFSR/DFAR for a data abort that just entered with `frame`.

@@ -50,6 +50,16 @@ impl FpRegs {
 /// the unit off (FPEXC.EN = 0), so that the first VFP/NEON instruction of any process traps.
 /// Called once at boot, on each core that will run processes.
 pub fn init() -> bool {
+    let granted = init_this_core();
+    AVAILABLE.store(granted, core::sync::atomic::Ordering::Relaxed);
+    ENABLED.store(false, core::sync::atomic::Ordering::Relaxed);
+    granted
+}
+
+/// The per-core half of [`init`], for a secondary core: CPACR as [`init`] sets it and FPEXC.EN
+/// cleared, written directly (the [`set_enabled`] mirror is core 0's). Returns whether access
+/// is granted.
+pub fn init_this_core() -> bool {
     let cpacr = (Cpacr::read().0 | CPACR_CP10_CP11_FULL) & !(CPACR_ASEDIS | CPACR_D32DIS);
     // SAFETY: CPACR only controls access to the coprocessors; the ISB makes the new access
     // rights visible to the FPEXC write below (ARM ARM B4.1.40: a CPACR change is guaranteed
@@ -59,9 +69,8 @@ pub fn init() -> bool {
     // In Non-secure state the cp10/cp11 fields are RAZ/WI unless the secure firmware granted
     // them in NSACR: then even FPEXC is out of reach (UNDEFINED), and so is the unit.
     let granted = access_granted();
-    AVAILABLE.store(granted, core::sync::atomic::Ordering::Relaxed);
     if granted {
-        set_enabled(false);
+        write_fpexc(0);
     }
     granted
 }
@@ -130,6 +139,21 @@ pub fn set_enabled(on: bool) {
     // SAFETY: FPEXC only enables the unit for the instructions that follow; the ISB makes the
     // change visible to them. The kernel itself never executes a VFP/NEON instruction other
     // than in `save`/`load`, which callers run with the unit enabled.
+    unsafe {
+        core::arch::asm!(
+            ".fpu neon-vfpv4",
+            "vmsr fpexc, {v}",
+            "isb",
+            v = in(reg) v,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+}
+
+/// Writes FPEXC (cp10 access must be granted) and synchronizes.
+fn write_fpexc(v: u32) {
+    // SAFETY: as in `set_enabled`: FPEXC only enables or disables the unit for the instructions
+    // that follow, the ISB makes the change visible to them; access was checked by the caller.
     unsafe {
         core::arch::asm!(
             ".fpu neon-vfpv4",

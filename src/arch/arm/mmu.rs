@@ -13,7 +13,7 @@ use crate::mm::{PhysAddr, VirtAddr};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// TTBCR.PD0: no table walks through TTBR0 (an access below 2 GiB faults without a walk).
-const TTBCR_PD0: u32 = 1 << 4;
+pub const TTBCR_PD0: u32 = 1 << 4;
 
 static COHERENT_WALKS: AtomicBool = AtomicBool::new(false);
 

@@ -12,6 +12,7 @@ pub mod irq;
 pub mod mmu;
 pub mod pmu;
 pub mod semihosting;
+pub mod smp;
 pub mod timer;
 pub mod tlb;
 
