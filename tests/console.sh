@@ -70,6 +70,11 @@ send "run hello";            expect "hello runs beside the spinner" 'hello from 
 send "run fault 1";          expect "a faulting process is killed with a report" 'killed: access to kernel memory: read at 0x80008000, pc=0x'
 send "kill ${spin:-0}";      expect "kill ends the spinner" "pid ${spin:-x} killed"
 send "exits";                expect "exits lists the ends" 'spin +killed: by request'
+# The two boot demos end on their own; on a loaded host that can take a while.
+for ((i = 0; i < 300; i++)); do
+  grep -qE '\[kernel\] pid 1 exited' "$log" && grep -qE '\[kernel\] pid 2 exited' "$log" && break
+  sleep 0.1
+done
 send "meminfo";              expect "no processes left" 'procs +: 0 live'
 send "vmmap";                expect "vmmap without pid shows the kernel half" 'kernel half'
 send "uptime";               expect "uptime" 'context switches'
