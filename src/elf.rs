@@ -779,6 +779,22 @@ mod tests {
         );
     }
 
+    /// `tests/data/thello`, built by Debian's `arm-linux-gnueabihf-gcc -static -nostdlib`
+    /// (`tests/data/thello.sh`): Thumb entry, headers in the text segment at offset 0, data at an
+    /// unaligned file offset.
+    #[test]
+    fn a_gcc_built_program_is_accepted() {
+        let img = include_bytes!("../tests/data/thello");
+        let elf = Elf::parse(img).unwrap();
+        assert!(elf.thumb);
+        assert!(elf.entry.is_multiple_of(2));
+        let s = elf.segments();
+        assert_eq!((s[0].vaddr, s[0].perm), (0x1_0000, SegPerm::RX));
+        assert_eq!(s[0].data[..4], *b"\x7fELF");
+        assert!(s.iter().any(|s| s.perm == SegPerm::RW));
+        assert!(elf.runs().iter().all(|r| r.start.is_multiple_of(PAGE_SIZE)));
+    }
+
     #[test]
     fn bad_entry() {
         // ARM state: word aligned.

@@ -58,6 +58,7 @@ if [ -n "$card" ]; then
                              expect "hello from the card runs" 'hello from pid [0-9]+ \(asid [0-9]+\)'
   hpid=$(reply | grep -oE 'started /bin/hello as pid [0-9]+' | grep -oE '[0-9]+$')
                              expect "hello from the card ends" "pid ${hpid:-x} exited with code 0" 20
+  send "run /bin/thello";    expect "a program built by GCC (Thumb code) runs from the card" 'thello: hello from Thumb code'
   send "run /config.txt";    expect "a file that is not a program is refused" 'run /config.txt: bad program image: not an ELF'
 fi
 send "meminfo";              expect "meminfo: frames" 'frames +: [0-9]+ total, [0-9]+ free, [0-9]+ reserved'

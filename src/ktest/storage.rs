@@ -25,6 +25,7 @@ pub const ENTRIES: &[Entry] = &[
     Entry::Test("storage::missing_program_file_is_enoent", missing_file),
     Entry::Test("storage::a_file_that_is_not_elf_is_enoexec", not_elf),
     Entry::Test("storage::spawn_syscall_starts_and_waits", spawn_syscall),
+    Entry::Test("storage::gcc_thumb_program_from_the_card_runs", gcc_thumb),
 ];
 
 /// The card image `tests/mksdcard.sh` makes: 64 MiB, FAT32 from block 2048 for 60 MiB.
@@ -86,7 +87,12 @@ fn ls_bin() {
             .unwrap_or_else(|| panic!("/bin has no {name}"));
         assert_eq!(e.size as usize, image.len(), "size of /bin/{name}");
     }
-    assert_eq!(entries.len(), programs::PROGRAMS.len());
+    // And `thello`, built by GCC (tests/data/).
+    assert!(
+        entries.iter().any(|e| e.name == "thello"),
+        "/bin has no thello"
+    );
+    assert_eq!(entries.len(), programs::PROGRAMS.len() + 1);
 }
 
 fn hello_bytes() {
@@ -202,6 +208,21 @@ fn spawn_syscall() {
     // spawner (embedded) spawns /bin/hello from the card with the system call, waits for it,
     // and checks ENOENT, ENOEXEC, EFAULT and EINVAL.
     let pid = proc::spawn("spawner", 0).expect("spawn spawner");
+    assert_eq!(proc::wait(pid), ExitStatus::Exited(0));
+    assert_eq!(vm::free_frames(), free, "frames lost");
+}
+
+/// `tests/data/thello`: built by Debian's arm-linux-gnueabihf-gcc (Thumb-2 entry, ELF headers in
+/// the text segment, data at an unaligned file offset); it checks its data and bss itself.
+fn gcc_thumb() {
+    if no_card() {
+        return;
+    }
+    let image = fs::read_file(&EMMC, "/bin/thello").expect("read /bin/thello");
+    let elf = crate::elf::Elf::parse(&image).expect("thello accepted");
+    assert!(elf.thumb);
+    let free = vm::free_frames();
+    let pid = proc::spawn_path("/bin/thello", 0).expect("spawn /bin/thello");
     assert_eq!(proc::wait(pid), ExitStatus::Exited(0));
     assert_eq!(vm::free_frames(), free, "frames lost");
 }
