@@ -56,10 +56,11 @@ $(IMG): $(ELF) | deps
 	@echo "built $(BUILD)/kernel.elf and $@"
 
 # The user programs for the card's /bin, taken from the newest kernel build's OUT_DIR.
-$(BUILD)/bin/.stamp: $(ELF)
+$(BUILD)/bin/.stamp: $(ELF) tests/data/thello
 	@rm -rf $(BUILD)/bin && mkdir -p $(BUILD)/bin
 	@out=$$(ls -td target/$(TARGET)/release/build/pi2-vm-*/out/user/$(TARGET)/release | head -1); \
 	  for p in $(PROGRAMS); do cp "$$out/$$p" $(BUILD)/bin/ || exit 1; done
+	@cp tests/data/thello $(BUILD)/bin/
 	@touch $@
 
 $(CARD): $(IMG) $(BUILD)/bin/.stamp tests/mksdcard.sh boot/config.txt | deps

@@ -27,6 +27,9 @@ pub mod nr {
     pub const SYSINFO: u32 = 9;
     /// `wait(pid) -> exit code`.
     pub const WAIT: u32 = 10;
+    /// `spawn(path, path_len, arg) -> child pid`: starts a program (a card path, or a bare
+    /// name: embedded, else `/bin/NAME`) as a child of the caller.
+    pub const SPAWN: u32 = 11;
 }
 
 /// What `sysinfo` reports.
@@ -53,14 +56,22 @@ pub mod prot {
 
 /// Error numbers; a failed call returns the negated value.
 pub mod errno {
+    /// No such file or program.
+    pub const ENOENT: i32 = 2;
     /// No such process.
     pub const ESRCH: i32 = 3;
+    /// The card could not be read.
+    pub const EIO: i32 = 5;
+    /// Not an executable this kernel runs (not an ELF, or an ELF it refuses).
+    pub const ENOEXEC: i32 = 8;
     /// Bad file descriptor.
     pub const EBADF: i32 = 9;
     /// Not a child of the caller (or already waited for).
     pub const ECHILD: i32 = 10;
     /// Out of memory or of free address space.
     pub const ENOMEM: i32 = 12;
+    /// Permission denied (e.g. a directory given as a program).
+    pub const EACCES: i32 = 13;
     /// A buffer the caller may not access.
     pub const EFAULT: i32 = 14;
     /// An invalid argument.

@@ -11,10 +11,15 @@
 //!   `[USER_MIN, USER_END)`, without overflow, and its file bytes lie inside the image;
 //!   `filesz <= memsz` (the rest is zero-filled: `.bss`);
 //! - no segment is both writable and executable;
-//! - no two segments share a page, so each page gets exactly one permission. Segment starts need
-//!   not be page aligned: the loader maps [`Segment::page_start`]`..`[`Segment::page_end`] and
-//!   copies the file bytes to `vaddr`;
-//! - the entry point is word aligned (ARM state) inside an executable segment;
+//! - no two segments overlap in memory. They may share a page (GNU ld puts the ELF headers in the
+//!   first page of the text segment and starts the next segment in the page where the previous one
+//!   ends, file offsets need not be page aligned): such a page gets the union of the permissions,
+//!   and a page that a writable and an executable segment would share is refused. [`Elf::runs`]
+//!   gives the page ranges to map with their permission; the loader copies each segment's file
+//!   bytes to `vaddr`;
+//! - the entry point lies inside an executable segment; bit 0 of `e_entry` set means Thumb state
+//!   (as GCC's default for ARMv7-A emits): [`Elf::thumb`] says so and [`Elf::entry`] has the bit
+//!   cleared; an ARM-state entry is word aligned;
 //! - there is no interpreter and no dynamic section.
 //!
 //! The file is self-contained (only `core`), so the kernel's build script can include it to check
@@ -31,6 +36,8 @@ pub const USER_MIN: u32 = 0x1_0000;
 pub const USER_END: u32 = 0x8000_0000;
 /// Most loadable segments an image may have (text, rodata and data need three).
 pub const MAX_SEGMENTS: usize = 8;
+/// Most page runs the segments can make: each segment adds at most two page boundaries.
+pub const MAX_RUNS: usize = 2 * MAX_SEGMENTS;
 
 const EHDR_SIZE: usize = 52;
 const PHDR_SIZE: usize = 32;
@@ -60,19 +67,26 @@ pub enum ElfError {
     NotArm32Le,
     /// Not `ET_EXEC`, or it asks for an interpreter or dynamic linking.
     NotExecutable,
-    /// The program header table is missing, has the wrong entry size, lies outside the file, or
-    /// holds a nonsensical `PT_LOAD` (`filesz > memsz`, no permission at all).
-    BadPhdr,
+    /// The program header table is missing, has the wrong entry size or lies outside the file.
+    BadPhdrTable,
+    /// A `PT_LOAD` has more file bytes than memory bytes (`p_filesz > p_memsz`).
+    FileSizeOverMemSize,
+    /// A `PT_LOAD` has no permission at all (neither read, write nor execute).
+    NoPermission,
     /// A segment's file bytes lie outside the image.
     SegmentOutsideFile,
     /// A segment lies outside `[USER_MIN, USER_END)` or wraps around.
     SegmentOutsideUser,
     /// A segment is both writable and executable.
     WriteAndExecute,
-    /// Two segments share a page.
+    /// Two segments overlap in memory.
     Overlap,
-    /// The entry point is not word aligned or not inside an executable segment.
-    BadEntry,
+    /// A writable and an executable segment share a page.
+    SharedPageWriteExecute,
+    /// An ARM-state entry point (bit 0 clear) that is not word aligned.
+    EntryMisaligned,
+    /// The entry point is not inside an executable segment.
+    EntryNotExecutable,
     /// More than [`MAX_SEGMENTS`] loadable segments.
     TooManySegments,
 }
@@ -84,12 +98,18 @@ impl fmt::Display for ElfError {
             ElfError::BadMagic => "not an ELF image (bad magic)",
             ElfError::NotArm32Le => "not a 32-bit little-endian ARM ELF",
             ElfError::NotExecutable => "not a statically linked executable (ET_EXEC)",
-            ElfError::BadPhdr => "bad program header table",
+            ElfError::BadPhdrTable => {
+                "program header table missing, of the wrong entry size or outside the file"
+            }
+            ElfError::FileSizeOverMemSize => "segment with more file bytes than memory bytes",
+            ElfError::NoPermission => "segment with no permission (neither R, W nor X)",
             ElfError::SegmentOutsideFile => "segment data outside the file",
             ElfError::SegmentOutsideUser => "segment outside the user address range",
             ElfError::WriteAndExecute => "segment both writable and executable",
-            ElfError::Overlap => "segments share a page",
-            ElfError::BadEntry => "entry point not in an executable segment",
+            ElfError::Overlap => "segments overlap in memory",
+            ElfError::SharedPageWriteExecute => "a writable and an executable segment share a page",
+            ElfError::EntryMisaligned => "ARM-state entry point not word aligned",
+            ElfError::EntryNotExecutable => "entry point not in an executable segment",
             ElfError::TooManySegments => "too many loadable segments",
         })
     }
@@ -169,13 +189,37 @@ impl Segment<'_> {
     }
 }
 
+/// Pages `[start, end)` mapped with one permission: the union of the permissions of the
+/// segments that touch them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageRun {
+    /// First byte, page aligned.
+    pub start: u32,
+    /// End (exclusive), page aligned, at most [`USER_END`].
+    pub end: u32,
+    /// How the pages are mapped.
+    pub perm: SegPerm,
+}
+
+impl PageRun {
+    const EMPTY: PageRun = PageRun {
+        start: 0,
+        end: 0,
+        perm: SegPerm::R,
+    };
+}
+
 /// A validated executable: its entry point and its loadable segments, in file order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Elf<'a> {
-    /// Where execution starts (ARM state).
+    /// Where execution starts: `e_entry` with bit 0 cleared.
     pub entry: u32,
+    /// Whether execution starts in Thumb state (bit 0 of `e_entry` was set).
+    pub thumb: bool,
     segments: [Segment<'a>; MAX_SEGMENTS],
     count: usize,
+    runs: [PageRun; MAX_RUNS],
+    run_count: usize,
 }
 
 fn u16_at(b: &[u8], off: usize) -> u16 {
@@ -213,18 +257,21 @@ impl<'a> Elf<'a> {
         let phentsize = usize::from(u16_at(eh, 42));
         let phnum = usize::from(u16_at(eh, 44));
         if phentsize != PHDR_SIZE || phnum == 0 {
-            return Err(ElfError::BadPhdr);
+            return Err(ElfError::BadPhdrTable);
         }
         let table = phnum
             .checked_mul(PHDR_SIZE)
             .and_then(|size| phoff.checked_add(size))
             .and_then(|end| image.get(phoff..end))
-            .ok_or(ElfError::BadPhdr)?;
+            .ok_or(ElfError::BadPhdrTable)?;
 
         let mut elf = Elf {
-            entry,
+            entry: entry & !1,
+            thumb: entry & 1 != 0,
             segments: [Segment::EMPTY; MAX_SEGMENTS],
             count: 0,
+            runs: [PageRun::EMPTY; MAX_RUNS],
+            run_count: 0,
         };
         for ph in table.chunks_exact(PHDR_SIZE) {
             match u32_at(ph, 0) {
@@ -239,7 +286,7 @@ impl<'a> Elf<'a> {
             let memsz = u32_at(ph, 20);
             let flags = u32_at(ph, 24);
             if filesz > memsz {
-                return Err(ElfError::BadPhdr);
+                return Err(ElfError::FileSizeOverMemSize);
             }
             if memsz == 0 {
                 // An empty segment maps nothing (a linker script's unused PHDRS entry).
@@ -262,7 +309,7 @@ impl<'a> Elf<'a> {
                 (_, true, false) => SegPerm::RW,
                 (_, false, true) => SegPerm::RX,
                 (true, false, false) => SegPerm::R,
-                (false, false, false) => return Err(ElfError::BadPhdr),
+                (false, false, false) => return Err(ElfError::NoPermission),
             };
             let seg = Segment {
                 vaddr,
@@ -273,7 +320,7 @@ impl<'a> Elf<'a> {
             let placed = &elf.segments[..elf.count];
             if placed
                 .iter()
-                .any(|s| seg.page_start() < s.page_end() && s.page_start() < seg.page_end())
+                .any(|s| seg.vaddr < s.end() && s.vaddr < seg.end())
             {
                 return Err(ElfError::Overlap);
             }
@@ -284,14 +331,76 @@ impl<'a> Elf<'a> {
             elf.count += 1;
         }
 
+        elf.make_runs()?;
+
+        if !elf.thumb && !entry.is_multiple_of(4) {
+            return Err(ElfError::EntryMisaligned);
+        }
         let in_text = elf
             .segments()
             .iter()
-            .any(|s| s.perm.executable() && s.contains(entry));
-        if !entry.is_multiple_of(4) || !in_text {
-            return Err(ElfError::BadEntry);
+            .any(|s| s.perm.executable() && s.contains(elf.entry));
+        if !in_text {
+            return Err(ElfError::EntryNotExecutable);
         }
         Ok(elf)
+    }
+
+    /// Splits the pages the segments touch into runs of one permission. A page shared by
+    /// several segments gets the union of their permissions; writable with executable is
+    /// refused.
+    fn make_runs(&mut self) -> Result<(), ElfError> {
+        let segs = &self.segments[..self.count];
+        let Some(mut p) = segs.iter().map(Segment::page_start).min() else {
+            return Ok(());
+        };
+        loop {
+            // The next page boundary of any segment above p: nothing changes before it.
+            let next = segs
+                .iter()
+                .flat_map(|s| [s.page_start(), s.page_end()])
+                .filter(|&b| b > p)
+                .min();
+            let Some(next) = next else {
+                return Ok(());
+            };
+            let covering = segs
+                .iter()
+                .filter(|s| s.page_start() <= p && p < s.page_end());
+            let (mut any, mut w, mut x) = (false, false, false);
+            for s in covering {
+                any = true;
+                w |= s.perm.writable();
+                x |= s.perm.executable();
+            }
+            if any {
+                let perm = match (w, x) {
+                    (true, true) => return Err(ElfError::SharedPageWriteExecute),
+                    (true, false) => SegPerm::RW,
+                    (false, true) => SegPerm::RX,
+                    (false, false) => SegPerm::R,
+                };
+                match self.runs[..self.run_count].last_mut() {
+                    Some(last) if last.end == p && last.perm == perm => last.end = next,
+                    _ => {
+                        // At most 2 * MAX_SEGMENTS boundaries, so fewer runs than that.
+                        self.runs[self.run_count] = PageRun {
+                            start: p,
+                            end: next,
+                            perm,
+                        };
+                        self.run_count += 1;
+                    }
+                }
+            }
+            p = next;
+        }
+    }
+
+    /// The pages to map, in address order, each run with its permission; together they cover
+    /// exactly the pages the segments touch.
+    pub fn runs(&self) -> &[PageRun] {
+        &self.runs[..self.run_count]
     }
 
     /// The loadable segments (non-empty `PT_LOAD`s), in file order.
@@ -299,9 +408,12 @@ impl<'a> Elf<'a> {
         &self.segments[..self.count]
     }
 
-    /// Total pages the segments need.
+    /// Total pages the segments need (a shared page counts once).
     pub fn pages(&self) -> u32 {
-        self.segments().iter().map(Segment::pages).sum()
+        self.runs()
+            .iter()
+            .map(|r| (r.end - r.start) / PAGE_SIZE)
+            .sum()
     }
 }
 
@@ -492,29 +604,32 @@ mod tests {
 
     #[test]
     fn bad_phdr() {
-        assert_eq!(with_phdrs(&[]), Err(ElfError::BadPhdr)); // no table
-        assert_eq!(Elf::parse(&patched(42, &[40, 0])), Err(ElfError::BadPhdr)); // entry size
-                                                                                // Table beyond the end, and a table whose offset + size wraps.
+        assert_eq!(with_phdrs(&[]), Err(ElfError::BadPhdrTable)); // no table
+                                                                  // Wrong entry size; a table beyond the end; a table whose offset + size wraps.
+        assert_eq!(
+            Elf::parse(&patched(42, &[40, 0])),
+            Err(ElfError::BadPhdrTable)
+        );
         let len = good().len() as u32;
         assert_eq!(
             Elf::parse(&patched(28, &(len - 64).to_le_bytes())),
-            Err(ElfError::BadPhdr)
+            Err(ElfError::BadPhdrTable)
         );
         assert_eq!(
             Elf::parse(&patched(28, &u32::MAX.to_le_bytes())),
-            Err(ElfError::BadPhdr)
+            Err(ElfError::BadPhdrTable)
         );
         assert_eq!(
             Elf::parse(&patched(44, &[0xff, 0xff])),
-            Err(ElfError::BadPhdr)
+            Err(ElfError::BadPhdrTable)
         );
         // filesz > memsz; a load with no permission at all.
         let mut ph = good_phdrs();
         ph[1].3 = 0x41;
-        assert_eq!(with_phdrs(&ph), Err(ElfError::BadPhdr));
+        assert_eq!(with_phdrs(&ph), Err(ElfError::FileSizeOverMemSize));
         let mut ph = good_phdrs();
         ph[1].5 = 0;
-        assert_eq!(with_phdrs(&ph), Err(ElfError::BadPhdr));
+        assert_eq!(with_phdrs(&ph), Err(ElfError::NoPermission));
     }
 
     #[test]
@@ -570,13 +685,13 @@ mod tests {
 
     #[test]
     fn overlap() {
-        // Same bytes; a shared page between text and rodata; rodata inside the data range.
-        for (i, va) in [(1, 0x1_0000), (1, 0x1_00f0), (1, 0x1_0ff0), (1, 0x1_3000)] {
+        // Same bytes; rodata running into the text's bytes; rodata inside the data range.
+        for (i, va) in [(1, 0x1_0000), (1, 0x1_00f0), (1, 0x1_3000)] {
             let mut ph = good_phdrs();
             ph[i].2 = va;
             assert_eq!(with_phdrs(&ph), Err(ElfError::Overlap), "{va:#x}");
         }
-        // Data placed below rodata, in the text's page, running into rodata's page.
+        // Data placed below rodata, in the text's page, running into rodata's bytes.
         let mut ph = good_phdrs();
         ph[2].2 = 0x1_1000 - 0x800;
         ph[2].4 = 0x801;
@@ -584,17 +699,132 @@ mod tests {
     }
 
     #[test]
+    fn read_only_data_may_share_the_text_page() {
+        // Rodata right after the text, in its page and the next: that page is RX, the next R.
+        let mut ph = good_phdrs();
+        ph[1].2 = 0x1_0100;
+        ph[1].4 = 0x1000;
+        let img = image(0x1_0000, &ph, &body());
+        let elf = Elf::parse(&img).unwrap();
+        let run = |start, end, perm| PageRun { start, end, perm };
+        assert_eq!(
+            elf.runs(),
+            &[
+                run(0x1_0000, 0x1_1000, SegPerm::RX),
+                run(0x1_1000, 0x1_2000, SegPerm::R),
+                run(0x1_2000, 0x1_4000, SegPerm::RW),
+            ]
+        );
+        assert_eq!(elf.pages(), 4);
+    }
+
+    #[test]
+    fn data_may_share_the_rodata_page() {
+        // Rodata ends at 0x11040; data starts right after it, in the same page.
+        let mut ph = good_phdrs();
+        ph[2].2 = 0x1_1040;
+        let img = image(0x1_0000, &ph, &body());
+        let elf = Elf::parse(&img).unwrap();
+        let run = |start, end, perm| PageRun { start, end, perm };
+        assert_eq!(
+            elf.runs(),
+            &[
+                run(0x1_0000, 0x1_1000, SegPerm::RX),
+                run(0x1_1000, 0x1_4000, SegPerm::RW),
+            ]
+        );
+    }
+
+    #[test]
+    fn data_sharing_a_page_with_text_is_refused() {
+        // Data right after the text's bytes, in its page: that page would be W and X.
+        let mut ph = good_phdrs();
+        (ph[2].2, ph[2].4) = (0x1_0100, 0x100);
+        assert_eq!(with_phdrs(&ph), Err(ElfError::SharedPageWriteExecute));
+        // Text starting in the last page of the data.
+        let ph = vec![
+            (PT_LOAD, 0x1140, 0x1_0000, 0x20, 0x800, RW),
+            (PT_LOAD, 0x1000, 0x1_0800, 0x100, 0x100, RX),
+        ];
+        assert_eq!(
+            Elf::parse(&image(0x1_0800, &ph, &body())),
+            Err(ElfError::SharedPageWriteExecute)
+        );
+    }
+
+    /// What `arm-linux-gnueabihf-gcc -static -nostdlib` and GNU ld make: the text segment
+    /// starts at file offset 0 (it holds the ELF and program headers), the entry has bit 0 set
+    /// (Thumb), and the data segment's file offset is not page aligned (vaddr and offset agree
+    /// modulo the page size only).
+    #[test]
+    fn gnu_ld_layout_with_a_thumb_entry() {
+        let ph = vec![
+            (PT_LOAD, 0, 0x1_0000, 0x1100, 0x1100, RX),
+            (PT_LOAD, 0x1100, 0x2_1100, 0x40, 0x80, RW),
+            (0x7000_0001, 0x10f0, 0x1_10f0, 0x8, 0x8, RO), // PT_ARM_EXIDX
+        ];
+        let img = image(0x1_1001, &ph, &body());
+        let elf = Elf::parse(&img).unwrap();
+        assert!(elf.thumb);
+        assert_eq!(elf.entry, 0x1_1000);
+        assert_eq!(elf.segments()[0].data, &img[..0x1100]);
+        assert_eq!(elf.segments()[1].data, &img[0x1100..0x1140]);
+        let run = |start, end, perm| PageRun { start, end, perm };
+        assert_eq!(
+            elf.runs(),
+            &[
+                run(0x1_0000, 0x1_2000, SegPerm::RX),
+                run(0x2_1000, 0x2_2000, SegPerm::RW),
+            ]
+        );
+    }
+
+    /// `tests/data/thello`, built by Debian's `arm-linux-gnueabihf-gcc -static -nostdlib`
+    /// (`tests/data/thello.sh`): Thumb entry, headers in the text segment at offset 0, data at an
+    /// unaligned file offset.
+    #[test]
+    fn a_gcc_built_program_is_accepted() {
+        let img = include_bytes!("../tests/data/thello");
+        let elf = Elf::parse(img).unwrap();
+        assert!(elf.thumb);
+        assert!(elf.entry.is_multiple_of(2));
+        let s = elf.segments();
+        assert_eq!((s[0].vaddr, s[0].perm), (0x1_0000, SegPerm::RX));
+        assert_eq!(s[0].data[..4], *b"\x7fELF");
+        assert!(s.iter().any(|s| s.perm == SegPerm::RW));
+        assert!(elf.runs().iter().all(|r| r.start.is_multiple_of(PAGE_SIZE)));
+    }
+
+    #[test]
     fn bad_entry() {
-        for entry in [0, 0x1_0002, 0x1_0100, 0x1_1000, 0x1_2000, 0x1_00ff] {
+        // ARM state: word aligned.
+        for entry in [0x1_0002, 0x1_00fe] {
             let img = image(entry, &good_phdrs(), &body());
-            assert_eq!(Elf::parse(&img), Err(ElfError::BadEntry), "{entry:#x}");
+            assert_eq!(
+                Elf::parse(&img),
+                Err(ElfError::EntryMisaligned),
+                "{entry:#x}"
+            );
+        }
+        // Outside the text, in either state.
+        for entry in [0, 1, 0x1_0100, 0x1_0101, 0x1_1000, 0x1_2001] {
+            let img = image(entry, &good_phdrs(), &body());
+            assert_eq!(
+                Elf::parse(&img),
+                Err(ElfError::EntryNotExecutable),
+                "{entry:#x}"
+            );
         }
         assert!(Elf::parse(&image(0x1_00fc, &good_phdrs(), &body())).is_ok());
+        // Thumb state: halfword aligned is enough.
+        let elf_img = image(0x1_00ff, &good_phdrs(), &body());
+        let elf = Elf::parse(&elf_img).unwrap();
+        assert_eq!((elf.entry, elf.thumb), (0x1_00fe, true));
         // No executable segment at all.
         let ph = &good_phdrs()[1..];
         assert_eq!(
             Elf::parse(&image(0x1_1000, ph, &body())),
-            Err(ElfError::BadEntry)
+            Err(ElfError::EntryNotExecutable)
         );
     }
 
@@ -665,10 +895,21 @@ mod tests {
                             prop_assert!(start.is_some_and(|st| st + s.data.len() <= img.len()));
                         }
                         for t in &segs[i + 1..] {
-                            prop_assert!(s.page_end() <= t.page_start() || t.page_end() <= s.page_start());
+                            prop_assert!(s.end() <= t.vaddr || t.end() <= s.vaddr);
+                        }
+                        // Its pages are in runs that allow at least what it asks for.
+                        let mut page = s.page_start();
+                        while page < s.page_end() {
+                            let run = elf.runs().iter().find(|r| r.start <= page && page < r.end);
+                            prop_assert!(run.is_some_and(|r| r.perm == s.perm
+                                || (s.perm == SegPerm::R && r.perm != SegPerm::R)));
+                            page += PAGE_SIZE;
                         }
                     }
-                    prop_assert!(elf.entry.is_multiple_of(4));
+                    for w in elf.runs().windows(2) {
+                        prop_assert!(w[0].end <= w[1].start);
+                    }
+                    prop_assert!(elf.thumb || elf.entry.is_multiple_of(4));
                     prop_assert!(segs.iter().any(|s| s.perm == SegPerm::RX && s.contains(elf.entry)));
                 }
             }

@@ -51,8 +51,8 @@ const COMMANDS: &[Command] = &[
     },
     Command {
         name: "run",
-        args: "<program> [arg]",
-        help: "start a program (arg in r0)",
+        args: "<program|/path> [arg]",
+        help: "start a program (arg in r0): embedded, else from /bin or the path on the card",
         run,
     },
     Command {
@@ -243,14 +243,14 @@ fn ps(_: &mut Args<'_>) {
 
 fn run(args: &mut Args<'_>) {
     let Some(name) = args.next() else {
-        return println!("usage: run <program> [arg]");
+        return println!("usage: run <program|/path> [arg]");
     };
     let arg = match args.next().map(parse_u32) {
         None => 0,
         Some(Some(a)) => a,
         Some(None) => return println!("run: the argument must be a number"),
     };
-    match proc::spawn(name, arg) {
+    match proc::spawn_program(name, arg, proc::KERNEL_PID) {
         Ok(pid) => println!("started {name} as pid {pid}"),
         Err(e) => println!("run {name}: {e}"),
     }

@@ -54,11 +54,17 @@ if [ -n "$card" ]; then
                              expect "ls /bin lists every program" 'spin +[0-9]+ bytes'
   send "cat /config.txt";    expect "cat prints a file of the card" 'kernel=kernel7.img'
   send "cat /nosuch";        expect "cat of a missing file is reported" 'cat /nosuch: .*no such file'
+  send "run /bin/hello";     expect "run /bin/hello starts the program from the card" 'started /bin/hello as pid [0-9]+'
+                             expect "hello from the card runs" 'hello from pid [0-9]+ \(asid [0-9]+\)'
+  hpid=$(reply | grep -oE 'started /bin/hello as pid [0-9]+' | grep -oE '[0-9]+$')
+                             expect "hello from the card ends" "pid ${hpid:-x} exited with code 0" 20
+  send "run /bin/thello";    expect "a program built by GCC (Thumb code) runs from the card" 'thello: hello from Thumb code'
+  send "run /config.txt";    expect "a file that is not a program is refused" 'run /config.txt: bad program image: not an ELF'
 fi
 send "meminfo";              expect "meminfo: frames" 'frames +: [0-9]+ total, [0-9]+ free, [0-9]+ reserved'
                              expect "meminfo: heap, MMIO, ASIDs" 'asids +: [0-9]+ of 255 in use'
 send "frobnicate";           expect "unknown command is reported" 'unknown command `frobnicate`'
-send "run nosuch";           expect "unknown program is reported" 'run nosuch: no such program'
+send "run nosuch";           expect "unknown program is reported" 'run nosuch: (no such program|/bin/nosuch: no such file)'
 send "kill 999";             expect "kill of a missing pid is reported" 'no live process with pid 999'
 send "run spin";             expect "run starts a program" 'started spin as pid [0-9]+'
 spin=$(reply | grep -oE 'started spin as pid [0-9]+' | grep -oE '[0-9]+$')

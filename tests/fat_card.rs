@@ -138,6 +138,18 @@ fn missing_paths_and_wrong_kinds_are_errors() {
 }
 
 #[test]
+fn a_file_over_the_limit_is_refused_with_its_size() {
+    let d = card();
+    let (path, data) = files().into_iter().next().unwrap();
+    let len = data.len();
+    assert!(matches!(
+        fs::read_file_max(&d, path, len - 1),
+        Err(fs::FsError::TooBig(n)) if n as usize == len
+    ));
+    assert_eq!(fs::read_file_max(&d, path, len).unwrap(), data);
+}
+
+#[test]
 fn a_written_file_reads_back() {
     let d = card();
     let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();

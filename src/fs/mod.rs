@@ -57,6 +57,8 @@ pub enum FsError {
     IsADirectory(String),
     /// What `embedded-sdmmc` reported otherwise (no FAT volume, bad name, ...).
     Fat(String),
+    /// The file is larger than the caller's limit (its size in bytes).
+    TooBig(u32),
 }
 
 impl fmt::Display for FsError {
@@ -67,6 +69,7 @@ impl fmt::Display for FsError {
             Self::NotADirectory(p) => write!(f, "{p}: not a directory"),
             Self::IsADirectory(p) => write!(f, "{p}: is a directory"),
             Self::Fat(e) => write!(f, "FAT: {e}"),
+            Self::TooBig(n) => write!(f, "file too large ({n} bytes)"),
         }
     }
 }
@@ -158,11 +161,24 @@ fn split_last(path: &str) -> Result<(&str, &str), FsError> {
 
 /// The whole contents of the file at `path`.
 pub fn read_file<D: BlockDevice + ?Sized>(dev: &D, path: &str) -> Result<Vec<u8>, FsError> {
+    read_file_max(dev, path, usize::MAX)
+}
+
+/// The whole contents of the file at `path`, refused with [`FsError::TooBig`] (before
+/// anything is allocated) when it is longer than `max` bytes.
+pub fn read_file_max<D: BlockDevice + ?Sized>(
+    dev: &D,
+    path: &str,
+    max: usize,
+) -> Result<Vec<u8>, FsError> {
     let (dir_path, name) = split_last(path)?;
     with_dir(dev, dir_path, |dir| {
         let file = dir
             .open_file_in_dir(name, Mode::ReadOnly)
             .map_err(|e| fat_error(e, path))?;
+        if file.length() as usize > max {
+            return Err(FsError::TooBig(file.length()));
+        }
         let mut out = alloc::vec![0u8; file.length() as usize];
         let mut at = 0;
         while at < out.len() {

@@ -15,7 +15,7 @@ pub const ENTRIES: &[Entry] = &[
 
 const EXPECTED: &[&str] = &[
     "bench", "cow", "demand", "demo", "fault", "forktest", "fpu", "fuzz", "hello", "hostile",
-    "pattern", "shm", "spin", "syscheck", "timers", "tls", "true",
+    "pattern", "shm", "spin", "spawner", "syscheck", "timers", "tls", "true",
 ];
 
 fn all_embedded() {

@@ -5,9 +5,13 @@
 //! (`tests/qemu-run.sh` checks from the boot log which case each run was.)
 
 use super::Entry;
+use crate::abi::errno;
 use crate::block::{Block, BlockDevice, BlockIdx};
 use crate::bsp::raspi2::emmc::EMMC;
-use crate::{fs, programs};
+use crate::elf::ElfError;
+use crate::proc::{self, ExitStatus, SpawnError, KERNEL_PID};
+use crate::{fs, programs, vm};
+use alloc::string::ToString;
 
 pub const ENTRIES: &[Entry] = &[
     Entry::Test("storage::card_identified_or_cleanly_absent", identify),
@@ -17,6 +21,11 @@ pub const ENTRIES: &[Entry] = &[
     Entry::Test("storage::multi_block_read_equals_single_reads", multi_block),
     Entry::Test("storage::scratch_write_reads_back", scratch_write),
     Entry::Test("storage::out_of_range_is_an_error", out_of_range),
+    Entry::Test("storage::bin_hello_from_the_card_runs", card_hello_runs),
+    Entry::Test("storage::missing_program_file_is_enoent", missing_file),
+    Entry::Test("storage::a_file_that_is_not_elf_is_enoexec", not_elf),
+    Entry::Test("storage::spawn_syscall_starts_and_waits", spawn_syscall),
+    Entry::Test("storage::gcc_thumb_program_from_the_card_runs", gcc_thumb),
 ];
 
 /// The card image `tests/mksdcard.sh` makes: 64 MiB, FAT32 from block 2048 for 60 MiB.
@@ -78,7 +87,12 @@ fn ls_bin() {
             .unwrap_or_else(|| panic!("/bin has no {name}"));
         assert_eq!(e.size as usize, image.len(), "size of /bin/{name}");
     }
-    assert_eq!(entries.len(), programs::PROGRAMS.len());
+    // And `thello`, built by GCC (tests/data/).
+    assert!(
+        entries.iter().any(|e| e.name == "thello"),
+        "/bin has no thello"
+    );
+    assert_eq!(entries.len(), programs::PROGRAMS.len() + 1);
 }
 
 fn hello_bytes() {
@@ -143,4 +157,72 @@ fn out_of_range() {
     }
     let mut b = [Block::new(), Block::new()];
     assert!(EMMC.read_blocks(BlockIdx(CARD_BLOCKS - 1), &mut b).is_err());
+}
+
+fn card_hello_runs() {
+    if no_card() {
+        // Without a card a path gives a card error, not a crash.
+        let e = proc::spawn_path("/bin/hello", 0).unwrap_err();
+        assert!(matches!(e, SpawnError::Card(_)), "{e}");
+        return;
+    }
+    // Once, so that the kernel heap has grown to hold the file; then frames must balance.
+    let pid = proc::spawn_path("/bin/hello", 0).expect("spawn /bin/hello");
+    assert_eq!(proc::wait(pid), ExitStatus::Exited(0));
+    let free = vm::free_frames();
+    let pid = proc::spawn_program("/bin/hello", 0, KERNEL_PID).expect("spawn /bin/hello");
+    assert_eq!(proc::wait(pid), ExitStatus::Exited(0));
+    assert_eq!(vm::free_frames(), free, "frames lost");
+}
+
+fn missing_file() {
+    if no_card() {
+        return;
+    }
+    let e = proc::spawn_path("/bin/nosuch", 0).unwrap_err();
+    assert_eq!(e, SpawnError::NoSuchFile("/bin/nosuch".into()));
+    assert!(e.to_string().contains("no such file"), "{e}");
+    assert_eq!(e.errno(), errno::ENOENT);
+    // A bare name that is neither embedded nor in /bin.
+    let e = proc::spawn_program("nosuch", 0, KERNEL_PID).unwrap_err();
+    assert_eq!(e.errno(), errno::ENOENT, "{e}");
+    // A directory.
+    let e = proc::spawn_path("/bin", 0).unwrap_err();
+    assert!(matches!(e, SpawnError::NotAFile(_)), "{e}");
+}
+
+fn not_elf() {
+    if no_card() {
+        return;
+    }
+    let e = proc::spawn_path("/config.txt", 0).unwrap_err();
+    assert_eq!(e, SpawnError::BadImage(ElfError::BadMagic));
+    assert_eq!(e.errno(), errno::ENOEXEC);
+}
+
+fn spawn_syscall() {
+    if no_card() {
+        return;
+    }
+    let free = vm::free_frames();
+    // spawner (embedded) spawns /bin/hello from the card with the system call, waits for it,
+    // and checks ENOENT, ENOEXEC, EFAULT and EINVAL.
+    let pid = proc::spawn("spawner", 0).expect("spawn spawner");
+    assert_eq!(proc::wait(pid), ExitStatus::Exited(0));
+    assert_eq!(vm::free_frames(), free, "frames lost");
+}
+
+/// `tests/data/thello`: built by Debian's arm-linux-gnueabihf-gcc (Thumb-2 entry, ELF headers in
+/// the text segment, data at an unaligned file offset); it checks its data and bss itself.
+fn gcc_thumb() {
+    if no_card() {
+        return;
+    }
+    let image = fs::read_file(&EMMC, "/bin/thello").expect("read /bin/thello");
+    let elf = crate::elf::Elf::parse(&image).expect("thello accepted");
+    assert!(elf.thumb);
+    let free = vm::free_frames();
+    let pid = proc::spawn_path("/bin/thello", 0).expect("spawn /bin/thello");
+    assert_eq!(proc::wait(pid), ExitStatus::Exited(0));
+    assert_eq!(vm::free_frames(), free, "frames lost");
 }

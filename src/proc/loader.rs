@@ -1,26 +1,43 @@
-//! Starting a program: the embedded ELF image is checked, its segments mapped into a new
-//! address space with their own permissions (text RX, read-only data R, data RW, all XN but
-//! text, PXN everywhere), a demand-zero stack with a guard page below it, and the process is
-//! queued to run from the ELF entry point in User mode.
+//! Starting a program: an ELF image (embedded in the kernel, or read whole from the card into a
+//! bounded, transient kernel buffer) is checked, its pages mapped into a new address space with
+//! their own permissions (text RX, read-only data R, data RW, all XN but text, PXN everywhere; a
+//! page that two segments share gets the union, see [`crate::elf`]), a demand-zero stack with a
+//! guard page below it, and the process is queued to run from the ELF entry point in User mode,
+//! in ARM or Thumb state as the entry says.
 
-use super::{KernelFrames, Pid, Process, State, UserSpace, KMEM, TABLE};
+use super::{KernelFrames, Pid, ProcName, Process, State, UserSpace, KMEM, TABLE};
 use crate::arch::arm::boot::mode;
 use crate::arch::arm::cache;
 use crate::arch::arm::direct_map::DirectMap;
 use crate::arch::arm::exception::TrapFrame;
 use crate::arch::arm::mmu::CpuTlb;
+use crate::bsp::raspi2::emmc::EMMC;
 use crate::elf::{self, ElfError, SegPerm};
+use crate::fs::{self, FsError};
 use crate::mm::asid::{Asid, ContextId};
 use crate::mm::layout::{self, USER_STACK_SIZE, USER_STACK_TOP};
 use crate::mm::uvm::{Backing, Perm, RegionKind, UvmError};
 use crate::mm::{VirtAddr, PAGE_SIZE};
+use alloc::string::String;
 use core::fmt;
 
+/// Largest program file read from the card: the whole file sits in a kernel buffer while it
+/// is loaded.
+pub const MAX_PROGRAM_FILE: usize = 4 << 20;
+
 /// Why a program could not be started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpawnError {
     /// No embedded program has that name.
     NoSuchProgram,
+    /// No file at that path on the card.
+    NoSuchFile(String),
+    /// The path names a directory.
+    NotAFile(String),
+    /// The file is larger than [`MAX_PROGRAM_FILE`].
+    TooBig(u32),
+    /// Reading the card failed (no card, I/O error, no FAT volume).
+    Card(String),
     /// The image is not a valid program.
     BadImage(ElfError),
     /// Building its address space failed (out of memory, most likely).
@@ -33,6 +50,14 @@ impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NoSuchProgram => f.write_str("no such program (try `ls`)"),
+            Self::NoSuchFile(p) => write!(f, "{p}: no such file"),
+            Self::NotAFile(p) => write!(f, "{p}: is a directory"),
+            Self::TooBig(n) => write!(
+                f,
+                "file of {n} bytes is over the {} MiB limit for programs",
+                MAX_PROGRAM_FILE >> 20
+            ),
+            Self::Card(e) => write!(f, "cannot read the card: {e}"),
             Self::BadImage(e) => write!(f, "bad program image: {e}"),
             Self::Memory(e) => write!(f, "cannot build its address space: {e:?}"),
             Self::TooManyProcesses => f.write_str("too many processes"),
@@ -46,8 +71,35 @@ impl From<UvmError> for SpawnError {
     }
 }
 
+impl From<FsError> for SpawnError {
+    fn from(e: FsError) -> Self {
+        match e {
+            FsError::NotFound(p) | FsError::NotADirectory(p) => Self::NoSuchFile(p),
+            FsError::IsADirectory(p) => Self::NotAFile(p),
+            FsError::TooBig(n) => Self::TooBig(n),
+            e => Self::Card(alloc::format!("{e}")),
+        }
+    }
+}
+
+impl SpawnError {
+    /// The error number the `spawn` system call reports.
+    pub fn errno(&self) -> i32 {
+        use crate::abi::errno;
+        match self {
+            Self::NoSuchProgram | Self::NoSuchFile(_) => errno::ENOENT,
+            Self::NotAFile(_) => errno::EACCES,
+            Self::BadImage(_) => errno::ENOEXEC,
+            Self::TooBig(_) | Self::Memory(_) | Self::TooManyProcesses => errno::ENOMEM,
+            Self::Card(_) => errno::EIO,
+        }
+    }
+}
+
 /// CPSR a process starts with: User mode, ARM state, IRQs enabled, FIQs masked.
 const USER_CPSR: u32 = mode::USR | 1 << 6;
+/// CPSR.T: the process starts in Thumb state.
+const PSR_T: u32 = 1 << 5;
 
 /// A new user address space (its ASID comes when it first runs).
 pub fn new_space() -> Result<UserSpace, UvmError> {
@@ -57,12 +109,13 @@ pub fn new_space() -> Result<UserSpace, UvmError> {
     UserSpace::new_in(mem, CpuTlb, Asid::KERNEL, &mut KernelFrames, &KMEM)
 }
 
-/// Builds the address space of the program in `image`; returns it with the entry point.
-fn load(image: &[u8]) -> Result<(UserSpace, u32), SpawnError> {
+/// Builds the address space of the program in `image`; returns it with the entry point and
+/// whether it starts in Thumb state.
+fn load(image: &[u8]) -> Result<(UserSpace, u32, bool), SpawnError> {
     let elf = elf::Elf::parse(image).map_err(SpawnError::BadImage)?;
     let mut space = new_space()?;
     match map_image(&mut space, &elf) {
-        Ok(()) => Ok((space, elf.entry)),
+        Ok(()) => Ok((space, elf.entry, elf.thumb)),
         Err(e) => {
             let _ = space.destroy(&mut KernelFrames, &mut crate::proc::frame_refs());
             Err(e)
@@ -72,48 +125,54 @@ fn load(image: &[u8]) -> Result<(UserSpace, u32), SpawnError> {
 
 fn map_image(space: &mut UserSpace, elf: &elf::Elf<'_>) -> Result<(), SpawnError> {
     let mut refs = crate::proc::frame_refs();
-    for seg in elf.segments() {
-        let start = seg.vaddr & !(PAGE_SIZE - 1);
-        let end = (seg.vaddr + seg.memsz).next_multiple_of(PAGE_SIZE);
-        let (perm, kind) = match seg.perm {
+    for run in elf.runs() {
+        let (perm, kind) = match run.perm {
             SegPerm::RX => (Perm::RX, RegionKind::Text),
             SegPerm::R => (Perm::R, RegionKind::Data),
             SegPerm::RW => (Perm::RW, RegionKind::Data),
         };
         space.add_region(
-            VirtAddr::new(start),
-            end - start,
+            VirtAddr::new(run.start),
+            run.end - run.start,
             perm,
             kind,
             Backing::Private,
         )?;
-        // File bytes now; the rest of the region (.bss) is demand-zero.
-        space.populate(
-            VirtAddr::new(seg.vaddr),
-            seg.data,
-            &mut KernelFrames,
-            &mut refs,
-        )?;
         if perm == Perm::RX {
-            // No demand-zero page in a text region: a zero tail is filled now, so that every
-            // executable page goes through the maintenance below.
-            let tail = seg.memsz as usize - seg.data.len();
-            if tail > 0 {
-                let zeros = alloc::vec![0u8; tail];
-                let at = VirtAddr::new(seg.vaddr + seg.data.len() as u32);
-                space.populate(at, &zeros, &mut KernelFrames, &mut refs)?;
-            }
-            // The code was written through the direct map (D-cache): clean it to the Point of
-            // Unification, page by page; the I-cache is invalidated once, below.
-            let mut va = start;
-            while va < end {
-                if let Some(t) = space.space().translate(VirtAddr::new(va)) {
-                    if let Some(kva) = layout::phys_to_virt(t.pa) {
-                        cache::clean_to_pou(kva, PAGE_SIZE);
-                    }
-                }
+            // No demand-zero page in a text region: every page is present (zeroed) before the
+            // file bytes go in, so that every executable page goes through the maintenance
+            // below.
+            let zeros = [0u8; PAGE_SIZE as usize];
+            let mut va = run.start;
+            while va < run.end {
+                space.populate(VirtAddr::new(va), &zeros, &mut KernelFrames, &mut refs)?;
                 va += PAGE_SIZE;
             }
+        }
+    }
+    // File bytes now, split where a segment crosses from one run (region) into the next; the
+    // rest of a data region (.bss) is demand-zero.
+    for seg in elf.segments() {
+        for run in elf.runs() {
+            let from = seg.vaddr.max(run.start);
+            let to = (seg.vaddr + seg.data.len() as u32).min(run.end);
+            if from < to {
+                let bytes = &seg.data[(from - seg.vaddr) as usize..(to - seg.vaddr) as usize];
+                space.populate(VirtAddr::new(from), bytes, &mut KernelFrames, &mut refs)?;
+            }
+        }
+    }
+    for run in elf.runs().iter().filter(|r| r.perm.executable()) {
+        // The code was written through the direct map (D-cache): clean it to the Point of
+        // Unification, page by page; the I-cache is invalidated once, below.
+        let mut va = run.start;
+        while va < run.end {
+            if let Some(t) = space.space().translate(VirtAddr::new(va)) {
+                if let Some(kva) = layout::phys_to_virt(t.pa) {
+                    cache::clean_to_pou(kva, PAGE_SIZE);
+                }
+            }
+            va += PAGE_SIZE;
         }
     }
     // Make the cleaned code visible to instruction fetch before it can run (ARM ARM B2.2.9).
@@ -136,20 +195,43 @@ fn map_image(space: &mut UserSpace, elf: &elf::Elf<'_>) -> Result<(), SpawnError
     Ok(())
 }
 
-/// Starts `name` with `arg` in r0 as a child of `parent`.
+/// Starts the embedded program `name` with `arg` in r0 as a child of `parent`.
 pub(super) fn spawn(name: &str, arg: u32, parent: Pid) -> Result<Pid, SpawnError> {
-    let &(name, image) = crate::programs::PROGRAMS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .ok_or(SpawnError::NoSuchProgram)?;
-    let (space, entry) = load(image)?;
+    let image = crate::programs::find(name).ok_or(SpawnError::NoSuchProgram)?;
+    spawn_image(name, image, arg, parent)
+}
+
+/// The whole file at `path` on the card, at most [`MAX_PROGRAM_FILE`] bytes. Reads with the
+/// polling driver: the caller holds the CPU until it is done.
+pub(super) fn read_program(path: &str) -> Result<alloc::vec::Vec<u8>, SpawnError> {
+    Ok(fs::read_file_max(&EMMC, path, MAX_PROGRAM_FILE)?)
+}
+
+/// Starts the program in the card file `path` with `arg` in r0 as a child of `parent`. The
+/// file is read whole into a kernel buffer that is freed once the address space is built.
+pub(super) fn spawn_file(path: &str, arg: u32, parent: Pid) -> Result<Pid, SpawnError> {
+    let image = read_program(path)?;
+    let name = path.rsplit('/').next().unwrap_or(path);
+    spawn_image(name, &image, arg, parent)
+}
+
+/// Starts the program in `image` with `arg` in r0 as a child of `parent`; `name` is what `ps`
+/// shows.
+pub(super) fn spawn_image(
+    name: &str,
+    image: &[u8],
+    arg: u32,
+    parent: Pid,
+) -> Result<Pid, SpawnError> {
+    let (space, entry, thumb) = load(image)?;
     let mut ctx = TrapFrame {
         sp_usr: USER_STACK_TOP.as_u32(),
         pc: entry,
-        cpsr: USER_CPSR,
+        cpsr: if thumb { USER_CPSR | PSR_T } else { USER_CPSR },
         ..TrapFrame::default()
     };
     ctx.r[0] = arg;
+    let name = ProcName::new(name);
     let mut t = TABLE.lock();
     let Some(pid) = t.alloc_pid() else {
         drop(t);

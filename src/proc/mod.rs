@@ -46,7 +46,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use slots::Slots;
 
 pub use cpu_state::{fp_owner, fp_stats, FpStats};
-pub use loader::{new_space, SpawnError};
+pub use loader::{new_space, SpawnError, MAX_PROGRAM_FILE};
 
 /// A process id. 0 is the kernel task.
 pub type Pid = u32;
@@ -163,11 +163,52 @@ impl State {
     }
 }
 
+/// A process's name for `ps` and reports: the program's file name, cut to 15 bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ProcName {
+    bytes: [u8; 15],
+    len: u8,
+}
+
+impl ProcName {
+    /// `name`, cut at a character boundary to fit.
+    pub fn new(name: &str) -> Self {
+        let mut len = name.len().min(15);
+        while !name.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut bytes = [0; 15];
+        bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+        Self {
+            bytes,
+            len: len as u8,
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        // The bytes are a prefix of a str cut at a character boundary.
+        core::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("?")
+    }
+}
+
+impl fmt::Display for ProcName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl fmt::Debug for ProcName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 /// One process.
 pub struct Process {
     pub pid: Pid,
     pub parent: Pid,
-    pub name: &'static str,
+    pub name: ProcName,
     pub state: State,
     /// User registers while it is not on the CPU.
     ctx: TrapFrame,
@@ -198,7 +239,7 @@ impl Process {
 #[derive(Debug, Clone, Copy)]
 pub struct ExitRecord {
     pub pid: Pid,
-    pub name: &'static str,
+    pub name: ProcName,
     pub status: ExitStatus,
 }
 
@@ -392,9 +433,30 @@ fn user_exception(frame: &mut TrapFrame, kind: ExceptionKind) {
     }
 }
 
-/// Starts program `name` with `arg` in r0, as a child of the kernel task.
+/// Starts the embedded program `name` with `arg` in r0, as a child of the kernel task.
 pub fn spawn(name: &str, arg: u32) -> Result<Pid, SpawnError> {
     loader::spawn(name, arg, KERNEL_PID)
+}
+
+/// Starts the program in the card file `path` with `arg` in r0, as a child of the kernel task.
+/// The card is read with the polling driver, on this CPU, before anything else runs here.
+pub fn spawn_path(path: &str, arg: u32) -> Result<Pid, SpawnError> {
+    loader::spawn_file(path, arg, KERNEL_PID)
+}
+
+/// Starts `what` as the shell's `run` and the `spawn` system call understand it, as a child of
+/// `parent`: a path (with a `/`) is a file on the card; a bare name is an embedded program, or
+/// else the file of that name in `/bin` on the card.
+pub fn spawn_program(what: &str, arg: u32, parent: Pid) -> Result<Pid, SpawnError> {
+    if what.contains('/') {
+        return loader::spawn_file(what, arg, parent);
+    }
+    match loader::spawn(what, arg, parent) {
+        Err(SpawnError::NoSuchProgram) => {
+            loader::spawn_file(&alloc::format!("/bin/{what}"), arg, parent)
+        }
+        r => r,
+    }
 }
 
 /// Kills process `pid` (from the kernel task). Returns `false` if there is no such live process.

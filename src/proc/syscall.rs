@@ -36,6 +36,7 @@ pub(super) fn dispatch(frame: &mut TrapFrame) {
         nr::SHM => shm(a0, a1),
         nr::SYSINFO => sysinfo(a0),
         nr::WAIT => return wait(frame, a0),
+        nr::SPAWN => spawn(a0, a1, a2),
         _ => Err(errno::ENOSYS),
     };
     frame.r[0] = match result {
@@ -277,6 +278,23 @@ fn sysinfo(what: u32) -> SysResult {
 }
 
 /// `wait(pid)`: the exit status of child `pid`, blocking until it has ended.
+/// Longest path `spawn` takes.
+const PATH_MAX: u32 = 255;
+
+/// `spawn(path, len, arg)`: starts the program at `path` (see [`super::spawn_program`]) as a
+/// child of the caller, with `arg` in r0. The path is copied in first; the file is read from the
+/// card with the polling driver, so the caller holds the CPU until the program is loaded.
+fn spawn(path: u32, len: u32, arg: u32) -> SysResult {
+    if len == 0 || len > PATH_MAX {
+        return Err(errno::EINVAL);
+    }
+    let mut buf = [0u8; PATH_MAX as usize];
+    let bytes = &mut buf[..len as usize];
+    copy_from_user(bytes, path).map_err(|Efault| errno::EFAULT)?;
+    let path = core::str::from_utf8(bytes).map_err(|_| errno::EINVAL)?;
+    super::spawn_program(path, arg, current_pid()).map_err(|e| e.errno())
+}
+
 fn wait(frame: &mut TrapFrame, child: u32) {
     let mut t = TABLE.lock();
     let pid = t.current.expect("a system call has a current process");

@@ -26,6 +26,14 @@ pub const CONSOLE: u32 = 1;
 pub struct Errno(pub i32);
 
 impl Errno {
+    /// No such file or program.
+    pub const ENOENT: Errno = Errno(abi::errno::ENOENT);
+    /// The card could not be read.
+    pub const EIO: Errno = Errno(abi::errno::EIO);
+    /// Not an executable the kernel runs.
+    pub const ENOEXEC: Errno = Errno(abi::errno::ENOEXEC);
+    /// Permission denied (a directory given as a program).
+    pub const EACCES: Errno = Errno(abi::errno::EACCES);
     /// No such process.
     pub const ESRCH: Errno = Errno(abi::errno::ESRCH);
     /// Bad file descriptor.
@@ -45,6 +53,10 @@ impl Errno {
     pub const fn name(self) -> Option<&'static str> {
         use abi::errno::*;
         Some(match self.0 {
+            ENOENT => "ENOENT",
+            EIO => "EIO",
+            ENOEXEC => "ENOEXEC",
+            EACCES => "EACCES",
             ESRCH => "ESRCH",
             EBADF => "EBADF",
             ECHILD => "ECHILD",
@@ -210,6 +222,15 @@ impl WaitStatus {
 pub fn wait(pid: u32) -> Result<WaitStatus, Errno> {
     // SAFETY: wait has no memory effects.
     check(unsafe { syscall(nr::WAIT, [pid, 0, 0, 0]) }).map(WaitStatus::from_raw)
+}
+
+/// Starts the program at `path` (a file on the card such as `/bin/hello`, or a bare name: an
+/// embedded program, else `/bin/NAME`) with `arg` in its r0, as a child of the caller (so
+/// [`wait`] works on it); returns its pid. The caller holds the CPU while the card is read.
+pub fn spawn(path: &str, arg: u32) -> Result<u32, Errno> {
+    // SAFETY: the kernel only reads `path`, which is valid for `path.len()` bytes.
+    let r = unsafe { syscall(nr::SPAWN, [path.as_ptr() as u32, path.len() as u32, arg, 0]) };
+    check(r)
 }
 
 /// The caller's ASID (`sysinfo(2)`); panics if the kernel does not report it.
