@@ -339,7 +339,9 @@ fn remove_identity_map() {
     for slot in 0..layout::USER_L1_ENTRIES {
         mem.write_u32(l1_entry_pa(slot), 0);
     }
-    // The removed entries were global and may sit in the TLB or the walk cache.
+    // The removed entries were global and may sit in the TLB or the walk cache of any core that
+    // ran with this table: TLBIALLIS reaches them all (only core 0 runs this early; a secondary
+    // enters through its trampoline table and flushes its own TLB when it leaves it).
     mmu::CpuTlb.publish(layout::KERNEL_L1_PHYS, layout::L1_TABLE_SIZE);
     tlb::flush_all();
     mmu::switch_kernel_only();
@@ -426,6 +428,8 @@ pub fn unmap_last_mmio(va: VirtAddr) -> Result<(), VmError> {
     if rec.virt != va.align_down(PAGE_SIZE) {
         return Err(VmError::Window(WindowError::NotLast));
     }
+    // Global kernel entries, which any core may hold (all share the TTBR1 half):
+    // `unmap_range` invalidates them with TLBIMVAAIS on every core before the range is reused.
     vm.space.unmap_range(rec.virt, rec.size, pmm)?;
     vm.window.cancel_last_mmio(rec.virt)?;
     Ok(())
@@ -442,6 +446,9 @@ pub fn grow_heap(bytes: u32) -> Result<(VirtAddr, VirtAddr), VmError> {
         .max(HEAP_GROW_MIN)
         .checked_next_multiple_of(PAGE_SIZE)
         .ok_or(VmError::Window(WindowError::HeapWouldCrossMmio))?;
+    // The pages mapped here were fault entries, which no core caches: no invalidation. The
+    // undo below unmaps global entries that any core may have cached meanwhile; `unmap_page`
+    // invalidates them on every core (TLBIMVAAIS). A new MMIO mapping is the same.
     let range = vm.window.grow_heap(bytes)?;
     let mut va = range.start;
     let result = loop {
@@ -622,16 +629,17 @@ pub fn print_memory_map() {
 /// four times per rollover. Until a core flushes it runs the space it ran at the rollover, whose
 /// ASID the rollover kept for it, so the stale entries of other ASIDs it still holds cannot match.
 pub fn enter_user(l1: PhysAddr, ctx: &mut ContextId) -> Result<Asid, AsidError> {
-    // The core is read under the lock (IRQs masked): the caller cannot move to another core
-    // between the read and the switch, so the allocator's record of each core stays exact.
-    let switch = {
-        let mut asids = ASIDS.lock();
-        asids.switch_to(core_id() as usize, ctx)?
-    };
+    // The core is read under the lock (IRQs masked), and the lock is held until CONTEXTIDR and
+    // TTBR0 hold what the allocator recorded for this core: a rollover on another core in
+    // between would otherwise keep the new space's ASID but not the one this core still runs,
+    // and see the old space as not running while this core may still walk its table.
+    let mut asids = ASIDS.lock();
+    let switch = asids.switch_to(core_id() as usize, ctx)?;
     if switch.flush_tlb {
         flush_local_tlb();
     }
     mmu::switch_user(l1, switch.asid);
+    drop(asids);
     Ok(switch.asid)
 }
 
