@@ -6,9 +6,10 @@
 //! from the heap (the heap's rescue path takes them to grow).
 
 use crate::arch::arm::boot::image_layout;
+use crate::arch::arm::cp15::TlbiAll;
 use crate::arch::arm::direct_map::DirectMap;
 use crate::arch::arm::irq::IrqSafeMutex;
-use crate::arch::arm::{cache, exception, mmu, tlb};
+use crate::arch::arm::{cache, core_id, exception, mmu, smp, tlb};
 use crate::bsp::raspi2::mmio::Mmio;
 use crate::bsp::raspi2::{self as board};
 use crate::mm::addr::{SECTION_SHIFT, SECTION_SIZE};
@@ -37,8 +38,11 @@ pub struct KernelVm {
 pub static PMM: IrqSafeMutex<Option<Pmm<'static>>> = IrqSafeMutex::new(None);
 /// The kernel address space (after `vm2_start`).
 pub static KERNEL_VM: IrqSafeMutex<Option<KernelVm>> = IrqSafeMutex::new(None);
-/// ASIDs for user address spaces. One CPU for now.
-pub static ASIDS: IrqSafeMutex<AsidAllocator<1>> = IrqSafeMutex::new(AsidAllocator::new());
+/// ASIDs for user address spaces, one allocator for the four cores (indexed by MPIDR.Aff0): a
+/// rollover keeps the ASID running on each core and makes each core flush its own TLB before its
+/// next ASID use (`enter_user`).
+pub static ASIDS: IrqSafeMutex<AsidAllocator<{ smp::CORES }>> =
+    IrqSafeMutex::new(AsidAllocator::new());
 
 /// Smallest heap growth step: growing is a lock round trip and a TLB sync per page, so it is
 /// done a few pages at a time.
@@ -335,7 +339,9 @@ fn remove_identity_map() {
     for slot in 0..layout::USER_L1_ENTRIES {
         mem.write_u32(l1_entry_pa(slot), 0);
     }
-    // The removed entries were global and may sit in the TLB or the walk cache.
+    // The removed entries were global and may sit in the TLB or the walk cache of any core that
+    // ran with this table: TLBIALLIS reaches them all (only core 0 runs this early; a secondary
+    // enters through its trampoline table and flushes its own TLB when it leaves it).
     mmu::CpuTlb.publish(layout::KERNEL_L1_PHYS, layout::L1_TABLE_SIZE);
     tlb::flush_all();
     mmu::switch_kernel_only();
@@ -422,6 +428,8 @@ pub fn unmap_last_mmio(va: VirtAddr) -> Result<(), VmError> {
     if rec.virt != va.align_down(PAGE_SIZE) {
         return Err(VmError::Window(WindowError::NotLast));
     }
+    // Global kernel entries, which any core may hold (all share the TTBR1 half):
+    // `unmap_range` invalidates them with TLBIMVAAIS on every core before the range is reused.
     vm.space.unmap_range(rec.virt, rec.size, pmm)?;
     vm.window.cancel_last_mmio(rec.virt)?;
     Ok(())
@@ -438,6 +446,9 @@ pub fn grow_heap(bytes: u32) -> Result<(VirtAddr, VirtAddr), VmError> {
         .max(HEAP_GROW_MIN)
         .checked_next_multiple_of(PAGE_SIZE)
         .ok_or(VmError::Window(WindowError::HeapWouldCrossMmio))?;
+    // The pages mapped here were fault entries, which no core caches: no invalidation. The
+    // undo below unmaps global entries that any core may have cached meanwhile; `unmap_page`
+    // invalidates them on every core (TLBIMVAAIS). A new MMIO mapping is the same.
     let range = vm.window.grow_heap(bytes)?;
     let mut va = range.start;
     let result = loop {
@@ -605,29 +616,51 @@ pub fn print_memory_map() {
     }
 }
 
-/// Makes the user space with table `l1` and context `ctx` current on this CPU (core 0): takes
-/// an ASID from the allocator (a new one if `ctx` is new or of an older generation), flushes the
-/// whole TLB first if an ASID rollover happened since this CPU last switched (entries of the old
-/// generation may carry ASIDs now handed to others), then switches TTBR0 and the ASID by the
-/// ARM ARM sequence. Returns the ASID: the caller tags the space's TLB maintenance with it, which
-/// may differ from the one it had before a rollover.
+/// Makes the user space with table `l1` and context `ctx` current on this core: takes an ASID
+/// from the allocator for this core (a new one if `ctx` is new or of an older generation),
+/// flushes this core's whole TLB first if an ASID rollover happened since this core last switched
+/// (entries of the old generation may carry ASIDs now handed to others), then switches TTBR0 and
+/// the ASID by the ARM ARM sequence. Returns the ASID: the caller tags the space's TLB maintenance
+/// with it, which may differ from the one it had before a rollover.
+///
+/// The rollover flush is local (TLBIALL), not TLBIALLIS: the allocator tells *each* core to flush
+/// once before its next ASID use, so every core clears its own TLB at the only moment it could
+/// start using a recycled ASID; a broadcast would only make the four cores flush each other up to
+/// four times per rollover. Until a core flushes it runs the space it ran at the rollover, whose
+/// ASID the rollover kept for it, so the stale entries of other ASIDs it still holds cannot match.
 pub fn enter_user(l1: PhysAddr, ctx: &mut ContextId) -> Result<Asid, AsidError> {
-    let switch = ASIDS.lock().switch_to(0, ctx)?;
+    // The core is read under the lock (IRQs masked), and the lock is held until CONTEXTIDR and
+    // TTBR0 hold what the allocator recorded for this core: a rollover on another core in
+    // between would otherwise keep the new space's ASID but not the one this core still runs,
+    // and see the old space as not running while this core may still walk its table.
+    let mut asids = ASIDS.lock();
+    let switch = asids.switch_to(core_id() as usize, ctx)?;
     if switch.flush_tlb {
-        tlb::flush_all();
+        flush_local_tlb();
     }
     mmu::switch_user(l1, switch.asid);
+    drop(asids);
     Ok(switch.asid)
 }
 
-/// Leaves user space on this CPU: TTBR0 walks off, ASID 0, and the allocator told that nothing
+/// This core's part of an ASID rollover: DSB, TLBIALL (this core only), BPIALLIS, DSB, ISB.
+/// The branch predictor is invalidated with the inner-shareable form because it is the only
+/// one the CP15 layer has; on the Cortex-A7 it costs the same.
+fn flush_local_tlb() {
+    crate::arch::arm::barrier::dsb();
+    // SAFETY: TLBIALL only drops this core's cached translations; the operand is ignored.
+    unsafe { TlbiAll::write(0) };
+    tlb::complete();
+}
+
+/// Leaves user space on this core: TTBR0 walks off, ASID 0, and the allocator told that nothing
 /// runs here, so the space may be released.
 pub fn leave_user() {
     mmu::switch_kernel_only();
-    ASIDS
-        .lock()
-        .leave(0)
-        .expect("CPU 0 exists in the allocator");
+    let mut asids = ASIDS.lock();
+    asids
+        .leave(core_id() as usize)
+        .expect("every core of the cluster exists in the allocator");
 }
 
 /// Frames free in the PMM.

@@ -1,6 +1,14 @@
 //! The ASID allocator against a plain model: the live address spaces with their (generation,
 //! ASID), what each CPU runs, which ASIDs the last rollover kept, and which CPUs owe a TLB flush.
-//! Thousands of create/switch/destroy steps per case, checked after every step.
+//! Thousands of create/switch/leave/destroy steps per case on one and on four CPUs, checked after
+//! every step.
+//!
+//! Each CPU also has an emulated TLB: the (ASID, space) pairs it may have cached since it last
+//! flushed. A CPU caches entries of the space it switches to under the ASID it got; it forgets them
+//! only when the allocator tells it to flush (a local TLBIALL: nothing else is modelled on a
+//! rollover) or when a destroyed space's ASID is freed, which the caller invalidates on every CPU
+//! (TLBIASIDIS) as `release` requires. A switch to an ASID that the CPU's TLB still holds for
+//! another space fails the test: that is the rule a rollover must keep on several CPUs.
 
 use pi2vm::mm::asid::{AsidAllocator, AsidError, ContextId};
 use proptest::prelude::*;
@@ -9,11 +17,21 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Debug, Clone)]
 enum Op {
     Create,
-    Switch { cpu: usize, pick: usize },
-    Destroy { pick: usize },
+    Switch {
+        cpu: usize,
+        pick: usize,
+    },
+    Destroy {
+        pick: usize,
+    },
+    /// The CPU goes idle: `leave`, TTBR0 off, ASID 0.
+    Leave {
+        cpu: usize,
+    },
 }
 
-/// Operation sequences, with weights of creation and destruction against 70 for switches.
+/// Operation sequences, with weights of creation and destruction against 70 for switches and 5
+/// for a CPU going idle.
 fn ops(cpus: usize, create: u32, destroy: u32, len: usize) -> impl Strategy<Value = Vec<Op>> {
     let op = prop_oneof![
         create => Just(Op::Create),
@@ -21,6 +39,7 @@ fn ops(cpus: usize, create: u32, destroy: u32, len: usize) -> impl Strategy<Valu
         63 => (0..cpus, any::<usize>()).prop_map(|(cpu, pick)| Op::Switch { cpu, pick }),
         7 => any::<usize>().prop_map(move |pick| Op::Switch { cpu: cpus, pick }),
         destroy => any::<usize>().prop_map(|pick| Op::Destroy { pick }),
+        5 => (0..cpus).prop_map(|cpu| Op::Leave { cpu }),
     ];
     proptest::collection::vec(op, len..len + 1500)
 }
@@ -32,8 +51,17 @@ struct Space {
 
 struct Model<const C: usize> {
     generation: u64,
-    /// Space each CPU switched to last (it is running there).
+    /// Space each CPU switched to last and has not left (it is running there).
     running: [Option<u64>; C],
+    /// ASID each CPU has in CONTEXTIDR while it runs a space.
+    loaded: [Option<u8>; C],
+    /// Space each CPU was running at the last rollover, until it leaves (the allocator's
+    /// reservation for it).
+    kept_on: [Option<u64>; C],
+    /// The emulated TLB of each CPU: (ASID, space) pairs it may hold.
+    tlb: Vec<BTreeSet<(u8, u64)>>,
+    /// Flushes each CPU was told to do.
+    flushes: [u64; C],
     flush_pending: [bool; C],
     /// Spaces that were running at the last rollover and have not switched in since: their ASID.
     kept: BTreeMap<u64, u8>,
@@ -82,11 +110,58 @@ fn check_unique<const C: usize>(m: &Model<C>, spaces: &[Space]) {
     }
 }
 
+/// A CPU never runs an ASID that another CPU runs for another space, nor one that a live space of
+/// the current generation or a kept space holds; `is_running` agrees with the model.
+fn check_running<const C: usize>(m: &Model<C>, spaces: &[Space], alloc: &AsidAllocator<C>) {
+    for c in 0..C {
+        let (Some(x), Some(a)) = (m.running[c], m.loaded[c]) else {
+            continue;
+        };
+        for d in 0..C {
+            if let (Some(y), Some(b)) = (m.running[d], m.loaded[d]) {
+                assert!(
+                    x == y || a != b,
+                    "CPUs {c} and {d} run spaces {x} and {y} with ASID {a}"
+                );
+            }
+        }
+        for s in spaces.iter().filter(|s| s.id != x) {
+            if s.ctx.generation() == m.generation {
+                assert_ne!(
+                    s.ctx.asid().unwrap().get(),
+                    a,
+                    "CPU {c} runs space {x} with ASID {a} of space {}",
+                    s.id
+                );
+            }
+            if let Some(&k) = m.kept.get(&s.id) {
+                assert_ne!(
+                    k, a,
+                    "CPU {c} runs space {x} with ASID {a} kept for space {}",
+                    s.id
+                );
+            }
+        }
+    }
+    for s in spaces {
+        assert_eq!(
+            alloc.is_running(s.ctx),
+            m.is_running(s.id),
+            "is_running({})",
+            s.id
+        );
+    }
+}
+
 fn run<const C: usize>(max_live: usize, ops: &[Op]) -> u64 {
     let mut alloc = AsidAllocator::<C>::new();
     let mut m = Model::<C> {
         generation: 1,
         running: [None; C],
+        loaded: [None; C],
+        kept_on: [None; C],
+        tlb: vec![BTreeSet::new(); C],
+        flushes: [0; C],
         flush_pending: [false; C],
         kept: BTreeMap::new(),
         kept_dead: BTreeSet::new(),
@@ -146,6 +221,7 @@ fn run<const C: usize>(max_live: usize, ops: &[Op]) -> u64 {
                         m.kept.insert(*r, asid);
                     }
                     m.kept_dead.clear();
+                    m.kept_on = m.running;
                     m.flush_pending = [true; C];
                     assert!(
                         !m.kept.values().any(|&a| a == got.asid.get()),
@@ -160,6 +236,16 @@ fn run<const C: usize>(max_live: usize, ops: &[Op]) -> u64 {
                 assert_eq!(ctx.generation(), m.generation);
                 assert_eq!(ctx.asid(), Some(got.asid));
                 assert_ne!(got.asid.get(), 0);
+                if got.flush_tlb {
+                    m.tlb[cpu].clear();
+                    m.flushes[cpu] += 1;
+                }
+                let a = got.asid.get();
+                if let Some(&(_, other)) = m.tlb[cpu].iter().find(|&&(x, s)| x == a && s != id) {
+                    panic!("CPU {cpu} runs space {id} with ASID {a}, its TLB still holds space {other}'s");
+                }
+                m.tlb[cpu].insert((a, id));
+                m.loaded[cpu] = Some(a);
                 if current {
                     assert_eq!(ctx, before, "a current space keeps its context");
                 } else if let Some(a) = kept {
@@ -189,6 +275,18 @@ fn run<const C: usize>(max_live: usize, ops: &[Op]) -> u64 {
                     continue;
                 }
                 let got = alloc.release(&mut spaces[i].ctx).unwrap();
+                if let Some(a) = got {
+                    // The caller's TLBIASIDIS, on every CPU: the only invalidation `release`
+                    // asks for (none for a stale space).
+                    for t in &mut m.tlb {
+                        t.retain(|&(x, _)| x != a.get());
+                    }
+                }
+                for k in &mut m.kept_on {
+                    if *k == Some(id) {
+                        *k = None;
+                    }
+                }
                 if before.generation() == m.generation {
                     assert_eq!(got, before.asid());
                     assert_eq!(alloc.asids_in_use(), used_before - 1);
@@ -201,9 +299,31 @@ fn run<const C: usize>(max_live: usize, ops: &[Op]) -> u64 {
                 }
                 spaces.swap_remove(i);
             }
+            Op::Leave { cpu } => {
+                alloc.leave(cpu).unwrap();
+                m.running[cpu] = None;
+                m.loaded[cpu] = None;
+                // Its reservation goes; the ASID stays taken until the next rollover unless
+                // another CPU still reserves it for the same space.
+                if let Some(x) = m.kept_on[cpu].take() {
+                    if !m.kept_on.contains(&Some(x)) {
+                        if let Some(a) = m.kept.remove(&x) {
+                            m.kept_dead.insert(a);
+                        }
+                    }
+                }
+            }
         }
+        check_running(&m, &spaces, &alloc);
         check_unique(&m, &spaces);
         assert_eq!(alloc.asids_in_use() as usize, m.used(&spaces).len());
+    }
+    for (cpu, &n) in m.flushes.iter().enumerate() {
+        assert!(
+            n <= m.rollovers,
+            "CPU {cpu} told to flush {n} times for {} rollovers",
+            m.rollovers
+        );
     }
     m.rollovers
 }
@@ -262,6 +382,9 @@ fn round_robin(cpus: usize) -> Vec<Op> {
             ops.push(Op::Destroy { pick: i * 13 });
             ops.push(Op::Create);
         }
+        if i % 97 == 0 {
+            ops.push(Op::Leave { cpu: i % cpus });
+        }
     }
     with_live_spaces(300, ops)
 }
@@ -276,4 +399,47 @@ fn round_robin_over_more_spaces_than_asids_rolls_over_again_and_again_on_one_cpu
 fn round_robin_over_more_spaces_than_asids_rolls_over_again_and_again_on_four_cpus() {
     let rollovers = run::<4>(300, &round_robin(4));
     assert!(rollovers > 20, "only {rollovers} rollovers");
+}
+
+/// Four CPUs at very different rates: CPU 2 goes round a churn of 300 spaces (a rollover every
+/// lap), CPUs 0 and 1 share a space and switch only now and then, CPU 0 sometimes switches to it
+/// and away again while CPU 1 still runs it, and CPU 3 stays on one space across several rollovers
+/// or goes idle. So a CPU's reservation must survive rollovers it takes no part in, and a space
+/// kept on two CPUs must stay kept on both when one of them switches it in.
+fn uneven_rates() -> Vec<Op> {
+    let mut ops = Vec::new();
+    for i in 0..20_000usize {
+        ops.push(Op::Switch {
+            cpu: 2,
+            pick: 3 + i * 7,
+        });
+        match i % 300 {
+            0 => {
+                ops.push(Op::Switch { cpu: 0, pick: 0 });
+                ops.push(Op::Switch { cpu: 1, pick: 0 });
+            }
+            150 => {
+                ops.push(Op::Switch { cpu: 0, pick: 0 });
+                ops.push(Op::Switch { cpu: 0, pick: 2 });
+            }
+            _ => {}
+        }
+        if i % 1100 == 0 {
+            ops.push(Op::Switch { cpu: 3, pick: 1 });
+        }
+        if i % 2300 == 0 {
+            ops.push(Op::Leave { cpu: 3 });
+        }
+        if i % 50 == 0 {
+            ops.push(Op::Destroy { pick: i * 13 });
+            ops.push(Op::Create);
+        }
+    }
+    with_live_spaces(300, ops)
+}
+
+#[test]
+fn four_cpus_switching_at_uneven_rates_keep_their_reservations_across_rollovers() {
+    let rollovers = run::<4>(300, &uneven_rates());
+    assert!(rollovers > 50, "only {rollovers} rollovers");
 }

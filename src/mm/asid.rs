@@ -407,6 +407,45 @@ mod tests {
     }
 
     #[test]
+    fn a_rollover_on_four_cpus_keeps_the_four_running_asids_and_each_cpu_flushes_once() {
+        let mut a = AsidAllocator::<4>::new();
+        let mut running = [ContextId::NEW; 4];
+        for (cpu, ctx) in running.iter_mut().enumerate() {
+            switch(&mut a, cpu, ctx);
+        }
+        let kept: Vec<_> = running.iter().map(|c| c.asid()).collect();
+        // CPU 3 goes round new spaces until one of them rolls over; CPUs 0-2 do not switch.
+        let mut c3 = running[3];
+        while a.generation() == 1 {
+            c3 = ContextId::NEW;
+            let (_, flush) = switch(&mut a, 3, &mut c3);
+            assert_eq!(
+                flush,
+                a.generation() == 2,
+                "CPU 3 flushes at the rollover only"
+            );
+        }
+        assert!(!kept[..3].contains(&c3.asid()), "a running ASID handed out");
+        for cpu in 0..3 {
+            assert!(a.is_running(running[cpu]));
+            let (asid, flush) = switch(&mut a, cpu, &mut running[cpu]);
+            assert!(
+                flush,
+                "CPU {cpu} flushes before its first switch after the rollover"
+            );
+            assert_eq!(
+                Some(Asid(asid)),
+                kept[cpu],
+                "CPU {cpu}'s space keeps its ASID"
+            );
+            let (_, flush) = switch(&mut a, cpu, &mut running[cpu]);
+            assert!(!flush, "CPU {cpu} flushes once");
+        }
+        let (_, flush) = switch(&mut a, 3, &mut c3);
+        assert!(!flush, "CPU 3 flushed already");
+    }
+
+    #[test]
     fn a_space_running_during_a_rollover_keeps_its_asid() {
         let mut a = AsidAllocator::<2>::new();
         let spaces = fill(&mut a);

@@ -363,6 +363,23 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
         self.tlb.publish(frame.start(), PAGE_SIZE);
     }
 
+    /// The tag of this space's TLB entries: its ASID, or global for the kernel space.
+    ///
+    /// Which cores may hold an entry, and why the kernel's [`Tlb`] (`mmu::CpuTlb`, the
+    /// inner-shareable forms) reaches them, for every invalidation in this file:
+    /// * user entries (non-global, tagged with this space's ASID): only cores that ran this
+    ///   space (TTBR0 walking its table) since it got that ASID, or before a rollover that let it
+    ///   keep it: the core it runs on and, once processes migrate, cores it ran on earlier, which
+    ///   the kernel does not track. TLBIMVAIS / TLBIASIDIS reach every core of the inner-shareable
+    ///   domain, which each core joined by setting ACTLR.SMP before turning its MMU on, so no
+    ///   core that ran the space is missed. Entries it cached under an ASID of an older generation
+    ///   are not reached by the tag, but every core flushes its own TLB after a rollover before
+    ///   it uses an ASID again (`vm::enter_user`). A space that has not run since a rollover
+    ///   still carries its old ASID as tag, which may now be another space's: invalidating it
+    ///   only makes that space refetch, and still reaches a core holding this space's old entries
+    ///   that has not flushed yet.
+    /// * kernel entries (global, the TTBR1 half every core shares): any core may hold them, so
+    ///   TLBIMVAAIS / TLBIALLIS, again to every core of the domain.
     #[inline]
     fn tag(&self) -> TlbTag {
         match self.asid {
@@ -493,6 +510,7 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
         alloc: &mut A,
     ) -> Result<(), MapError> {
         self.write_published(self.l1_pa(slot), 0);
+        // Walk-cache copies of the L1 entry, on any core that walked it (see `tag`).
         self.tlb.invalidate_page(va, self.tag());
         if self.sibling_l2_frame(slot).is_none() {
             // The frame may be reused at once: the walker must be done with it first.
@@ -560,6 +578,7 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
     ) -> Result<PhysAddr, MapError> {
         let (slot, table, l2_pa, raw) = self.find_page(va)?;
         self.write_published(l2_pa, 0);
+        // Unmap: every core that may hold the page (see `tag`), by MVA, inner-shareable.
         self.tlb.invalidate_page(va, self.tag());
         if self.adjust_count(slot, false) == 0 {
             self.release_slot(slot, table, va, alloc)?;
@@ -577,6 +596,10 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
 
     /// Replaces a valid descriptor at `desc_pa` (translating `va`) with `new`: in place when
     /// only permissions differ, break-before-make otherwise. Synchronises.
+    ///
+    /// Protect and copy on write (the write fault replaces a read-only page with a private copy)
+    /// come here: the old entry may be on any core that ran the space (see `tag`), and the IS
+    /// invalidation by MVA drops it there before the new one may be used.
     fn replace_valid(&mut self, va: VirtAddr, desc_pa: PhysAddr, same_output: bool, new: u32) {
         if !same_output {
             self.write_published(desc_pa, 0);
@@ -682,6 +705,7 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
     fn unmap_section_nosync(&mut self, va: VirtAddr) -> Result<PhysAddr, MapError> {
         let (slot, s) = self.find_section(va)?;
         self.write_published(self.l1_pa(slot), 0);
+        // As a page (see `tag`): sections are kernel mappings, global, on any core.
         self.tlb.invalidate_page(va, self.tag());
         Ok(s.base())
     }
@@ -1040,6 +1064,9 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
 
     /// Invalidates every TLB entry this space may have cached (its ASID; the whole TLB for the
     /// kernel space) and synchronises.
+    ///
+    /// Fork's write-protect and the unshare use it: the space's entries may be on every core that
+    /// ran it, and TLBIASIDIS reaches them all (see `tag`).
     fn invalidate_space(&mut self) {
         match self.asid {
             Some(a) => self.tlb.invalidate_asid(a),
@@ -1337,7 +1364,8 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
     pub fn destroy<A: FrameAllocator>(mut self, alloc: &mut A) -> Result<(), MapError> {
         let mut result = Ok(());
         if let Some(a) = self.asid {
-            // Nothing of this ASID may stay cached once its frames are reused.
+            // Nothing of this ASID may stay cached once its frames are reused, on any core
+            // that ran the space: TLBIASIDIS (see `tag`). The caller frees the ASID only after.
             self.tlb.invalidate_asid(a);
             self.tlb.sync();
         }

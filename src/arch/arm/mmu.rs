@@ -26,6 +26,13 @@ pub fn probe_walk_coherency() -> bool {
 }
 
 /// TLB maintenance with CP15 (inner-shareable forms). Zero-sized: every call inlines.
+///
+/// Every invalidation is broadcast to the inner-shareable domain, which every core joined by
+/// setting ACTLR.SMP before its MMU came on (boot stub), and `sync`'s DSB waits until each core
+/// has done it. The address-space code needs no record of which core cached what: a user entry
+/// may sit on any core that ran the space since its ASID was assigned, a kernel entry on any
+/// core at all (`mm::vas` says so at each use). The only local TLB operations are the rollover's
+/// per-core flush (`vm::enter_user`) and the boot stub's, each done by a core on itself.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CpuTlb;
 
@@ -44,6 +51,8 @@ impl Tlb for CpuTlb {
         dsb();
     }
 
+    /// TLBIMVAAIS for a global (kernel) entry, which any core may hold; TLBIMVAIS for a user
+    /// entry, which any core that ran the space may hold.
     #[inline]
     fn invalidate_page(&mut self, va: VirtAddr, tag: TlbTag) {
         match tag {
@@ -52,16 +61,20 @@ impl Tlb for CpuTlb {
         }
     }
 
+    /// TLBIASIDIS: every core that ran the space under this ASID.
     #[inline]
     fn invalidate_asid(&mut self, asid: Asid) {
         tlb::invalidate_asid(asid.get());
     }
 
+    /// TLBIALLIS: kernel entries cleared from the shared TTBR1 half, on every core.
     #[inline]
     fn invalidate_all(&mut self) {
         tlb::invalidate_all();
     }
 
+    /// BPIALLIS (branch targets are virtual: every core), DSB (waits for the broadcast
+    /// invalidations to complete on every core), ISB.
     #[inline]
     fn sync(&mut self) {
         tlb::complete();
@@ -183,8 +196,8 @@ mmu_bbm_replace_l1:
     cmp     r12, r2
     blo     1b
     dsb
-    mcr     p15, 0, r3, c8, c3, 0       // TLBIALLIS
-    mcr     p15, 0, r3, c7, c1, 6       // BPIALLIS
+    mcr     p15, 0, r3, c8, c3, 0       // TLBIALLIS (global entries: any core; at boot only
+    mcr     p15, 0, r3, c7, c1, 6       // BPIALLIS   core 0 runs, and then it costs the same)
     dsb
     isb
     mov     r12, #0

@@ -1,7 +1,11 @@
 //! TLB and branch-predictor maintenance (ARM ARM B3.10 "TLB maintenance requirements").
 //!
 //! The inner-shareable forms are used throughout: with ACTLR.SMP set they reach every core of
-//! the cluster, and on one core they cost the same as the local forms.
+//! the cluster, and on one core they cost the same as the local forms. Two local invalidations
+//! exist on purpose, each a core clearing its own TLB: the boot stub's (each core before its MMU
+//! is on, and a secondary again after it leaves its trampoline table: entries only that core
+//! could have cached), and the per-core flush after an ASID rollover (`vm::enter_user`: each core
+//! is told to flush once before its next ASID use, so a broadcast would only repeat it).
 //!
 //! The required sequence after changing a valid descriptor is: the store, DSB (the walker can
 //! see it: table walks are coherent with the L1 D-cache on Cortex-A7, ID_MMFR3.CohWalk), TLB
@@ -54,7 +58,8 @@ pub fn complete() {
     isb();
 }
 
-/// Full flush as done on an ASID rollover: DSB, TLBIALLIS, BPIALLIS, DSB, ISB.
+/// Full flush of every core: DSB, TLBIALLIS, BPIALLIS, DSB, ISB. Used when the identity map
+/// goes (global entries any core may hold); an ASID rollover flushes core by core instead.
 pub fn flush_all() {
     dsb();
     invalidate_all();
