@@ -16,8 +16,10 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// The mailbox of the spin table: a core waits for its entry address there.
 const RELEASE_MAILBOX: usize = 3;
-/// How long core 0 waits at boot for a released core to report itself online.
-pub const ANSWER_TIMEOUT_MS: u64 = 100;
+/// How long core 0 waits at boot for a released core to report itself online (a core answers
+/// in microseconds; the margin is for QEMU on a loaded host, where a vCPU may not run for tens
+/// of milliseconds, and the test runs require all three).
+pub const ANSWER_TIMEOUT_MS: u64 = 1000;
 /// How long [`snapshot`] waits for an answer (generous: under QEMU on a loaded host a vCPU may
 /// not run for tens of milliseconds).
 pub const REQUEST_TIMEOUT_MS: u64 = 2000;

@@ -48,7 +48,7 @@ fn start(info: &BootInfo) {
 
 fn every_started_core_came_online() {
     let board = BOARD.load(core::sync::atomic::Ordering::Relaxed);
-    // The boot wait is 100 ms of CNTVCT; a QEMU vCPU on a loaded host can be later than that.
+    // The boot wait is 1 s of CNTVCT; a QEMU vCPU on a loaded host can be later than that.
     // A core that was reported silent but answers now is late, not missing.
     if smp::online().count() > 0 {
         smp::wait_online(smp::REQUEST_TIMEOUT_MS);
