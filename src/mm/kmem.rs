@@ -1,9 +1,9 @@
 //! Kernel memory that user programs cause: counted against a budget, refused when it is spent.
 //!
-//! Some of what a process asks for costs the kernel heap rather than frames: a region of its
-//! address space, a shared-memory object's table of pages, its own process record. Left alone,
-//! a few processes adding regions would exhaust the heap and the kernel would die on a failed
-//! allocation. So every such object is *charged* before it is made: a [`Charge`] taken from a
+//! Some of what a process asks for costs the kernel heap rather than frames: the array of its
+//! address space's regions, a shared-memory object's table of pages. Left alone, a few
+//! processes adding regions or objects would exhaust the heap and the kernel would die on a
+//! failed allocation. So every such object is *charged* before it is made: a [`Charge`] taken from a
 //! [`KmemBudget`] of a fixed number of bytes. When the budget is spent the request fails (the
 //! system call returns `ENOMEM`) and nothing was allocated. The kernel keeps enough frames out
 //! of user reach to grow its heap by the whole budget (see `proc::KernelFrames`), so a charged

@@ -315,7 +315,7 @@ static KERNEL_IDLE: AtomicBool = AtomicBool::new(false);
 /// The kernel task has something to do: switch back to it at the next opportunity.
 static KERNEL_WAKE: AtomicBool = AtomicBool::new(false);
 
-/// Kernel heap that user requests may take at once (regions, shared objects, process records):
+/// Kernel heap that user requests may take at once (region arrays, shared objects' page tables):
 /// past it they fail with `ENOMEM`. Its limit is set by [`init`] from the size of RAM, and the
 /// frames to grow the heap by that much are kept out of user reach ([`reserve_frames`]).
 pub static KMEM: KmemBudget = KmemBudget::new(0);
