@@ -304,6 +304,15 @@ fn meminfo(_: &mut Args<'_>) {
         proc::shared_frames()
     );
     println!("procs   : {} live", proc::with_table(|t| t.live()));
+    let (pooled, taken, filled) = {
+        let z = vm::ZERO_POOL.lock();
+        (z.len(), z.taken, z.filled)
+    };
+    println!(
+        "zeroed  : {pooled} of {} frames ready (counted free), {taken} taken by faults, {filled} \
+         zeroed while idle",
+        crate::mm::zero_pool::ZERO_POOL_FRAMES
+    );
 }
 
 fn access_str(a: Access, executable: bool) -> &'static str {

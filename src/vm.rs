@@ -20,10 +20,12 @@ use crate::mm::pmm::Pmm;
 use crate::mm::tlb::Tlb;
 use crate::mm::vas::{AddressSpace, Granule, MapError};
 use crate::mm::window::{KernelWindow, WindowError};
+use crate::mm::zero_pool::ZeroPool;
 use crate::mm::{layout, Frame, Page, PhysAddr, PmmError, VirtAddr, PAGE_SIZE};
 use buddy_system_allocator::{Heap, LockedHeapWithRescue};
 use core::alloc::Layout;
 use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// The kernel's address space type: tables reached through the direct map, CP15 maintenance.
 pub type KernelSpace = AddressSpace<DirectMap, mmu::CpuTlb>;
@@ -663,9 +665,69 @@ pub fn leave_user() {
         .expect("every core of the cluster exists in the allocator");
 }
 
-/// Frames free in the PMM.
+/// Frames free: free in the PMM, plus those in the zero pool (zeroed ahead of time, and still
+/// free memory for anyone who needs a frame).
 pub fn free_frames() -> u32 {
-    PMM.lock().as_ref().map_or(0, |p| p.free_frames())
+    let pmm = PMM.lock().as_ref().map_or(0, |p| p.free_frames());
+    pmm + ZERO_POOL.lock().len() as u32
+}
+
+/// Frames zeroed while core 0 was idle, for demand-zero faults (see `mm::zero_pool`). Taken
+/// alone: never held together with the PMM's lock.
+pub static ZERO_POOL: IrqSafeMutex<ZeroPool> = IrqSafeMutex::new(ZeroPool::new());
+
+/// Whether the zero pool may hold a frame: set when one is added, cleared when the last one
+/// goes (under the pool's lock), so that a fault finds an empty pool without taking the lock.
+static ZERO_POOL_READY: AtomicBool = AtomicBool::new(false);
+
+/// A frame from the zero pool, if it has one.
+#[inline]
+pub fn take_zeroed_frame() -> Option<Frame> {
+    if !ZERO_POOL_READY.load(Ordering::Relaxed) {
+        return None;
+    }
+    let mut pool = ZERO_POOL.lock_masked();
+    let frame = pool.pop();
+    if pool.is_empty() {
+        ZERO_POOL_READY.store(false, Ordering::Relaxed);
+    }
+    frame
+}
+
+/// Zeroes up to `batch` frames into the zero pool, taking them from the PMM only while it keeps
+/// more than `keep_free` frames free. Returns how many were added. Called by the idle loop, with
+/// IRQs masked: a batch delays a pending interrupt by a few thousand instructions at most.
+pub fn refill_zero_pool(batch: usize, keep_free: u32) -> usize {
+    let mut added = 0;
+    while added < batch && ZERO_POOL.lock_masked().has_room() {
+        let frame = {
+            let mut pmm = PMM.lock_masked();
+            let Some(p) = pmm.as_mut() else { break };
+            if p.free_frames() <= keep_free {
+                break;
+            }
+            match p.alloc_frame() {
+                Ok(f) => f,
+                Err(_) => break,
+            }
+        };
+        // SAFETY: the direct map is live; the frame was just allocated and is ours.
+        let mut mem = unsafe { DirectMap::new() };
+        mem.zero_frame(frame);
+        let pushed = {
+            let mut pool = ZERO_POOL.lock_masked();
+            let r = pool.push(frame);
+            ZERO_POOL_READY.store(!pool.is_empty(), Ordering::Relaxed);
+            r
+        };
+        if let Err(f) = pushed {
+            // Cannot happen (room was checked, and only this loop fills the pool): give it back.
+            with_pmm(|p| p.free_frame(f)).expect("a frame just allocated");
+            break;
+        }
+        added += 1;
+    }
+    added
 }
 
 /// Runs `f` with the PMM as a frame allocator.

@@ -78,6 +78,10 @@ pub const ENTRIES: &[Entry] = &[
         "proc::demand_zero_64_mib_costs_nothing_until_touched",
         demand_zero,
     ),
+    Entry::Test(
+        "proc::frames_zeroed_while_idle_serve_demand_zero_faults",
+        zero_pool,
+    ),
     Entry::Test("proc::fork_is_copy_on_write", copy_on_write),
     Entry::Test("proc::fork_and_wait_collect_every_child", fork_wait),
     Entry::Test(
@@ -329,6 +333,35 @@ fn kill_the_hog() {
     if hog != 0 && proc::kill(hog) {
         proc::wait(hog);
     }
+}
+
+/// The idle loop fills the zero pool; demand-zero faults take their frames from it (and those
+/// read zero: `demand` checks); the pool's frames count as free.
+fn zero_pool() {
+    use crate::mm::zero_pool::ZERO_POOL_FRAMES;
+    for _ in 0..200 {
+        if vm::ZERO_POOL.lock().len() == ZERO_POOL_FRAMES {
+            break;
+        }
+        proc::kernel_sleep_ms(5);
+    }
+    assert_eq!(
+        vm::ZERO_POOL.lock().len(),
+        ZERO_POOL_FRAMES,
+        "the idle loop fills it"
+    );
+    let pmm_free = vm::with_pmm(|p| p.free_frames());
+    assert_eq!(
+        vm::free_frames(),
+        pmm_free + ZERO_POOL_FRAMES as u32,
+        "pooled frames count as free"
+    );
+    let taken = vm::ZERO_POOL.lock().taken;
+    assert_eq!(run("demand", 0), ExitStatus::Exited(0));
+    assert!(
+        vm::ZERO_POOL.lock().taken > taken,
+        "demand-zero faults took zeroed frames"
+    );
 }
 
 fn bad_syscalls() {

@@ -67,4 +67,11 @@ pub trait FrameAllocator {
 
     /// Returns `count` contiguous frames starting at `first`.
     fn free_contiguous(&mut self, first: Frame, count: u32) -> Result<(), PmmError>;
+
+    /// A frame for a page that must read zero: one already zeroed if the allocator keeps some
+    /// ready (the kernel's pool of frames zeroed while idle), with `true`; otherwise a fresh
+    /// frame with `false`, which the caller zeroes.
+    fn alloc_for_zero(&mut self) -> Result<(Frame, bool), PmmError> {
+        Ok((self.alloc_frame()?, false))
+    }
 }

@@ -18,6 +18,7 @@ pub mod tlb;
 pub mod uvm;
 pub mod vas;
 pub mod window;
+pub mod zero_pool;
 
 pub use addr::{Frame, Page, PhysAddr, VirtAddr, PAGE_SIZE};
 pub use desc::{Access, MapFlags, MemoryType};

@@ -859,8 +859,13 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         let Some(t) = mapped.then(|| space.translate(page.start())).flatten() else {
             let resolved = match &region.backing {
                 Backing::Private => {
-                    let frame = alloc.alloc_frame().map_err(|_| FaultError::OutOfMemory)?;
-                    space.mem_mut().zero_frame(frame);
+                    // A frame zeroed ahead of time if the allocator has one, else zeroed now.
+                    let (frame, zeroed) = alloc
+                        .alloc_for_zero()
+                        .map_err(|_| FaultError::OutOfMemory)?;
+                    if !zeroed {
+                        space.mem_mut().zero_frame(frame);
+                    }
                     match space.map_page(page, frame, flags, alloc) {
                         Ok(()) => {}
                         Err(MapError::AlreadyMapped) if unmapped => {
@@ -2595,5 +2600,76 @@ mod tests {
         c.destroy(&mut r.alloc, &mut r.refs).unwrap();
         p.destroy(&mut r.alloc, &mut r.refs).unwrap();
         assert!(SharedObject::release(object, &mut r.alloc).unwrap());
+    }
+
+    /// Frames zeroed ahead of time, handed out by `take_zeroed` (as the kernel's pool does).
+    struct Pooled {
+        inner: DirtyFrames,
+        pool: Vec<Frame>,
+    }
+
+    impl FrameAllocator for Pooled {
+        fn alloc_frame(&mut self) -> Result<Frame, PmmError> {
+            self.inner.alloc_frame()
+        }
+        fn alloc_contiguous(
+            &mut self,
+            count: u32,
+            align: u32,
+            limit: Option<PhysAddr>,
+        ) -> Result<Frame, PmmError> {
+            self.inner.alloc_contiguous(count, align, limit)
+        }
+        fn free_frame(&mut self, frame: Frame) -> Result<(), PmmError> {
+            self.inner.free_frame(frame)
+        }
+        fn free_contiguous(&mut self, first: Frame, count: u32) -> Result<(), PmmError> {
+            self.inner.free_contiguous(first, count)
+        }
+        fn alloc_for_zero(&mut self) -> Result<(Frame, bool), PmmError> {
+            match self.pool.pop() {
+                Some(f) => Ok((f, true)),
+                None => Ok((self.alloc_frame()?, false)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_demand_zero_fault_maps_a_frame_zeroed_ahead_when_there_is_one() {
+        let mut r = Rig::new();
+        let mut u = r.vm(A1);
+        add(&mut u, 0x10_0000, 0x2000, Perm::RW, RegionKind::Anon);
+        // One frame zeroed ahead (through the host RAM, as the idle loop would).
+        let ready = r.alloc.alloc_frame().unwrap();
+        r.ram.clone().zero_frame(ready);
+        let mut pooled = Pooled {
+            inner: DirtyFrames {
+                frames: core::mem::replace(
+                    &mut r.alloc.frames,
+                    HostFrames::new(Frame::from_number(FIRST_FRAME), 0),
+                ),
+                ram: r.ram.clone(),
+            },
+            pool: alloc::vec![ready],
+        };
+        let got =
+            u.handle_translation_fault(va(0x10_0000), Access::Write, &mut pooled, &mut r.refs);
+        assert_eq!(got, Ok(Resolved::DemandZero));
+        let t = u.space().translate(va(0x10_0000)).unwrap();
+        assert_eq!(
+            Frame::containing(t.pa),
+            ready,
+            "the pooled frame is the one mapped"
+        );
+        // The pool is empty now: the next fault zeroes a fresh (dirty) frame itself.
+        u.handle_fault(va(0x10_1000), Access::Read, &mut pooled, &mut r.refs)
+            .unwrap();
+        r.alloc.frames = core::mem::replace(
+            &mut pooled.inner.frames,
+            HostFrames::new(Frame::from_number(FIRST_FRAME), 0),
+        );
+        assert_eq!(r.load(&mut u, 0x10_0010), Ok(0));
+        assert_eq!(r.load(&mut u, 0x10_1ff0), Ok(0));
+        u.destroy(&mut r.alloc, &mut r.refs).unwrap();
     }
 }

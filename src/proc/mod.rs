@@ -346,12 +346,22 @@ pub struct KernelFrames;
 impl FrameAllocator for KernelFrames {
     fn alloc_frame(&mut self) -> Result<Frame, PmmError> {
         // Process-layer code runs with IRQs masked (system calls, faults, the kernel task).
-        let mut pmm = vm::PMM.lock_masked();
-        let p = pmm.as_mut().ok_or(PmmError::OutOfMemory)?;
-        if p.free_frames() <= reserve_frames() {
-            return Err(PmmError::OutOfMemory);
+        {
+            let mut pmm = vm::PMM.lock_masked();
+            let p = pmm.as_mut().ok_or(PmmError::OutOfMemory)?;
+            if p.free_frames() > reserve_frames() {
+                return p.alloc_frame();
+            }
         }
-        p.alloc_frame()
+        // The PMM is down to the kernel's reserve: the zero pool's frames are free memory too.
+        vm::take_zeroed_frame().ok_or(PmmError::OutOfMemory)
+    }
+
+    fn alloc_for_zero(&mut self) -> Result<(Frame, bool), PmmError> {
+        match vm::take_zeroed_frame() {
+            Some(f) => Ok((f, true)),
+            None => self.alloc_frame().map(|f| (f, false)),
+        }
     }
 
     fn alloc_contiguous(

@@ -447,14 +447,15 @@ extern "C" fn abort_dispatch(frame: &mut TrapFrame, kind: u32) {
         (ExceptionKind::PrefetchAbort, prefetch_abort_report(frame))
     };
     super::irq::unmask_async_aborts();
-    if STACK_RESCUED.load(Ordering::Relaxed) != 0 {
-        STACK_RESCUED.store(0, Ordering::Relaxed);
-        panic!("kernel stack overflow (abort with SP at the stack's end): {report}\n{frame}");
-    }
     if frame.from_user() {
+        // (The entry never rescues the stack for an abort from User mode: SP_svc is at its top.)
         if let Some(h) = USER_ABORT_HANDLER.get() {
             return h(frame, &report);
         }
+    }
+    if STACK_RESCUED.load(Ordering::Relaxed) != 0 {
+        STACK_RESCUED.store(0, Ordering::Relaxed);
+        panic!("kernel stack overflow (abort with SP at the stack's end): {report}\n{frame}");
     }
     kernel_exception(frame, kind, Some(report));
 }
