@@ -7,6 +7,7 @@ use crate::bsp::raspi2::mmio::Mmio;
 use crate::bsp::raspi2::{gpio, GPIO_PHYS, MAILBOX_PHYS, UART0_PHYS};
 use crate::mm::{PhysAddr, VirtAddr};
 use core::panic::PanicInfo;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 /// The firmware mailbox, once reachable.
 pub static MAILBOX: IrqSafeMutex<Option<Mailbox>> = IrqSafeMutex::new(None);
@@ -74,6 +75,7 @@ pub fn kernel_init(args: BootArgs) -> ! {
         "  firmware     : r0={:#x} machine={:#x} atags/dtb={:#x}",
         args.r0, args.machine, args.atags
     );
+    ATAGS_PA.store(args.atags, Ordering::Relaxed);
     let arm_memory = match mbox.arm_memory() {
         Ok(m) => m,
         Err(e) => panic!("the firmware did not report the ARM memory size: {e:?}"),
@@ -126,7 +128,15 @@ pub fn kernel_init(args: BootArgs) -> ! {
         print_interrupts();
         crate::smp::print(&crate::smp::start_secondaries());
         report_card();
-        println!("kernel up: {} MiB of ARM RAM", info.arm_memory.1 >> 20);
+        apply_card_cmdline();
+        let in_use = card_ram_limit()
+            .or_else(|| crate::vm::info().map(|i| i.ram_end.as_u32()))
+            .unwrap_or(0);
+        println!(
+            "kernel up: {} MiB of RAM in use ({} MiB of ARM RAM)",
+            in_use >> 20,
+            info.arm_memory.1 >> 20
+        );
         extern "Rust" {
             fn kernel_main(info: &BootInfo) -> !;
         }
@@ -216,4 +226,182 @@ fn panic(info: &PanicInfo) -> ! {
     }
     #[cfg(not(feature = "ktest"))]
     arm::halt()
+}
+
+/// Physical address of the ATAG list or device tree the firmware passed in r2, saved by
+/// `kernel_init` for `vm2_start` (which reads it while the boot map is still in place).
+static ATAGS_PA: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// The longest command line kept (a longer one is cut here; `mem=` is parsed from all of it).
+const CMDLINE_MAX: usize = 1024;
+
+/// The kernel command line and where it came from.
+pub struct Cmdline {
+    buf: [u8; CMDLINE_MAX],
+    len: usize,
+    /// Where it came from ("ATAGs at 0x100"), or why there is none.
+    pub source: &'static str,
+    /// Whether the firmware passed one (in the ATAGs).
+    pub from_firmware: bool,
+    /// Its `mem=` option in bytes, `None` without one; `Err` when it is malformed (ignored).
+    pub mem: Result<Option<u64>, crate::cmdline::MemError>,
+}
+
+impl Cmdline {
+    fn new(text: &[u8], source: &'static str, from_firmware: bool) -> Self {
+        let mem = match core::str::from_utf8(text) {
+            Ok(s) => crate::cmdline::mem_limit(s),
+            Err(_) => Err(crate::cmdline::MemError::Garbage),
+        };
+        let len = text.len().min(CMDLINE_MAX);
+        let mut buf = [0; CMDLINE_MAX];
+        buf[..len].copy_from_slice(&text[..len]);
+        Cmdline {
+            buf,
+            len,
+            source,
+            from_firmware,
+            mem,
+        }
+    }
+
+    /// The text (cut at [`CMDLINE_MAX`] bytes; non-UTF-8 shown as "?").
+    pub fn text(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
+    }
+
+    /// The `mem=` limit, if there is a valid one.
+    pub fn limit(&self) -> Option<u64> {
+        self.mem.ok().flatten()
+    }
+}
+
+static CMDLINE: spin::Once<Cmdline> = spin::Once::new();
+
+/// The command line the firmware passed in its ATAG list, read once (by `vm2_start`, before it
+/// sizes the RAM) and printed. Only a list inside the first MiB, clear of the kernel's L1 table
+/// and image, and starting with ATAG_CORE is read; a device tree counts as no command line.
+pub fn firmware_cmdline() -> &'static Cmdline {
+    CMDLINE.call_once(|| {
+        let pa = ATAGS_PA.load(Ordering::Relaxed);
+        let image_end_pa = image_layout().end - crate::mm::layout::KERNEL_OFFSET;
+        let l1 = crate::mm::layout::KERNEL_L1_PHYS.as_u32();
+        let end = if pa < l1 {
+            Some(l1)
+        } else if pa >= image_end_pa && pa < 0x10_0000 {
+            Some(0x10_0000)
+        } else {
+            None
+        };
+        let c = match end {
+            _ if !pa.is_multiple_of(4) => {
+                Cmdline::new(b"", "none (r2 is not a word address)", false)
+            }
+            None => Cmdline::new(
+                b"",
+                "none (r2 is not in the first MiB, below the kernel)",
+                false,
+            ),
+            Some(end) => {
+                // SAFETY: [pa, end) lies in the first MiB outside the L1 table and the kernel image;
+                // the boot map covers it at KERNEL_OFFSET + pa (read-only use, nothing writes it).
+                let bytes = unsafe {
+                    core::slice::from_raw_parts(
+                        (crate::mm::layout::KERNEL_OFFSET + pa) as usize as *const u8,
+                        (end - pa) as usize,
+                    )
+                };
+                match crate::cmdline::parse_atags(bytes) {
+                    Ok(crate::cmdline::Atags {
+                        cmdline: Some(text),
+                        ..
+                    }) => Cmdline::new(text, "ATAGs", true),
+                    Ok(_) => Cmdline::new(b"", "none (ATAGs without ATAG_CMDLINE)", false),
+                    Err(crate::cmdline::AtagError::DeviceTree) => {
+                        Cmdline::new(b"", "none (a device tree, not read)", false)
+                    }
+                    Err(_) => Cmdline::new(b"", "none (no valid ATAG list)", false),
+                }
+            }
+        };
+        if c.from_firmware {
+            println!("  command line : \"{}\" (ATAGs at {pa:#x})", c.text());
+        } else {
+            println!("  command line : {} (r2={pa:#x})", c.source);
+        }
+        if let Err(e) = c.mem {
+            println!("  mem=         : ignored, malformed ({e:?})");
+        }
+        c
+    })
+}
+
+/// RAM the kernel uses after `mem=` from the card's `cmdline.txt` (0 until applied).
+static CARD_LIMIT: AtomicU32 = AtomicU32::new(0);
+
+/// The limit `cmdline.txt` on the card set, in bytes, if it was applied.
+pub fn card_ram_limit() -> Option<u32> {
+    match CARD_LIMIT.load(Ordering::Relaxed) {
+        0 => None,
+        n => Some(n),
+    }
+}
+
+/// When the firmware passed no command line (QEMU's `-kernel`), reads `cmdline.txt` from the
+/// card's FAT partition, prints it, and applies its `mem=` by reserving the frames above the
+/// limit in the PMM (they are still free this early; a failure is reported and the RAM left as
+/// it was). Call after `vm2_start` and `report_card`.
+pub fn apply_card_cmdline() {
+    if firmware_cmdline().from_firmware {
+        return;
+    }
+    let text = match crate::fs::read_file_max(
+        &crate::bsp::raspi2::emmc::EMMC,
+        "/cmdline.txt",
+        CMDLINE_MAX,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("  cmdline.txt  : none ({e})");
+            return;
+        }
+    };
+    let c = Cmdline::new(text.trim_ascii(), "card", false);
+    println!(
+        "  command line : \"{}\" (cmdline.txt on the card)",
+        c.text()
+    );
+    let ram_end = crate::vm::info().expect("vm2_start ran").ram_end.as_u32();
+    let limit = match c.mem {
+        Ok(Some(l)) => crate::cmdline::limited_ram(ram_end, Some(l)),
+        Ok(None) => return,
+        Err(e) => {
+            println!("  mem=         : ignored, malformed ({e:?})");
+            return;
+        }
+    };
+    if limit >= ram_end {
+        println!("  RAM in use   : {} MiB (mem= is no less)", ram_end >> 20);
+        return;
+    }
+    let r = crate::vm::PMM
+        .lock()
+        .as_mut()
+        .map(|pmm| pmm.reserve_region(PhysAddr::new(limit), PhysAddr::new(ram_end)));
+    match r {
+        Some(Ok(())) => {
+            CARD_LIMIT.store(limit, Ordering::Relaxed);
+            println!(
+                "  RAM in use   : {} MiB of {} MiB (mem= from cmdline.txt, frames above reserved)",
+                limit >> 20,
+                ram_end >> 20
+            );
+        }
+        Some(Err(e)) => println!(
+            "  RAM in use   : {} MiB: reserving above {} MiB failed ({e:?})",
+            ram_end >> 20,
+            limit >> 20
+        ),
+        None => println!("  RAM in use   : no PMM"),
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod abi;
 pub mod block;
+pub mod cmdline;
 pub mod elf;
 pub mod fs;
 pub mod mm;

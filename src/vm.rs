@@ -167,7 +167,28 @@ pub extern "C" fn vm2_start() {
     assert_eq!(base.as_u32(), 0, "ARM memory must start at 0");
     // Whole MiB only, so that no section of the direct map reaches into the GPU's memory after
     // the ARM's (a partial MiB at the end is left unused).
-    let ram_end = layout::direct_map_end(size);
+    // The command line's `mem=` may lower it (whole MiB, at least `cmdline::MIN_RAM`).
+    let cmdline = crate::init::firmware_cmdline();
+    let limited = crate::cmdline::limited_ram(size, cmdline.limit());
+    let ram_end = layout::direct_map_end(limited);
+    match cmdline.limit() {
+        Some(l) => println!(
+            "  RAM in use   : {} MiB of {} MiB (mem={} MiB{})",
+            ram_end.as_u32() >> 20,
+            size >> 20,
+            l >> 20,
+            if l < u64::from(crate::cmdline::MIN_RAM) {
+                ", raised to the 64 MiB minimum"
+            } else {
+                ""
+            }
+        ),
+        None => println!(
+            "  RAM in use   : {} MiB of {} MiB (no mem=)",
+            ram_end.as_u32() >> 20,
+            size >> 20
+        ),
+    }
     let coherent = mmu::probe_walk_coherency();
 
     // 2. Direct map: every MiB of RAM the boot map does not already cover, as Normal WB XN

@@ -51,6 +51,11 @@ if [ "$kind" = board ] && ! grep -Eq '^ *entry mode *: HYP' "$log"; then
   echo "qemu-run: the boot log does not say 'entry mode : HYP': the kernel was not entered in HYP" | tee -a "$log"
   [ "$status" -eq 0 ] && status=1
 fi
+# The firmware stand-in passes `mem=512M` on the command line: the board run must say so and use it.
+if [ "$kind" = board ] && ! grep -Eq '^ *RAM in use *: 512 MiB of [0-9]+ MiB \(mem=512 MiB' "$log"; then
+  echo "qemu-run: the boot log does not say 'RAM in use : 512 MiB of ... (mem=512 MiB)'" | tee -a "$log"
+  [ "$status" -eq 0 ] && status=1
+fi
 case ${CARD:-} in
   '') ;;
   none) pattern='^card: none' ;;

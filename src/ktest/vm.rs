@@ -23,6 +23,10 @@ use alloc::vec::Vec;
 pub const ENTRIES: &[Entry] = &[
     Entry::Step("vm2_start", start),
     Entry::Test(
+        "vm::ram_in_use_follows_the_command_line",
+        ram_in_use_follows_the_command_line,
+    ),
+    Entry::Test(
         "vm::former_identity_addresses_fault",
         former_identity_addresses_fault,
     ),
@@ -172,6 +176,38 @@ fn start(_info: &BootInfo) {
     vm::vm2_start();
 }
 
+/// With `mem=` on the firmware's command line (the board run's stand-in passes `mem=512M`) the
+/// direct map and the PMM end at the limit; without one, at the firmware's size.
+fn ram_in_use_follows_the_command_line() {
+    let (_, fw) = crate::init::MAILBOX
+        .lock()
+        .as_ref()
+        .expect("mailbox")
+        .arm_memory()
+        .expect("the firmware reports the ARM memory");
+    let cmdline = crate::init::firmware_cmdline();
+    let ram_end = vm::info().expect("vm2_start ran").ram_end.as_u32();
+    let expected = match cmdline.limit() {
+        None => layout::direct_map_end(fw).as_u32(),
+        Some(l) => {
+            let mib = (l >> 20).clamp(64, u64::from(fw >> 20)) as u32;
+            layout::direct_map_end(mib << 20).as_u32()
+        }
+    };
+    assert_eq!(
+        ram_end,
+        expected,
+        "command line {:?} ({}), firmware {fw:#x}",
+        cmdline.text(),
+        cmdline.source
+    );
+    if cmdline.from_firmware && cmdline.text().split(' ').any(|a| a == "mem=512M") {
+        assert_eq!(ram_end, 512 << 20);
+    }
+    let total = vm::PMM.lock().as_ref().expect("PMM").total_frames();
+    assert_eq!(total, ram_end / PAGE_SIZE);
+}
+
 fn former_identity_addresses_fault() {
     for addr in [0x8000, 0x4000, board::UART0_PHYS.as_u32(), 0x0010_0000] {
         let st = try_read(addr).expect_err("a former identity address must fault");
@@ -241,6 +277,8 @@ fn direct_map_is_pa_plus_2_gib() {
         .arm_memory()
         .unwrap()
         .1;
+    // What `mem=` on the command line leaves of it, if anything.
+    let reported = crate::cmdline::limited_ram(reported, crate::init::firmware_cmdline().limit());
     assert!(ram_end <= reported && reported - ram_end < SECTION_SIZE);
     let mut pa = 0;
     while pa < ram_end {

@@ -4,7 +4,7 @@
 // On the board, the GPU firmware loads kernel7.img at 0x8000 and an ARM stub at 0, then releases
 // the four Cortex-A7 cores from reset in Secure SVC at address 0. The stub, on every core, sets
 // up what non-secure software needs, drops to non-secure HYP through Monitor mode, and then:
-//   - core 0 jumps to 0x8000 with r0 = 0, r1 = 0xC42 (machine type), r2 = 0x100 (ATAGs);
+//   - core 0 jumps to 0x8000 with r0 = 0, r1 = 0xC42 (machine type), r2 = 0x100 (ATAGs: CORE, MEM, CMDLINE, NONE);
 //   - cores 1-3 wait, still in non-secure HYP, on their ARM-local mailbox 3 (the spin table):
 //     WFE until the mailbox's read-clear register at 0x4000_00CC + 0x10 * core holds an
 //     address, write that value back to clear it, and branch there.
@@ -58,6 +58,12 @@ _armstub:
 atags:
     .word   2, 0x54410001               // ATAG_CORE without data (allowed by the protocol)
     .word   4, 0x54410002, ARM_MEM_SIZE, 0  // ATAG_MEM: size, start
+    // ATAG_CMDLINE, as the firmware passes cmdline.txt: `mem=512M` makes this run use 512 MiB.
+    .word   (atag_cmdline_end - atag_cmdline) / 4 + 2, 0x54410009
+atag_cmdline:
+    .asciz  "console=serial0,115200 mem=512M"
+    .balign 4
+atag_cmdline_end:
     .word   0, 0                        // ATAG_NONE
 
 reset:
