@@ -93,33 +93,10 @@ _start:
     // DACR: all 16 domains client (permissions checked). TTBCR.N = 1: TTBR0 walks 0..2 GiB,
     // TTBR1 2..4 GiB. Both point at {L1_PHYS} (a physical address) with inner/outer write-back
     // write-allocate, inner-shareable walks. ASID 0.
-    ldr     r4, =0x55555555
-    mcr     p15, 0, r4, c3, c0, 0           // DACR
-    mov     r4, #{TTBCR_N}
-    mcr     p15, 0, r4, c2, c0, 2           // TTBCR
-    ldr     r4, =({L1_PHYS} | {TTBR_WALK})
-    mcr     p15, 0, r4, c2, c0, 0           // TTBR0
-    mcr     p15, 0, r4, c2, c0, 1           // TTBR1
-    mov     r4, #0
-    mcr     p15, 0, r4, c13, c0, 1          // CONTEXTIDR: ASID 0
-    isb
-    mcr     p15, 0, r4, c8, c7, 0           // TLBIALL
-    dsb
-    isb
-
-    // MMU, D-cache, I-cache and branch prediction on in one write; the ISB makes the following
-    // fetches use the new translation (ARM ARM B3.2.1: code that enables the MMU must be
-    // identity mapped, which it is). AFE = 0 and TRE = 0: AP[2:0] permission model, no TEX remap.
-    mrc     p15, 0, r4, c1, c0, 0
-    orr     r4, r4, #{SCTLR_M}
-    orr     r4, r4, #{SCTLR_C}
-    orr     r4, r4, #{SCTLR_I}
-    orr     r4, r4, #{SCTLR_Z}
-    bic     r4, r4, #{SCTLR_TRE}
-    bic     r4, r4, #{SCTLR_AFE}
-    bic     r4, r4, #{SCTLR_TE}
-    mcr     p15, 0, r4, c1, c0, 0
-    isb
+    ldr     r0, =0x55555555
+    ldr     r1, =({L1_PHYS} | {TTBR_WALK})
+    mov     r2, #0
+    bl      mmu_on
 
     // Continue at the linked (high) address.
     ldr     pc, =boot_high
@@ -229,6 +206,40 @@ set_actlr_smp:
     isb
 2:  bx      lr
 
+// Loads the translation registers and turns the MMU and caches on; shared by core 0 and the
+// secondaries. r0 = DACR, r1 = TTBR0 (physical, with walk attributes), r2 = SCTLR bits to set
+// beyond M, C, I and Z. TTBCR.N = 1, TTBR1 = the kernel L1 at {L1_PHYS}, ASID 0. Clobbers r4.
+// Called and returning at an identity-mapped address: the instruction that enables the MMU and
+// the ones after it must translate to where they are (ARM ARM B3.2.1).
+mmu_on:
+    mcr     p15, 0, r0, c3, c0, 0           // DACR
+    mov     r4, #{TTBCR_N}
+    mcr     p15, 0, r4, c2, c0, 2           // TTBCR
+    mcr     p15, 0, r1, c2, c0, 0           // TTBR0
+    ldr     r4, =({L1_PHYS} | {TTBR_WALK})
+    mcr     p15, 0, r4, c2, c0, 1           // TTBR1
+    mov     r4, #0
+    mcr     p15, 0, r4, c13, c0, 1          // CONTEXTIDR: ASID 0
+    isb
+    mcr     p15, 0, r4, c8, c7, 0           // TLBIALL
+    dsb
+    isb
+    // MMU, D-cache, I-cache and branch prediction on in one write; the ISB makes the following
+    // fetches use the new translation. AFE = 0 and TRE = 0: AP[2:0] permission model, no TEX
+    // remap.
+    mrc     p15, 0, r4, c1, c0, 0
+    orr     r4, r4, #{SCTLR_M}
+    orr     r4, r4, #{SCTLR_C}
+    orr     r4, r4, #{SCTLR_I}
+    orr     r4, r4, #{SCTLR_Z}
+    orr     r4, r4, r2
+    bic     r4, r4, #{SCTLR_TRE}
+    bic     r4, r4, #{SCTLR_AFE}
+    bic     r4, r4, #{SCTLR_TE}
+    mcr     p15, 0, r4, c1, c0, 0
+    isb
+    bx      lr
+
 // Invalidate data/unified caches by set/way (ARM ARM B4.2.1, CLIDR/CCSIDR/CSSELR; B2.2.6
 // set/way operand format), with the caches off: it discards contents, it does not clean them.
 // Clobbers r0-r8.
@@ -337,36 +348,13 @@ secondary_entry:
     ldr     r1, [r0, #{SMP_TRAMPOLINE_TTBR0_OFFSET}]
 
     // The kernel's DACR (user domain closed), TTBCR.N = 1 with TTBR0 walks on (for the
-    // trampoline), TTBR0 = the trampoline table, TTBR1 = the kernel L1, both with the kernel's
-    // walk attributes. ASID 0.
-    ldr     r4, ={DACR_KERNEL}
-    mcr     p15, 0, r4, c3, c0, 0           // DACR
-    mov     r4, #{TTBCR_N}
-    mcr     p15, 0, r4, c2, c0, 2           // TTBCR
-    mcr     p15, 0, r1, c2, c0, 0           // TTBR0: trampoline
-    ldr     r4, =({L1_PHYS} | {TTBR_WALK})
-    mcr     p15, 0, r4, c2, c0, 1           // TTBR1: kernel L1
-    mov     r4, #0
-    mcr     p15, 0, r4, c13, c0, 1          // CONTEXTIDR: ASID 0
-    isb
-    mcr     p15, 0, r4, c8, c7, 0           // TLBIALL
-    dsb
-    isb
-
-    // MMU, D-cache, I-cache, branch prediction and high vectors on in one write, as core 0 does
-    // (the vector page at 0xFFFF0000 is in the kernel half, mapped by vm2_start). With C set in
-    // the same write, the first table walks are cacheable and snoop core 0's D-cache.
-    mrc     p15, 0, r4, c1, c0, 0
-    orr     r4, r4, #{SCTLR_M}
-    orr     r4, r4, #{SCTLR_C}
-    orr     r4, r4, #{SCTLR_I}
-    orr     r4, r4, #{SCTLR_Z}
-    orr     r4, r4, #{SCTLR_V}
-    bic     r4, r4, #{SCTLR_TRE}
-    bic     r4, r4, #{SCTLR_AFE}
-    bic     r4, r4, #{SCTLR_TE}
-    mcr     p15, 0, r4, c1, c0, 0
-    isb
+    // trampoline), TTBR0 = the trampoline table (r1), TTBR1 = the kernel L1, ASID 0; high
+    // vectors on too (the vector page at 0xFFFF0000 is in the kernel half, mapped by
+    // vm2_start). With C set in the same write as M, the first table walks are cacheable and
+    // snoop core 0's D-cache.
+    ldr     r0, ={DACR_KERNEL}
+    mov     r2, #{SCTLR_V}
+    bl      mmu_on
     ldr     pc, =secondary_high
 
     .ltorg
