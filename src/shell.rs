@@ -194,17 +194,18 @@ fn cat(args: &mut Args<'_>) {
     let Some(path) = args.next() else {
         return println!("usage: cat <file>");
     };
-    match crate::fs::read_file(&EMMC, path) {
-        Ok(data) => {
-            for &b in data.iter().take(CAT_MAX) {
+    // Only what is shown is read: a file as large as the card costs the heap 64 KiB at most.
+    match crate::fs::read_head(&EMMC, path, CAT_MAX) {
+        Ok((data, length)) => {
+            for &b in &data {
                 match b {
                     b'\n' => println!(),
                     b'\t' | 0x20..=0x7e => print!("{}", b as char),
                     _ => print!("."),
                 }
             }
-            if data.len() > CAT_MAX {
-                println!("... ({} bytes in all)", data.len());
+            if (length as usize) > data.len() {
+                println!("... ({length} bytes in all)");
             } else if data.last() != Some(&b'\n') {
                 println!();
             }

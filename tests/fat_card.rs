@@ -150,6 +150,21 @@ fn a_file_over_the_limit_is_refused_with_its_size() {
 }
 
 #[test]
+fn the_head_of_a_file_reads_only_what_was_asked() {
+    let d = card();
+    let (path, data) = files().into_iter().next().unwrap();
+    let (head, length) = fs::read_head(&d, path, 100).unwrap();
+    assert_eq!(
+        (head.as_slice(), length as usize),
+        (&data[..100], data.len())
+    );
+    let (all, length) = fs::read_head(&d, path, 1 << 20).unwrap();
+    assert_eq!((all, length as usize), (data.clone(), data.len()));
+    let (none, _) = fs::read_head(&d, path, 0).unwrap();
+    assert!(none.is_empty());
+}
+
+#[test]
 fn a_written_file_reads_back() {
     let d = card();
     let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();

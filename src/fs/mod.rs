@@ -171,15 +171,37 @@ pub fn read_file_max<D: BlockDevice + ?Sized>(
     path: &str,
     max: usize,
 ) -> Result<Vec<u8>, FsError> {
+    read_start(dev, path, max, true).map(|(data, _)| data)
+}
+
+/// At most the first `max` bytes of the file at `path`, and the file's whole length: what a
+/// reader that shows only the start of a file needs, without allocating the rest.
+pub fn read_head<D: BlockDevice + ?Sized>(
+    dev: &D,
+    path: &str,
+    max: usize,
+) -> Result<(Vec<u8>, u32), FsError> {
+    read_start(dev, path, max, false)
+}
+
+/// The first `max` bytes of the file at `path` (or `TooBig` when it is longer and
+/// `whole_or_nothing`), and its length.
+fn read_start<D: BlockDevice + ?Sized>(
+    dev: &D,
+    path: &str,
+    max: usize,
+    whole_or_nothing: bool,
+) -> Result<(Vec<u8>, u32), FsError> {
     let (dir_path, name) = split_last(path)?;
     with_dir(dev, dir_path, |dir| {
         let file = dir
             .open_file_in_dir(name, Mode::ReadOnly)
             .map_err(|e| fat_error(e, path))?;
-        if file.length() as usize > max {
-            return Err(FsError::TooBig(file.length()));
+        let length = file.length();
+        if whole_or_nothing && length as usize > max {
+            return Err(FsError::TooBig(length));
         }
-        let mut out = alloc::vec![0u8; file.length() as usize];
+        let mut out = alloc::vec![0u8; (length as usize).min(max)];
         let mut at = 0;
         while at < out.len() {
             let n = file.read(&mut out[at..]).map_err(|e| fat_error(e, path))?;
@@ -189,7 +211,7 @@ pub fn read_file_max<D: BlockDevice + ?Sized>(
             at += n;
         }
         out.truncate(at);
-        Ok(out)
+        Ok((out, length))
     })
 }
 
