@@ -1096,13 +1096,10 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         refs: &mut FrameRefs,
     ) -> Result<(), UvmError> {
         let mut result = Ok(());
-        if to.as_u32() - from.as_u32() == PAGE_SIZE && !space.is_mapped(from) {
-            // One page, never touched (the common `munmap` of a small buffer): nothing to unmap,
-            // and no TLB entry to invalidate (a fault entry is never cached, ARM ARM B3.10.1).
-            return result;
-        }
         let mut v = from;
-        while let Some((va, _)) = space.next_mapped(v, to) {
+        // Only what is mapped is unmapped (and invalidated): pages never touched have no TLB
+        // entry to remove (a fault entry is never cached, ARM ARM B3.10.1).
+        while let Some(va) = space.next_mapped_va(v, to) {
             match space.unmap_page(Page::containing(va), alloc) {
                 Ok(frame) => {
                     *resident -= 1;

@@ -798,6 +798,30 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
     /// or the section's start, whichever is higher. `None` when nothing there is mapped. Calling
     /// it again from just past the answer walks the mappings of a range in address order.
     pub fn next_mapped(&self, from: VirtAddr, end: VirtAddr) -> Option<(VirtAddr, Translation)> {
+        let (va, hit) = self.next_mapped_raw(from, end)?;
+        let t = match hit {
+            RawHit::Section(s) => Translation {
+                pa: PhysAddr::new(s.base().as_u32() | (va.as_u32() & (SECTION_SIZE - 1))),
+                size: MapSize::Section,
+                flags: s.flags(),
+            },
+            RawHit::Page(p, pxn) => Translation {
+                pa: p.base(),
+                size: MapSize::Page,
+                flags: p.flags(pxn),
+            },
+        };
+        Some((va, t))
+    }
+
+    /// The address [`AddressSpace::next_mapped`] would find, without decoding what maps it
+    /// (for callers that only unmap what is there).
+    pub fn next_mapped_va(&self, from: VirtAddr, end: VirtAddr) -> Option<VirtAddr> {
+        self.next_mapped_raw(from, end).map(|(va, _)| va)
+    }
+
+    /// The walk behind [`AddressSpace::next_mapped`]: the address and its raw descriptor.
+    fn next_mapped_raw(&self, from: VirtAddr, end: VirtAddr) -> Option<(VirtAddr, RawHit)> {
         let mut v = from.align_down(PAGE_SIZE).as_u32();
         let end = end.align_down(PAGE_SIZE).as_u32();
         while v < end {
@@ -813,26 +837,14 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
             // First address of the next slot (saturating at 4 GiB for the last one).
             let next_slot = ((slot as u32) << 20).checked_add(SECTION_SIZE);
             match self.l1_entry(slot) {
-                L1Entry::Section(s) => {
-                    let t = Translation {
-                        pa: PhysAddr::new(s.base().as_u32() | (v & (SECTION_SIZE - 1))),
-                        size: MapSize::Section,
-                        flags: s.flags(),
-                    };
-                    return Some((va, t));
-                }
+                L1Entry::Section(s) => return Some((va, RawHit::Section(s))),
                 L1Entry::Table(t) => {
                     let slot_end = next_slot.map_or(end, |n| n.min(end));
                     while v < slot_end {
                         let va = VirtAddr::new(v);
                         let l2_pa = PhysAddr::new(t.base().as_u32() + 4 * va.l2_index() as u32);
                         if let L2Entry::SmallPage(p) = L2Entry::decode(self.mem.read_u32(l2_pa)) {
-                            let tr = Translation {
-                                pa: p.base(),
-                                size: MapSize::Page,
-                                flags: p.flags(t.pxn()),
-                            };
-                            return Some((va, tr));
+                            return Some((va, RawHit::Page(p, t.pxn())));
                         }
                         v += PAGE_SIZE;
                     }
@@ -1429,6 +1441,12 @@ impl<M: PhysMem, T: Tlb> AddressSpace<M, T> {
         }
         result
     }
+}
+
+/// What maps an address, undecoded: a section, or a small page and its table's PXN.
+enum RawHit {
+    Section(SectionDesc),
+    Page(SmallPageDesc, bool),
 }
 
 #[cfg(test)]
