@@ -5,7 +5,8 @@
 //! was allowed, otherwise 1.
 //!
 //! What it does not do, to stay alive and quiet: `exit` (only its children call it), `munmap` of
-//! its own image and stack, `write` of readable memory to the console, long sleeps.
+//! its own image and stack, `write` of readable memory to the console, long sleeps, `spawn` of
+//! a path that exists.
 #![no_std]
 #![no_main]
 
@@ -118,7 +119,7 @@ fn one_call(
     use Errno as E;
     let bad = bad_address(r);
     let len = length(r);
-    match r.below(14) {
+    match r.below(16) {
         0 => {
             // The console with a buffer it may not read: EFAULT, and nothing printed (0 bytes
             // written by a zero length).
@@ -264,6 +265,26 @@ fn one_call(
                 "unknown call",
                 call(n, [bad, len, r.next(), r.next()]) == Err(E::ENOSYS),
             )
+        }
+        12 => {
+            // A path it may not read, or a length out of range: never a program started.
+            let got = call(nr::SPAWN, [bad, len, r.next(), 0]);
+            ("spawn(bad)", matches!(got, Err(E::EFAULT) | Err(E::EINVAL)))
+        }
+        13 => {
+            // A readable path that names nothing (random letters under a directory that does
+            // not exist), or is not UTF-8: refused, with or without a card.
+            let mut path = *b"/nosuch/................";
+            for b in path[8..].iter_mut() {
+                *b = b'a' + r.below(26) as u8;
+            }
+            if r.below(4) == 0 {
+                path[9] = 0xff;
+            }
+            let n = 9 + r.below(16);
+            let got = call(nr::SPAWN, [path.as_ptr() as u32, n, r.next(), 0]);
+            let refused = [E::ENOENT, E::EIO, E::EINVAL, E::EACCES];
+            ("spawn(missing)", got.is_err_and(|e| refused.contains(&e)))
         }
         _ => ("getpid", call(nr::GETPID, [0; 4]) == Ok(pid)),
     }
