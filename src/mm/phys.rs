@@ -62,6 +62,10 @@ pub trait PhysMem {
             addr += n as u32;
         }
     }
+    /// Makes what was written to `frame` through this view visible to instruction fetch (clean
+    /// the data cache to the point of unification, invalidate the instruction cache: ARM ARM
+    /// B2.2.9). Nothing to do where there are no caches (host tests).
+    fn sync_instructions(&mut self, _frame: Frame) {}
     /// Copies the 4 KiB of `src` to `dst`.
     fn copy_frame(&mut self, dst: Frame, src: Frame) {
         for i in 0..PAGE_SIZE / 4 {

@@ -40,6 +40,7 @@
 
 use super::addr::{Frame, Page, VirtAddr, PAGE_SIZE};
 use super::desc::MapFlags;
+use super::file_object::{FileError, FileObject};
 use super::frame::{FrameAllocator, PmmError};
 use super::kmem::{self, Charge, KmemBudget};
 use super::phys::PhysMem;
@@ -146,6 +147,20 @@ pub enum Backing {
     Private,
     /// Pages of a shared object, shared with every space that maps them.
     Shared(Arc<SharedObject>),
+    /// Pages of a file, private: the cached page is mapped read-only until the first write,
+    /// which copies it (a program's text and data, `mmap` of a file without `MAP_SHARED`).
+    File(Arc<FileObject>),
+    /// Pages of a file, shared: every space maps the cached page itself, and writes reach the
+    /// file when the page is written back (`mmap` of a file with `MAP_SHARED`).
+    SharedFile(Arc<FileObject>),
+}
+
+impl Backing {
+    /// Whether mapped pages are owned through [`FrameRefs`] and copied on write: anonymous
+    /// memory and private file mappings (whose cached pages count the mapping as an owner).
+    fn copy_on_write(&self) -> bool {
+        matches!(self, Self::Private | Self::File(_))
+    }
 }
 
 /// A memory object whose pages several address spaces may map: allocated zeroed on first access,
@@ -283,7 +298,7 @@ impl FrameRefs {
     /// One more owner of `frame`. Inlined into the loop of a fork; growing the table (host
     /// tests only) is out of line.
     #[inline]
-    fn share(&mut self, frame: Frame) {
+    pub(crate) fn share(&mut self, frame: Frame) {
         let i = frame.number() as usize;
         if i >= self.counts.len() {
             self.grow(i + 1);
@@ -307,7 +322,7 @@ impl FrameRefs {
 
     /// One owner fewer; `true` when that was the last one (the frame is free to go).
     #[inline]
-    fn release(&mut self, frame: Frame) -> bool {
+    pub(crate) fn release(&mut self, frame: Frame) -> bool {
         let Some(n) = self.counts.get_mut(frame.number() as usize) else {
             return true;
         };
@@ -339,8 +354,9 @@ pub struct Region {
     pub kind: RegionKind,
     /// Where its pages come from.
     pub backing: Backing,
-    /// For a shared region, the object page its first page maps (0 unless the region was
-    /// added at an offset or is what remains of a split); 0 for private regions.
+    /// For a region backed by an object or a file, the object (file) page its first page maps
+    /// (0 unless the region was added at an offset or is what remains of a split); 0 for
+    /// private regions.
     pub offset: u32,
 }
 
@@ -360,7 +376,7 @@ impl Region {
         self.len / PAGE_SIZE
     }
 
-    /// The object page that `page` of the region maps (shared regions).
+    /// The object or file page that `page` of the region maps.
     fn object_page(&self, page: Page) -> u32 {
         self.offset + (page.start().as_u32() - self.start.as_u32()) / PAGE_SIZE
     }
@@ -385,6 +401,18 @@ impl fmt::Display for Region {
                 self.offset,
                 o.resident(),
                 o.pages()
+            ),
+            Backing::File(o) | Backing::SharedFile(o) => write!(
+                f,
+                "{} file @{} ({}/{} pages cached)",
+                if matches!(self.backing, Backing::File(_)) {
+                    "private"
+                } else {
+                    "shared"
+                },
+                self.offset,
+                o.resident(),
+                o.page_count()
             ),
         }
     }
@@ -415,9 +443,23 @@ pub enum FaultError {
     Protection,
     /// No frame for the page or for an L2 table.
     OutOfMemory,
+    /// The page of a file mapping lies past the end of the file.
+    BeyondEnd,
+    /// Reading the page from its file failed.
+    Io,
     /// The translation tables refused an operation they should have accepted (a broken
     /// invariant).
     Map(MapError),
+}
+
+impl From<FileError> for FaultError {
+    fn from(e: FileError) -> Self {
+        match e {
+            FileError::BeyondEnd => Self::BeyondEnd,
+            FileError::Io(_) => Self::Io,
+            FileError::OutOfMemory | FileError::NoKernelMemory => Self::OutOfMemory,
+        }
+    }
 }
 
 impl From<MapError> for FaultError {
@@ -436,6 +478,8 @@ impl fmt::Display for FaultError {
             Self::Guard => f.write_str("access to a guard page"),
             Self::Protection => f.write_str("access not allowed by the region"),
             Self::OutOfMemory => f.write_str("out of memory"),
+            Self::BeyondEnd => f.write_str("past the end of the mapped file"),
+            Self::Io => f.write_str("the page could not be read from its file"),
             Self::Map(e) => write!(f, "translation tables: {e}"),
         }
     }
@@ -453,6 +497,9 @@ pub enum Resolved {
     Reclaimed,
     /// A page of a shared object was mapped (allocated zeroed if it was the first access).
     SharedPage,
+    /// A page of a file was mapped from the page cache (read from the file on a miss); or a
+    /// private copy of it was made for a write.
+    FilePage,
     /// The page already allowed the access (another thread resolved the fault first, or a
     /// stale TLB entry): nothing to do.
     AlreadyMapped,
@@ -482,6 +529,8 @@ pub enum UvmError {
     TooManyRegions,
     /// The kernel-memory budget for user requests cannot hold the heap this needs.
     NoKernelMemory,
+    /// Writing pages back to their file failed (they stay dirty in the page cache).
+    Io(super::file_object::IoError),
 }
 
 impl From<MapError> for UvmError {
@@ -512,6 +561,7 @@ impl fmt::Display for UvmError {
             Self::BadLength => f.write_str("length past the end of the region or object"),
             Self::TooManyRegions => f.write_str("too many regions"),
             Self::NoKernelMemory => f.write_str("kernel memory budget exhausted"),
+            Self::Io(e) => write!(f, "write-back: {e}"),
         }
     }
 }
@@ -708,6 +758,29 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         self.insert_region(start, len, perm, kind, Backing::Shared(object), first_page)
     }
 
+    /// Adds a region mapping the file `object` from its page `first_page`: private (a write
+    /// copies the page) or `shared` (writes reach the file when written back). The region may
+    /// reach past the end of the file; an access to a page wholly past it is a
+    /// [`FaultError::BeyondEnd`]. As [`UserVm::add_region`] otherwise.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_file_region(
+        &mut self,
+        start: VirtAddr,
+        len: u32,
+        perm: Perm,
+        kind: RegionKind,
+        object: Arc<FileObject>,
+        first_page: u32,
+        shared: bool,
+    ) -> Result<(), UvmError> {
+        let backing = if shared {
+            Backing::SharedFile(object)
+        } else {
+            Backing::File(object)
+        };
+        self.insert_region(start, len, perm, kind, backing, first_page)
+    }
+
     fn insert_region(
         &mut self,
         start: VirtAddr,
@@ -718,13 +791,22 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         offset: u32,
     ) -> Result<(), UvmError> {
         let end = Self::check_user_range(start, len)?;
-        if let Backing::Shared(o) = &backing {
-            if offset
-                .checked_add(len / PAGE_SIZE)
-                .is_none_or(|e| e > o.pages())
-            {
-                return Err(UvmError::BadLength);
+        match &backing {
+            Backing::Shared(o) => {
+                if offset
+                    .checked_add(len / PAGE_SIZE)
+                    .is_none_or(|e| e > o.pages())
+                {
+                    return Err(UvmError::BadLength);
+                }
             }
+            // A file mapping may reach past the end of the file (an access there faults).
+            Backing::File(_) | Backing::SharedFile(_) => {
+                if offset.checked_add(len / PAGE_SIZE).is_none() {
+                    return Err(UvmError::BadLength);
+                }
+            }
+            Backing::Private => {}
         }
         let slot = self
             .regions
@@ -732,7 +814,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
             .ok_or(UvmError::Overlap)?;
         let offset = match backing {
             Backing::Private => 0,
-            Backing::Shared(_) => offset,
+            _ => offset,
         };
         self.charge_regions(self.regions.len() + 1)?;
         self.regions.insert_at(
@@ -891,6 +973,28 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
                     }
                     Resolved::SharedPage
                 }
+                Backing::File(object) | Backing::SharedFile(object) => {
+                    let index = region.object_page(page);
+                    let shared = matches!(region.backing, Backing::SharedFile(_));
+                    match Self::map_file_page(
+                        space,
+                        object,
+                        index,
+                        page,
+                        region.perm,
+                        access,
+                        shared,
+                        alloc,
+                        refs,
+                    ) {
+                        Ok(()) => {}
+                        Err(FaultError::Map(MapError::AlreadyMapped)) if unmapped => {
+                            return self.resolve_fault(va, access, false, alloc, refs);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    Resolved::FilePage
+                }
             };
             self.resident += 1;
             return Ok(resolved);
@@ -901,7 +1005,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         }
         // A write to a read-only page of an RW region.
         match &region.backing {
-            Backing::Private => {
+            Backing::Private | Backing::File(_) => {
                 let old = Frame::containing(t.pa);
                 if refs.count(old) > 1 {
                     let new = alloc.alloc_frame().map_err(|_| FaultError::OutOfMemory)?;
@@ -921,7 +1025,53 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
                 space.protect_page(page, flags)?;
                 Ok(Resolved::SharedPage)
             }
+            Backing::SharedFile(object) => {
+                // The first write through this mapping: from now on the page is dirty.
+                space.protect_page(page, flags)?;
+                object.note_writer(region.object_page(page));
+                Ok(Resolved::FilePage)
+            }
         }
+    }
+
+    /// Maps page `index` of the file `object` at `page` for a fault of kind `access` in a
+    /// region with `perm`: the cached page itself, read-only unless it is a write to a shared
+    /// mapping (a later write faults again: copy on write for a private mapping, dirty
+    /// tracking for a shared one), with one more owner in `refs`; or, for a write to a private
+    /// mapping, a private copy at once.
+    #[allow(clippy::too_many_arguments)]
+    fn map_file_page<A: FrameAllocator>(
+        space: &mut AddressSpace<M, T>,
+        object: &FileObject,
+        index: u32,
+        page: Page,
+        perm: Perm,
+        access: Access,
+        shared: bool,
+        alloc: &mut A,
+        refs: &mut FrameRefs,
+    ) -> Result<(), FaultError> {
+        let frame = object.page(index, perm == Perm::RX, space.mem_mut(), alloc)?;
+        if access == Access::Write && !shared {
+            let copy = alloc.alloc_frame().map_err(|_| FaultError::OutOfMemory)?;
+            space.mem_mut().copy_frame(copy, frame);
+            if let Err(e) = space.map_page(page, copy, perm.flags(), alloc) {
+                alloc.free_frame(copy).map_err(MapError::from)?;
+                return Err(e.into());
+            }
+            return Ok(());
+        }
+        let writable = access == Access::Write;
+        let flags = match perm {
+            Perm::RW if !writable => Perm::R.flags(),
+            p => p.flags(),
+        };
+        space.map_page(page, frame, flags, alloc)?;
+        refs.share(frame);
+        if writable {
+            object.note_writer(index);
+        }
+        Ok(())
     }
 
     /// Maps page `index` of `object` at `page`, allocating it (zeroed) when it has no frame yet.
@@ -1097,13 +1247,24 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
     ) -> Result<(), UvmError> {
         let mut result = Ok(());
         let mut v = from;
+        let file = match &region.backing {
+            Backing::SharedFile(o) => Some(o),
+            _ => None,
+        };
         // Only what is mapped is unmapped (and invalidated): pages never touched have no TLB
         // entry to remove (a fault entry is never cached, ARM ARM B3.10.1).
         while let Some(va) = space.next_mapped_va(v, to) {
-            match space.unmap_page(Page::containing(va), alloc) {
+            let page = Page::containing(va);
+            if let Some(object) = file {
+                if Self::maps_writable(space, va) {
+                    object.writer_gone(region.object_page(page));
+                }
+            }
+            match space.unmap_page(page, alloc) {
                 Ok(frame) => {
                     *resident -= 1;
-                    if matches!(region.backing, Backing::Private) && refs.release(frame) {
+                    let owned = !matches!(region.backing, Backing::Shared(_));
+                    if owned && refs.release(frame) {
                         if let Err(e) = alloc.free_frame(frame) {
                             note(&mut result, e.into());
                         }
@@ -1113,14 +1274,32 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
             }
             v = next_page(va);
         }
+        if let Some(object) = file {
+            // The pages this mapping dirtied go back to the file as it goes (if another
+            // mapping still writes to one, it stays dirty for that one's write-back).
+            let first = region.object_page(Page::containing(from));
+            let pages = (to.as_u32() - from.as_u32()) / PAGE_SIZE;
+            if let Err(e) = object.write_back(first..first + pages, space.mem()) {
+                note(&mut result, UvmError::Io(e));
+            }
+        }
         result
+    }
+
+    /// Whether `va` is mapped writable.
+    fn maps_writable(space: &AddressSpace<M, T>, va: VirtAddr) -> bool {
+        space
+            .translate(va)
+            .and_then(|t| t.flags)
+            .is_some_and(|f| f.access.is_writable())
     }
 
     /// Drops a region's reference to its backing; a shared object whose last reference this was
     /// gives its frames back.
     fn drop_backing<A: FrameAllocator>(backing: Backing, alloc: &mut A) -> Result<(), UvmError> {
         match backing {
-            Backing::Private => Ok(()),
+            // A file's pages stay in the page cache, which holds the object too.
+            Backing::Private | Backing::File(_) | Backing::SharedFile(_) => Ok(()),
             Backing::Shared(object) => SharedObject::release(object, alloc).map(|_| ()),
         }
     }
@@ -1189,7 +1368,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
                     len: region.end().as_u32() - cut_to.as_u32(),
                     offset: match region.backing {
                         Backing::Private => 0,
-                        Backing::Shared(_) => region.offset + skipped,
+                        _ => region.offset + skipped,
                     },
                     ..region.clone()
                 };
@@ -1246,7 +1425,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         let private = self
             .regions
             .values()
-            .filter(|r| matches!(r.backing, Backing::Private))
+            .filter(|r| r.backing.copy_on_write())
             .map(|r| (r.start, r.end()));
         let shared = self
             .space
@@ -1276,7 +1455,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
     ) {
         let private = regions
             .values()
-            .filter(|r| matches!(r.backing, Backing::Private))
+            .filter(|r| r.backing.copy_on_write())
             .map(|r| (r.start, r.end(), r.perm == Perm::RW));
         parent.unshare_from(&child.space, private, |frame| {
             refs.release(frame);
@@ -1302,7 +1481,22 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         self.space.tlb_mut().sync();
         let mut result = Ok(());
         for region in core::mem::take(&mut self.regions).into_values() {
-            if matches!(region.backing, Backing::Private) {
+            if let Backing::SharedFile(_) = region.backing {
+                // Writable mappings are counted by the file, and its dirty pages written back:
+                // page by page, as a munmap does (the TLB holds nothing of the space any more).
+                let r = Self::release_pages(
+                    &mut self.space,
+                    &mut self.resident,
+                    &region,
+                    region.start,
+                    region.end(),
+                    alloc,
+                    refs,
+                );
+                if let Err(e) = r {
+                    note(&mut result, e);
+                }
+            } else if region.backing.copy_on_write() {
                 // Each table read once; the tables themselves are left as they are (the space
                 // is not live and its ASID has nothing cached) and go back at the end.
                 let r = self
