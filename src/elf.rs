@@ -39,7 +39,8 @@ pub const MAX_SEGMENTS: usize = 8;
 /// Most page runs the segments can make: each segment adds at most two page boundaries.
 pub const MAX_RUNS: usize = 2 * MAX_SEGMENTS;
 
-const EHDR_SIZE: usize = 52;
+/// Size of the ELF header of a 32-bit file.
+pub const EHDR_SIZE: usize = 52;
 const PHDR_SIZE: usize = 32;
 
 const ELFCLASS32: u8 = 1;
@@ -147,8 +148,13 @@ pub struct Segment<'a> {
     pub vaddr: u32,
     /// Size in memory, `> 0` and `>= data.len()`.
     pub memsz: u32,
-    /// The bytes from the file (`p_filesz` of them), to be copied to `vaddr`.
+    /// The bytes from the file (`p_filesz` of them), to be copied to `vaddr`; empty when the
+    /// image was parsed from its headers only ([`Elf::parse_headers`]) and they lie past them.
     pub data: &'a [u8],
+    /// Where the bytes start in the file (`p_offset`).
+    pub offset: u32,
+    /// How many bytes come from the file (`p_filesz`).
+    pub filesz: u32,
     /// How the segment's pages are mapped.
     pub perm: SegPerm,
 }
@@ -158,6 +164,8 @@ impl Segment<'_> {
         vaddr: 0,
         memsz: 0,
         data: &[],
+        offset: 0,
+        filesz: 0,
         perm: SegPerm::R,
     };
 
@@ -181,6 +189,23 @@ impl Segment<'_> {
     /// Number of pages to map.
     pub const fn pages(&self) -> u32 {
         (self.page_end() - self.page_start()) / PAGE_SIZE
+    }
+
+    /// The file page that page `p` (one of the segment's) can map directly, if it holds only
+    /// file bytes of this segment (see [`Elf::page_plan`]).
+    fn file_page_at(&self, p: u32) -> Option<u32> {
+        if self.filesz == 0 || self.offset % PAGE_SIZE != self.vaddr % PAGE_SIZE {
+            return None;
+        }
+        let file_end = self.vaddr + self.filesz;
+        let whole = p + PAGE_SIZE <= file_end;
+        let last_without_bss = p < file_end && self.filesz == self.memsz;
+        if !(whole || last_without_bss) {
+            return None;
+        }
+        // Congruent: offset - vaddr % PAGE_SIZE is the file offset of the first page.
+        let first = (self.offset - self.vaddr % PAGE_SIZE) / PAGE_SIZE;
+        Some(first + (p - self.page_start()) / PAGE_SIZE)
     }
 
     /// Whether `addr` lies in `[vaddr, vaddr + memsz)`.
@@ -209,6 +234,62 @@ impl PageRun {
     };
 }
 
+/// How many bytes from the start of the file hold the ELF header and the program headers,
+/// from the ELF header `ehdr` (`None` if it is too short or the table's end overflows).
+/// Nothing else is checked: [`Elf::parse_headers`] does that.
+pub fn headers_len(ehdr: &[u8]) -> Option<usize> {
+    if ehdr.len() < EHDR_SIZE {
+        return None;
+    }
+    let phoff = u32_at(ehdr, 28) as usize;
+    let phnum = usize::from(u16_at(ehdr, 44));
+    phnum
+        .checked_mul(PHDR_SIZE)
+        .and_then(|n| n.checked_add(phoff))
+        .map(|end| end.max(EHDR_SIZE))
+}
+
+/// Pages `[start, end)` of an image mapped one way: see [`Elf::page_plan`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanRun {
+    /// First byte, page aligned.
+    pub start: u32,
+    /// End (exclusive), page aligned.
+    pub end: u32,
+    /// How the pages are mapped.
+    pub perm: SegPerm,
+    /// The file page the first page maps (the others follow it), or `None` for private pages.
+    pub file_page: Option<u32>,
+}
+
+impl PlanRun {
+    const EMPTY: PlanRun = PlanRun {
+        start: 0,
+        end: 0,
+        perm: SegPerm::R,
+        file_page: None,
+    };
+}
+
+/// Most runs of a page plan: a piece starts only at a run's start, at a segment's first or
+/// last page, or at the page where its file bytes end or the one after, so a valid image has
+/// far fewer.
+pub const MAX_PLAN: usize = 6 * MAX_SEGMENTS;
+
+/// The runs of [`Elf::page_plan`].
+#[derive(Clone, Debug)]
+pub struct Plan {
+    runs: [PlanRun; MAX_PLAN],
+    count: usize,
+}
+
+impl Plan {
+    /// The runs, in address order.
+    pub fn runs(&self) -> &[PlanRun] {
+        &self.runs[..self.count]
+    }
+}
+
 /// A validated executable: its entry point and its loadable segments, in file order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Elf<'a> {
@@ -233,6 +314,15 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
 impl<'a> Elf<'a> {
     /// Parses and validates `image`. The returned segments borrow their bytes from it.
     pub fn parse(image: &'a [u8]) -> Result<Self, ElfError> {
+        Self::parse_headers(image, image.len() as u32)
+    }
+
+    /// Parses and validates a file of `file_len` bytes from its first bytes, `head`, which
+    /// must hold the ELF header and the program headers (`BadPhdrTable` otherwise). Segments
+    /// are checked against `file_len`; their `data` is what of them `head` holds, whole, or
+    /// empty (the loader then reads them through [`Segment::offset`]).
+    pub fn parse_headers(head: &'a [u8], file_len: u32) -> Result<Self, ElfError> {
+        let image = head;
         if image.len() < EHDR_SIZE {
             return Err(ElfError::TooShort);
         }
@@ -295,10 +385,13 @@ impl<'a> Elf<'a> {
             // A segment without file bytes (bss only) may point anywhere, even past the end.
             let data = match filesz {
                 0 => &[],
-                _ => offset
-                    .checked_add(filesz as usize)
-                    .and_then(|end| image.get(offset..end))
-                    .ok_or(ElfError::SegmentOutsideFile)?,
+                _ => {
+                    let end = offset
+                        .checked_add(filesz as usize)
+                        .filter(|&end| end <= file_len as usize)
+                        .ok_or(ElfError::SegmentOutsideFile)?;
+                    image.get(offset..end).unwrap_or(&[])
+                }
             };
             match vaddr.checked_add(memsz) {
                 Some(end) if vaddr >= USER_MIN && end <= USER_END => {}
@@ -315,6 +408,9 @@ impl<'a> Elf<'a> {
                 vaddr,
                 memsz,
                 data,
+                // Both checked against the file's length above when filesz > 0.
+                offset: if filesz == 0 { 0 } else { offset as u32 },
+                filesz,
                 perm,
             };
             let placed = &elf.segments[..elf.count];
@@ -406,6 +502,59 @@ impl<'a> Elf<'a> {
     /// The loadable segments (non-empty `PT_LOAD`s), in file order.
     pub fn segments(&self) -> &[Segment<'a>] {
         &self.segments[..self.count]
+    }
+
+    /// How each page of the image is to be had when it is mapped from its file (demand
+    /// paging): runs of pages, in address order, that either map consecutive pages of the file
+    /// (copy on write), or are private pages (the file bytes copied in at load time, the rest
+    /// zero). A page maps the file when exactly one segment touches it, that segment's file
+    /// offset and address agree modulo the page size, and the page holds only bytes of the
+    /// file (up to a segment end with no bss after it in the page, whose following file bytes
+    /// then show as they would on Linux). Every other page, and every page of an executable
+    /// run that would otherwise be demand-zero, is private.
+    pub fn page_plan(&self) -> Option<Plan> {
+        let mut out = Plan {
+            runs: [PlanRun::EMPTY; MAX_PLAN],
+            count: 0,
+        };
+        for run in self.runs() {
+            let mut p = run.start;
+            while p < run.end {
+                let mut covering = self
+                    .segments()
+                    .iter()
+                    .filter(|s| s.page_start() <= p && p < s.page_end());
+                let only = match (covering.next(), covering.next()) {
+                    (Some(s), None) => Some(s),
+                    _ => None,
+                };
+                let file_page = only.and_then(|s| s.file_page_at(p));
+                match out.runs[..out.count].last_mut() {
+                    Some(last)
+                        if last.end == p
+                            && last.perm == run.perm
+                            && match (last.file_page, file_page) {
+                                (None, None) => true,
+                                (Some(a), Some(b)) => a + (p - last.start) / PAGE_SIZE == b,
+                                _ => false,
+                            } =>
+                    {
+                        last.end = p + PAGE_SIZE
+                    }
+                    _ => {
+                        *out.runs.get_mut(out.count)? = PlanRun {
+                            start: p,
+                            end: p + PAGE_SIZE,
+                            perm: run.perm,
+                            file_page,
+                        };
+                        out.count += 1;
+                    }
+                }
+                p += PAGE_SIZE;
+            }
+        }
+        Some(out)
     }
 
     /// Total pages the segments need (a shared page counts once).
@@ -793,6 +942,95 @@ mod tests {
         assert_eq!(s[0].data[..4], *b"\x7fELF");
         assert!(s.iter().any(|s| s.perm == SegPerm::RW));
         assert!(elf.runs().iter().all(|r| r.start.is_multiple_of(PAGE_SIZE)));
+    }
+
+    fn plan(elf: &Elf<'_>) -> Vec<(u32, u32, SegPerm, Option<u32>)> {
+        let plan = elf.page_plan().unwrap();
+        plan.runs()
+            .iter()
+            .map(|r| (r.start, r.end, r.perm, r.file_page))
+            .collect()
+    }
+
+    #[test]
+    fn page_plan_maps_whole_file_pages_and_copies_mixed_ones() {
+        // Page-aligned offsets: text (two pages, the second partly past its end with no bss:
+        // from the file), rodata (one page), data whose file bytes end mid-page before bss.
+        let phdrs = vec![
+            (PT_LOAD, 0x1000, 0x1_0000, 0x1100, 0x1100, RX),
+            (PT_LOAD, 0x3000, 0x1_2000, 0x40, 0x40, RO),
+            (PT_LOAD, 0x4000, 0x1_3000, 0x1010, 0x3000, RW),
+        ];
+        let mut img = image(0x1_0000, &phdrs, &[]);
+        img.resize(0x5010, 0);
+        let elf = Elf::parse(&img).unwrap();
+        assert_eq!(
+            plan(&elf),
+            vec![
+                (0x1_0000, 0x1_2000, SegPerm::RX, Some(1)),
+                (0x1_2000, 0x1_3000, SegPerm::R, Some(3)),
+                (0x1_3000, 0x1_4000, SegPerm::RW, Some(4)),
+                // File bytes then bss in one page, then bss only: private.
+                (0x1_4000, 0x1_6000, SegPerm::RW, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn page_plan_copies_pages_two_segments_share_or_unaligned_offsets() {
+        // Rodata and data at offsets not congruent to their addresses (as --nmagic lays them
+        // out): private; the text is congruent.
+        let old = good();
+        let elf = Elf::parse(&old).unwrap();
+        let p = plan(&elf);
+        assert_eq!(p[0], (0x1_0000, 0x1_1000, SegPerm::RX, Some(1)));
+        assert!(p[1..].iter().all(|r| r.3.is_none()), "{p:x?}");
+        // Rodata in the text's last page: that page is private, the text's first is not.
+        let phdrs = vec![
+            (PT_LOAD, 0x1000, 0x1_0000, 0x1100, 0x1100, RX),
+            (PT_LOAD, 0x2100, 0x1_1100, 0x40, 0x40, RO),
+        ];
+        let mut img = image(0x1_0000, &phdrs, &[]);
+        img.resize(0x2140, 0);
+        let elf = Elf::parse(&img).unwrap();
+        assert_eq!(
+            plan(&elf),
+            vec![
+                (0x1_0000, 0x1_1000, SegPerm::RX, Some(1)),
+                (0x1_1000, 0x1_2000, SegPerm::RX, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn page_plan_of_a_gcc_built_program() {
+        // Text from offset 0 (the ELF headers in its first page); data at offset 0xfc mapped at
+        // 0x110fc with bss after it: its page is private.
+        let img = include_bytes!("../tests/data/thello");
+        let elf = Elf::parse_headers(&img[..0x100], img.len() as u32).unwrap();
+        assert_eq!(
+            plan(&elf),
+            vec![
+                (0x1_0000, 0x1_1000, SegPerm::RX, Some(0)),
+                (0x1_1000, 0x1_2000, SegPerm::RW, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn parse_headers_checks_segments_against_the_file_length() {
+        let img = good();
+        let head = &img[..0x200];
+        let elf = Elf::parse_headers(head, img.len() as u32).unwrap();
+        assert_eq!(elf.segments()[0].offset, 0x1000);
+        assert_eq!(elf.segments()[0].filesz, 0x100);
+        assert!(elf.segments()[0].data.is_empty());
+        assert_eq!(
+            Elf::parse_headers(head, 0x1100).map(drop),
+            Err(ElfError::SegmentOutsideFile)
+        );
+        assert_eq!(headers_len(&img), Some(EHDR_SIZE + 3 * PHDR_SIZE));
+        assert_eq!(headers_len(&img[..10]), None);
     }
 
     #[test]

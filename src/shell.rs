@@ -4,6 +4,7 @@
 
 use crate::bsp::raspi2::emmc::EMMC;
 use crate::mm::desc::{Access, MapFlags, MemoryType};
+use crate::mm::file_object::CacheStats;
 use crate::mm::uvm::{Backing, Perm, RegionKind};
 use crate::mm::vas::Mapping;
 use crate::proc::{self, Pid};
@@ -64,8 +65,14 @@ const COMMANDS: &[Command] = &[
     Command {
         name: "meminfo",
         args: "",
-        help: "frames, heap, MMIO window, ASIDs, shared frames",
+        help: "frames, heap, MMIO window, ASIDs, shared frames, page cache",
         run: meminfo,
+    },
+    Command {
+        name: "sync",
+        args: "",
+        help: "write the page cache's dirty pages back to the card",
+        run: sync,
     },
     Command {
         name: "vmmap",
@@ -314,6 +321,28 @@ fn meminfo(_: &mut Args<'_>) {
          zeroed while idle",
         crate::mm::zero_pool::ZERO_POOL_FRAMES
     );
+    let c = &proc::files::CACHE_STATS;
+    let get = CacheStats::get;
+    println!(
+        "cache   : {} pages of {} files, {} dirty; {} hits, {} misses, {} written back, {} \
+         evicted, {} read errors, {} write errors",
+        get(&c.pages),
+        proc::files::PAGE_CACHE.lock().files(),
+        get(&c.dirty),
+        get(&c.hits),
+        get(&c.misses),
+        get(&c.writebacks),
+        get(&c.evictions),
+        get(&c.read_errors),
+        get(&c.write_errors)
+    );
+}
+
+fn sync(_: &mut Args<'_>) {
+    match proc::files::sync() {
+        Ok(n) => println!("sync: {n} pages written back"),
+        Err(e) => println!("sync: {e} (the pages stay dirty; try again)"),
+    }
 }
 
 fn access_str(a: Access, executable: bool) -> &'static str {
@@ -410,6 +439,17 @@ fn vmmap(args: &mut Args<'_>) {
                 Backing::Shared(o) => {
                     alloc::format!("shared object, {} of {} pages", o.resident(), o.pages())
                 }
+                Backing::File(o) | Backing::SharedFile(o) => alloc::format!(
+                    "{} file from page {}, {} of {} pages cached",
+                    if matches!(r.backing, Backing::File(_)) {
+                        "private"
+                    } else {
+                        "shared"
+                    },
+                    r.offset,
+                    o.resident(),
+                    o.page_count()
+                ),
             };
             println!(
                 "  {:#010x}..{:#010x}  {perm}  {kind:<9}  {backing}",

@@ -3,6 +3,8 @@
 //! kernel to the crate; each call here opens the volume, walks the path and closes everything
 //! again (no state is kept between calls, and no cache yet: every block comes from the device).
 
+pub mod page_source;
+
 use crate::block::{self, Block, BlockCount, BlockDevice, BlockError, BlockIdx};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -59,6 +61,8 @@ pub enum FsError {
     Fat(String),
     /// The file is larger than the caller's limit (its size in bytes).
     TooBig(u32),
+    /// The volume has no free cluster left.
+    Full,
 }
 
 impl fmt::Display for FsError {
@@ -70,6 +74,7 @@ impl fmt::Display for FsError {
             Self::IsADirectory(p) => write!(f, "{p}: is a directory"),
             Self::Fat(e) => write!(f, "FAT: {e}"),
             Self::TooBig(n) => write!(f, "file too large ({n} bytes)"),
+            Self::Full => f.write_str("no space left on the card"),
         }
     }
 }
@@ -82,6 +87,7 @@ fn fat_error(e: FatError, path: &str) -> FsError {
         embedded_sdmmc::Error::NotFound => FsError::NotFound(String::from(path)),
         embedded_sdmmc::Error::OpenedFileAsDir => FsError::NotADirectory(String::from(path)),
         embedded_sdmmc::Error::OpenedDirAsFile => FsError::IsADirectory(String::from(path)),
+        embedded_sdmmc::Error::DiskFull => FsError::Full,
         other => FsError::Fat(alloc::format!("{other:?}")),
     }
 }
@@ -213,6 +219,81 @@ fn read_start<D: BlockDevice + ?Sized>(
         out.truncate(at);
         Ok((out, length))
     })
+}
+
+/// Runs `f` on the file at `path`, opened in `mode`, and closes it (which writes its directory
+/// entry when it changed).
+fn with_file<D: BlockDevice + ?Sized, R>(
+    dev: &D,
+    path: &str,
+    mode: Mode,
+    f: impl FnOnce(
+        &embedded_sdmmc::File<'_, FatDisk<'_, D>, FixedClock, 4, 4, 1>,
+    ) -> Result<R, FatError>,
+) -> Result<R, FsError> {
+    let (dir_path, name) = split_last(path)?;
+    with_dir(dev, dir_path, |dir| {
+        let file = dir
+            .open_file_in_dir(name, mode)
+            .map_err(|e| fat_error(e, path))?;
+        let r = f(&file).map_err(|e| fat_error(e, path))?;
+        file.close().map_err(|e| fat_error(e, path))?;
+        Ok(r)
+    })
+}
+
+/// The length in bytes of the file at `path`.
+pub fn file_len<D: BlockDevice + ?Sized>(dev: &D, path: &str) -> Result<u32, FsError> {
+    with_file(dev, path, Mode::ReadOnly, |file| Ok(file.length()))
+}
+
+/// Reads up to `buf.len()` bytes of the file at `path` from byte `offset`; returns how many
+/// (fewer at the end of the file, 0 past it).
+pub fn read_at<D: BlockDevice + ?Sized>(
+    dev: &D,
+    path: &str,
+    offset: u32,
+    buf: &mut [u8],
+) -> Result<usize, FsError> {
+    with_file(dev, path, Mode::ReadOnly, |file| {
+        if offset >= file.length() {
+            return Ok(0);
+        }
+        file.seek_from_start(offset)?;
+        let mut at = 0;
+        while at < buf.len() {
+            let n = file.read(&mut buf[at..])?;
+            if n == 0 {
+                break;
+            }
+            at += n;
+        }
+        Ok(at)
+    })
+}
+
+/// Overwrites the bytes of the file at `path` from byte `offset` with `data`, which must lie
+/// inside the file (`TooBig` otherwise: this never makes a file longer).
+pub fn write_at<D: BlockDevice + ?Sized>(
+    dev: &D,
+    path: &str,
+    offset: u32,
+    data: &[u8],
+) -> Result<(), FsError> {
+    let mut past_end = None;
+    with_file(dev, path, Mode::ReadWriteAppend, |file| {
+        let end = u64::from(offset) + data.len() as u64;
+        if end > u64::from(file.length()) {
+            past_end = Some(file.length());
+            return Ok(());
+        }
+        file.seek_from_start(offset)?;
+        file.write(data)
+    })?;
+    match past_end {
+        Some(len) => Err(FsError::TooBig(len)),
+        None => Ok(()),
+    }
 }
 
 /// Creates or replaces the file at `path` with `data`.

@@ -22,6 +22,10 @@ pub enum UserFaultKind {
     Protection,
     /// No frame was left to resolve a demand-zero or copy-on-write fault.
     OutOfMemory,
+    /// A page of a file mapping wholly past the end of the file.
+    PastEndOfFile,
+    /// The page of a file mapping could not be read from the card.
+    FileRead,
     /// Anything else the MMU reported (alignment, external abort...).
     Other(FaultKind),
 }
@@ -44,6 +48,8 @@ impl fmt::Display for UserFault {
             UserFaultKind::StackOverflow => "stack overflow into the guard page",
             UserFaultKind::Protection => "access forbidden by the mapping",
             UserFaultKind::OutOfMemory => "out of memory resolving a fault",
+            UserFaultKind::PastEndOfFile => "bus error (past the end of the mapped file)",
+            UserFaultKind::FileRead => "bus error (the mapped file could not be read)",
             UserFaultKind::Other(_) if self.is_bus_error() => "bus error",
             UserFaultKind::Other(_) => "memory fault",
         };
@@ -72,7 +78,10 @@ impl UserFault {
     /// The memory system, not the MMU, refused the access (an external abort or a parity
     /// error): reported as a bus error.
     pub fn is_bus_error(&self) -> bool {
-        self.status.is_external()
+        matches!(
+            self.kind,
+            UserFaultKind::PastEndOfFile | UserFaultKind::FileRead
+        ) || self.status.is_external()
     }
 }
 
@@ -99,17 +108,26 @@ fn resolve(address: u32, access: Access, status: FaultStatus) -> Result<(), User
     let mut t = TABLE.lock_masked();
     let (space, refs) = t.current_vm().ok_or(UserFaultKind::Unmapped)?;
     let va = VirtAddr::new(address);
-    let resolved = if status.kind == FaultKind::Translation {
-        space.handle_translation_fault(va, access, &mut KernelFrames, refs)
-    } else {
-        space.handle_fault(va, access, &mut KernelFrames, refs)
+    let mut resolve = |refs: &mut _| {
+        if status.kind == FaultKind::Translation {
+            space.handle_translation_fault(va, access, &mut KernelFrames, refs)
+        } else {
+            space.handle_fault(va, access, &mut KernelFrames, refs)
+        }
     };
+    let mut resolved = resolve(refs);
+    // Out of frames: cached file pages that no process maps are free memory too.
+    if resolved == Err(FaultError::OutOfMemory) && super::files::shrink_with(refs, 64) > 0 {
+        resolved = resolve(refs);
+    }
     match resolved {
         Ok(_) => Ok(()),
         Err(FaultError::NoRegion) => Err(UserFaultKind::Unmapped),
         Err(FaultError::Guard) => Err(UserFaultKind::StackOverflow),
         Err(FaultError::Protection) => Err(UserFaultKind::Protection),
         Err(FaultError::OutOfMemory) => Err(UserFaultKind::OutOfMemory),
+        Err(FaultError::BeyondEnd) => Err(UserFaultKind::PastEndOfFile),
+        Err(FaultError::Io) => Err(UserFaultKind::FileRead),
         Err(FaultError::Map(e)) => panic!("user fault at {address:#010x}: tables refused: {e}"),
     }
 }

@@ -1,5 +1,5 @@
-//! Starting a program: an ELF image (embedded in the kernel, or read whole from the card into a
-//! bounded, transient kernel buffer) is checked, its pages mapped into a new address space with
+//! Starting a program: an ELF image (embedded in the kernel, or a file on the card mapped through
+//! the page cache, see [`spawn_file`]) is checked, its pages mapped into a new address space with
 //! their own permissions (text RX, read-only data R, data RW, all XN but text, PXN everywhere; a
 //! page that two segments share gets the union, see [`crate::elf`]), a demand-zero stack with a
 //! guard page below it, and the process is queued to run from the ELF entry point in User mode,
@@ -11,19 +11,17 @@ use crate::arch::arm::cache;
 use crate::arch::arm::direct_map::DirectMap;
 use crate::arch::arm::exception::TrapFrame;
 use crate::arch::arm::mmu::CpuTlb;
-use crate::bsp::raspi2::emmc::EMMC;
 use crate::elf::{self, ElfError, SegPerm};
-use crate::fs::{self, FsError};
+use crate::fs::FsError;
 use crate::mm::asid::{Asid, ContextId};
+use crate::mm::file_object::{FileError, FileObject};
 use crate::mm::layout::{self, USER_STACK_SIZE, USER_STACK_TOP};
 use crate::mm::uvm::{Backing, Perm, RegionKind, UvmError};
 use crate::mm::{VirtAddr, PAGE_SIZE};
 use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::fmt;
-
-/// Largest program file read from the card: the whole file sits in a kernel buffer while it
-/// is loaded.
-pub const MAX_PROGRAM_FILE: usize = 4 << 20;
 
 /// Why a program could not be started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +32,6 @@ pub enum SpawnError {
     NoSuchFile(String),
     /// The path names a directory.
     NotAFile(String),
-    /// The file is larger than [`MAX_PROGRAM_FILE`].
-    TooBig(u32),
     /// Reading the card failed (no card, I/O error, no FAT volume).
     Card(String),
     /// The image is not a valid program.
@@ -52,11 +48,6 @@ impl fmt::Display for SpawnError {
             Self::NoSuchProgram => f.write_str("no such program (try `ls`)"),
             Self::NoSuchFile(p) => write!(f, "{p}: no such file"),
             Self::NotAFile(p) => write!(f, "{p}: is a directory"),
-            Self::TooBig(n) => write!(
-                f,
-                "file of {n} bytes is over the {} MiB limit for programs",
-                MAX_PROGRAM_FILE >> 20
-            ),
             Self::Card(e) => write!(f, "cannot read the card: {e}"),
             Self::BadImage(e) => write!(f, "bad program image: {e}"),
             Self::Memory(e) => write!(f, "cannot build its address space: {e:?}"),
@@ -76,7 +67,6 @@ impl From<FsError> for SpawnError {
         match e {
             FsError::NotFound(p) | FsError::NotADirectory(p) => Self::NoSuchFile(p),
             FsError::IsADirectory(p) => Self::NotAFile(p),
-            FsError::TooBig(n) => Self::TooBig(n),
             e => Self::Card(alloc::format!("{e}")),
         }
     }
@@ -90,7 +80,7 @@ impl SpawnError {
             Self::NoSuchProgram | Self::NoSuchFile(_) => errno::ENOENT,
             Self::NotAFile(_) => errno::EACCES,
             Self::BadImage(_) => errno::ENOEXEC,
-            Self::TooBig(_) | Self::Memory(_) | Self::TooManyProcesses => errno::ENOMEM,
+            Self::Memory(_) | Self::TooManyProcesses => errno::ENOMEM,
             Self::Card(_) => errno::EIO,
         }
     }
@@ -126,11 +116,7 @@ fn load(image: &[u8]) -> Result<(UserSpace, u32, bool), SpawnError> {
 fn map_image(space: &mut UserSpace, elf: &elf::Elf<'_>) -> Result<(), SpawnError> {
     let mut refs = crate::proc::frame_refs();
     for run in elf.runs() {
-        let (perm, kind) = match run.perm {
-            SegPerm::RX => (Perm::RX, RegionKind::Text),
-            SegPerm::R => (Perm::R, RegionKind::Data),
-            SegPerm::RW => (Perm::RW, RegionKind::Data),
-        };
+        let (perm, kind) = region_of(run.perm);
         space.add_region(
             VirtAddr::new(run.start),
             run.end - run.start,
@@ -163,20 +149,17 @@ fn map_image(space: &mut UserSpace, elf: &elf::Elf<'_>) -> Result<(), SpawnError
         }
     }
     for run in elf.runs().iter().filter(|r| r.perm.executable()) {
-        // The code was written through the direct map (D-cache): clean it to the Point of
-        // Unification, page by page; the I-cache is invalidated once, below.
-        let mut va = run.start;
-        while va < run.end {
-            if let Some(t) = space.space().translate(VirtAddr::new(va)) {
-                if let Some(kva) = layout::phys_to_virt(t.pa) {
-                    cache::clean_to_pou(kva, PAGE_SIZE);
-                }
-            }
-            va += PAGE_SIZE;
-        }
+        // The code was written through the direct map (D-cache); the I-cache is invalidated
+        // once, below.
+        clean_text(space, run.start, run.end);
     }
     // Make the cleaned code visible to instruction fetch before it can run (ARM ARM B2.2.9).
     cache::invalidate_instructions();
+    add_stack(space)
+}
+
+/// The stack regions every program gets: demand-zero, with a guard page below.
+fn add_stack(space: &mut UserSpace) -> Result<(), SpawnError> {
     let stack_bottom = USER_STACK_TOP.as_u32() - USER_STACK_SIZE;
     space.add_region(
         VirtAddr::new(stack_bottom),
@@ -201,18 +184,132 @@ pub(super) fn spawn(name: &str, arg: u32, parent: Pid) -> Result<Pid, SpawnError
     spawn_image(name, image, arg, parent)
 }
 
-/// The whole file at `path` on the card, at most [`MAX_PROGRAM_FILE`] bytes. Reads with the
-/// polling driver: the caller holds the CPU until it is done.
-pub(super) fn read_program(path: &str) -> Result<alloc::vec::Vec<u8>, SpawnError> {
-    Ok(fs::read_file_max(&EMMC, path, MAX_PROGRAM_FILE)?)
+impl From<FileError> for SpawnError {
+    fn from(e: FileError) -> Self {
+        match e {
+            FileError::OutOfMemory | FileError::NoKernelMemory => {
+                Self::Memory(UvmError::OutOfMemory)
+            }
+            e => Self::Card(alloc::format!("{e}")),
+        }
+    }
 }
 
-/// Starts the program in the card file `path` with `arg` in r0 as a child of `parent`. The
-/// file is read whole into a kernel buffer that is freed once the address space is built.
+/// Reads `len` bytes of `file` from `offset` into a new buffer, through the page cache.
+fn read_file_bytes(file: &FileObject, offset: u32, len: usize) -> Result<Vec<u8>, SpawnError> {
+    let mut buf = alloc::vec![0u8; len];
+    let n = file.read(offset, &mut buf, &mut direct_map(), &mut KernelFrames)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn direct_map() -> DirectMap {
+    // SAFETY: the direct map is live after vm2_start; the page cache hands it its own frames.
+    unsafe { DirectMap::new() }
+}
+
+/// Starts the program in the card file `path` with `arg` in r0 as a child of `parent`.
+///
+/// The program is a memory object backed by its file ([`Elf::page_plan`]): pages that hold
+/// only file bytes map the page cache, copy on write (text and read-only data are then one
+/// frame however many processes run the program), and come in on first access; the few pages
+/// that mix file bytes with zeroes or another segment are private, filled now. Only the ELF
+/// and program headers are read to start it, and nothing at all when they are cached.
 pub(super) fn spawn_file(path: &str, arg: u32, parent: Pid) -> Result<Pid, SpawnError> {
-    let image = read_program(path)?;
+    let file = super::files::open(path)?;
     let name = path.rsplit('/').next().unwrap_or(path);
-    spawn_image(name, &image, arg, parent)
+    let size = file.size();
+    let ehdr = read_file_bytes(&file, 0, elf::EHDR_SIZE)?;
+    // The program headers too, at most a page of them.
+    let head_len = elf::headers_len(&ehdr)
+        .unwrap_or(elf::EHDR_SIZE)
+        .min(PAGE_SIZE as usize);
+    let head = read_file_bytes(&file, 0, head_len)?;
+    let elf = elf::Elf::parse_headers(&head, size).map_err(SpawnError::BadImage)?;
+    let mut space = new_space()?;
+    if let Err(e) = map_from_file(&mut space, &elf, &file) {
+        let _ = space.destroy(&mut KernelFrames, &mut crate::proc::frame_refs());
+        return Err(e);
+    }
+    start(name, space, elf.entry, elf.thumb, arg, parent)
+}
+
+/// Maps the program `elf` of `file` into `space` by its page plan, and its stack.
+fn map_from_file(
+    space: &mut UserSpace,
+    elf: &elf::Elf<'_>,
+    file: &Arc<FileObject>,
+) -> Result<(), SpawnError> {
+    let plan = elf
+        .page_plan()
+        .ok_or(SpawnError::BadImage(ElfError::TooManySegments))?;
+    let plan = plan.runs();
+    for run in plan {
+        let (perm, kind) = region_of(run.perm);
+        let (start, len) = (VirtAddr::new(run.start), run.end - run.start);
+        match run.file_page {
+            Some(first) => {
+                space.add_file_region(start, len, perm, kind, file.clone(), first, false)?
+            }
+            None => space.add_region(start, len, perm, kind, Backing::Private)?,
+        }
+    }
+    // The private pages: file bytes copied in (zero elsewhere); executable ones all present,
+    // so that each goes through the maintenance below.
+    let mut refs = crate::proc::frame_refs();
+    for run in plan.iter().filter(|r| r.file_page.is_none()) {
+        if run.perm.executable() {
+            let zeros = [0u8; PAGE_SIZE as usize];
+            let mut va = run.start;
+            while va < run.end {
+                space.populate(VirtAddr::new(va), &zeros, &mut KernelFrames, &mut refs)?;
+                va += PAGE_SIZE;
+            }
+        }
+        for seg in elf.segments() {
+            let from = seg.vaddr.max(run.start);
+            let to = (seg.vaddr + seg.filesz).min(run.end);
+            if from < to {
+                let bytes =
+                    read_file_bytes(file, seg.offset + (from - seg.vaddr), (to - from) as usize)?;
+                if bytes.len() != (to - from) as usize {
+                    return Err(SpawnError::Card(String::from("the file ended early")));
+                }
+                space.populate(VirtAddr::new(from), &bytes, &mut KernelFrames, &mut refs)?;
+            }
+        }
+        if run.perm.executable() {
+            clean_text(space, run.start, run.end);
+            // Make the cleaned code visible to instruction fetch before it can run (ARM ARM
+            // B2.2.9).
+            cache::invalidate_instructions();
+        }
+    }
+    drop(refs);
+    add_stack(space)
+}
+
+/// The region permission and kind of pages mapped `perm`.
+fn region_of(perm: SegPerm) -> (Perm, RegionKind) {
+    match perm {
+        SegPerm::RX => (Perm::RX, RegionKind::Text),
+        SegPerm::R => (Perm::R, RegionKind::Data),
+        SegPerm::RW => (Perm::RW, RegionKind::Data),
+    }
+}
+
+/// Cleans the code written through the direct map (D-cache) at `[start, end)` of `space` to
+/// the Point of Unification, page by page; the caller then invalidates the I-cache once.
+fn clean_text(space: &UserSpace, start: u32, end: u32) {
+    let mut va = start;
+    while va < end {
+        if let Some(t) = space.space().translate(VirtAddr::new(va)) {
+            if let Some(kva) = layout::phys_to_virt(t.pa) {
+                cache::clean_to_pou(kva, PAGE_SIZE);
+            }
+        }
+        va += PAGE_SIZE;
+    }
 }
 
 /// Starts the program in `image` with `arg` in r0 as a child of `parent`; `name` is what `ps`
@@ -224,6 +321,18 @@ pub(super) fn spawn_image(
     parent: Pid,
 ) -> Result<Pid, SpawnError> {
     let (space, entry, thumb) = load(image)?;
+    start(name, space, entry, thumb, arg, parent)
+}
+
+/// Queues a process running `space` from `entry` (in Thumb state if `thumb`) with `arg` in r0.
+fn start(
+    name: &str,
+    space: UserSpace,
+    entry: u32,
+    thumb: bool,
+    arg: u32,
+    parent: Pid,
+) -> Result<Pid, SpawnError> {
     let mut ctx = TrapFrame {
         sp_usr: USER_STACK_TOP.as_u32(),
         pc: entry,

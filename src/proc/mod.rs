@@ -23,6 +23,7 @@
 
 mod cpu_state;
 pub mod fault;
+pub mod files;
 mod loader;
 mod slots;
 pub mod syscall;
@@ -46,7 +47,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use slots::Slots;
 
 pub use cpu_state::{fp_owner, fp_stats, FpStats};
-pub use loader::{new_space, SpawnError, MAX_PROGRAM_FILE};
+pub use loader::{new_space, SpawnError};
 
 /// A process id. 0 is the kernel task.
 pub type Pid = u32;

@@ -246,7 +246,7 @@ fn shm(key: u32, len: u32) -> SysResult {
         // left of one after a partial munmap is not (its start holds another page).
         let whole = vm.regions().find(|r| match &r.backing {
             Backing::Shared(o) => Arc::ptr_eq(o, &object) && r.offset == 0 && r.len == len,
-            Backing::Private => false,
+            _ => false,
         });
         if let Some(r) = whole {
             return Ok(r.start.as_u32());

@@ -9,7 +9,8 @@ fn main() {
     }
     let dir = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     println!("cargo:rustc-link-arg-bins=-T{dir}/user.ld");
-    // Segments are laid out in 4 KiB pages, whatever lld's default maximum page size is.
+    // Segments are laid out in 4 KiB pages, whatever lld's default maximum page size is, and
+    // each starts in the file at an offset equal to its address modulo 4 KiB (no --nmagic): the
+    // kernel maps a program's pages straight from the page cache.
     println!("cargo:rustc-link-arg-bins=-zmax-page-size=4096");
-    println!("cargo:rustc-link-arg-bins=--nmagic");
 }

@@ -154,4 +154,23 @@ impl PhysMem for DirectMap {
         // SAFETY: as above, for two distinct whole frames (so they do not overlap).
         unsafe { copy_page(Self::ptr::<u8>(dst.start()), Self::ptr::<u8>(src.start())) }
     }
+
+    fn write_bytes(&mut self, pa: PhysAddr, data: &[u8]) {
+        // SAFETY: `DirectMap::new`'s contract: `[pa, pa + len)` is direct-mapped RAM the caller
+        // owns (a frame's data, not a descriptor), which no Rust reference aliases.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), Self::ptr::<u8>(pa), data.len()) }
+    }
+
+    fn read_bytes(&self, pa: PhysAddr, buf: &mut [u8]) {
+        // SAFETY: as in `write_bytes`.
+        unsafe { core::ptr::copy_nonoverlapping(Self::ptr::<u8>(pa), buf.as_mut_ptr(), buf.len()) }
+    }
+
+    fn sync_instructions(&mut self, frame: Frame) {
+        // The frame was written through its direct-map alias; the clean by VA of that alias
+        // reaches the same physical lines (PIPT D-cache), and the I-cache is invalidated whole.
+        if let Some(va) = layout::phys_to_virt(frame.start()) {
+            crate::arch::arm::cache::sync_instructions(va, crate::mm::PAGE_SIZE);
+        }
+    }
 }
