@@ -67,8 +67,17 @@ $(BUILD)/bin/.stamp: $(ELF) tests/data/thello
 	@cp tests/data/thello $(BUILD)/bin/
 	@touch $@
 
-$(CARD): $(IMG) $(BUILD)/bin/.stamp tests/mksdcard.sh boot/config.txt | deps
-	tests/mksdcard.sh --no-firmware --bin $(BUILD)/bin $(IMG) boot/config.txt $@ >/dev/null
+# The files the file-mapping tests use (src/user/src/bin/filemap.rs): /data/words.bin, word k
+# holding k (16 pages and 100 bytes); shared.bin and persist.bin, 8 KiB of zeroes.
+$(BUILD)/data/.stamp: Makefile
+	@rm -rf $(BUILD)/data && mkdir -p $(BUILD)/data
+	@perl -e 'print pack("V*", 0 .. 16408)' >$(BUILD)/data/words.bin
+	@head -c 8192 /dev/zero >$(BUILD)/data/shared.bin
+	@head -c 8192 /dev/zero >$(BUILD)/data/persist.bin
+	@touch $@
+
+$(CARD): $(IMG) $(BUILD)/bin/.stamp $(BUILD)/data/.stamp tests/mksdcard.sh boot/config.txt | deps
+	tests/mksdcard.sh --no-firmware --bin $(BUILD)/bin --data $(BUILD)/data $(IMG) boot/config.txt $@ >/dev/null
 	@echo "built $@"
 
 # Test and benchmark kernels: the same kernel with the ktest/kbench feature, kept apart.
@@ -134,8 +143,8 @@ bench: deps $(BUILD)/kbench.elf
 	@tests/qemu-run.sh elf $(BUILD)/kbench.elf $(BUILD)/kbench.log -icount shift=0
 
 # --- SD card ------------------------------------------------------------------------------------
-sdcard: $(IMG) $(BUILD)/bin/.stamp deps-sdcard
-	tests/mksdcard.sh --bin $(BUILD)/bin $(IMG) boot/config.txt $(BUILD)/sdcard.img
+sdcard: $(IMG) $(BUILD)/bin/.stamp $(BUILD)/data/.stamp deps-sdcard
+	tests/mksdcard.sh --bin $(BUILD)/bin --data $(BUILD)/data $(IMG) boot/config.txt $(BUILD)/sdcard.img
 
 # --- debug --------------------------------------------------------------------------------------
 gdb: deps $(IMG) $(CARD)

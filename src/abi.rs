@@ -30,6 +30,26 @@ pub mod nr {
     /// `spawn(path, path_len, arg) -> child pid`: starts a program (a card path, or a bare
     /// name: embedded, else `/bin/NAME`) as a child of the caller.
     pub const SPAWN: u32 = 11;
+    /// `map_file(path, path_len, len, offset | flags) -> address`: maps a file of the card.
+    pub const MAP_FILE: u32 = 12;
+    /// `msync(addr, len) -> pages written`: writes back what the caller's shared file
+    /// mappings of the range changed.
+    pub const MSYNC: u32 = 13;
+    /// `sync() -> pages written`: writes back every changed page of every cached file.
+    pub const SYNC: u32 = 14;
+}
+
+/// The low bits of `map_file`'s last argument (the rest is the page-aligned file offset).
+pub mod map {
+    /// Readable.
+    pub const READ: u32 = 1;
+    /// Writable (implies readable).
+    pub const WRITE: u32 = 2;
+    /// Shared: writes reach the file (when written back) and every process mapping it sees
+    /// them. Without it the mapping is private: the first write to a page copies it.
+    pub const SHARED: u32 = 4;
+    /// Bits that are flags; the others are the offset.
+    pub const FLAGS: u32 = 0xfff;
 }
 
 /// What `sysinfo` reports.
@@ -44,6 +64,10 @@ pub mod info {
     pub const COW_SHARED_FRAMES: u32 = 3;
     /// Frequency of the timer, in Hz.
     pub const TIMER_HZ: u32 = 4;
+    /// Page-cache lookups that had to read the card, system-wide.
+    pub const CACHE_MISSES: u32 = 5;
+    /// Pages in the page cache, system-wide.
+    pub const CACHE_PAGES: u32 = 6;
 }
 
 /// `mmap` protection bits. There is no execute bit: the kernel refuses executable mappings.
@@ -76,6 +100,8 @@ pub mod errno {
     pub const EFAULT: i32 = 14;
     /// An invalid argument.
     pub const EINVAL: i32 = 22;
+    /// No space left on the card.
+    pub const ENOSPC: i32 = 28;
     /// No such system call.
     pub const ENOSYS: i32 = 38;
 }

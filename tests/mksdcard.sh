@@ -2,19 +2,21 @@
 # Builds an SD card image for a Raspberry Pi 2 without root or loop devices: 64 MiB (QEMU wants a
 # power of two), an MBR with one bootable FAT32 (LBA) partition from 1 MiB to 61 MiB holding the
 # firmware from Debian's raspi-firmware package (bootcode.bin, start.elf, fixup.dat), kernel7.img,
-# config.txt and the user programs in /bin. The last 3 MiB belong to no partition (the on-target
+# config.txt, the user programs in /bin and the test data in /data. The last 3 MiB belong to no partition (the on-target
 # tests write scratch blocks there).
 #
-#   tests/mksdcard.sh [--no-firmware] [--bin <dir>] <kernel7.img> <config.txt> <out.img>
+#   tests/mksdcard.sh [--no-firmware] [--bin <dir>] [--data <dir>] <kernel7.img> <config.txt> <out.img>
 #     --no-firmware  leave the Pi firmware out (QEMU does not run it): nothing is fetched
 #     --bin <dir>    copy every file of <dir> into /bin
+#     --data <dir>   copy every file of <dir> into /data
 # Write it with: sudo dd if=<out.img> of=/dev/sdX bs=4M conv=fsync
 set -euo pipefail
-firmware=1 bindir=
+firmware=1 bindir= datadir=
 while [ $# -gt 0 ]; do
   case $1 in
     --no-firmware) firmware=0; shift ;;
     --bin) bindir=$2; shift 2 ;;
+    --data) datadir=$2; shift 2 ;;
     *) break ;;
   esac
 done
@@ -64,6 +66,12 @@ if [ -n "$bindir" ]; then
   mmd -i "$part" ::bin
   for f in "$bindir"/*; do
     [ -f "$f" ] && mcopy -i "$part" "$f" "::bin/$(basename "$f")"
+  done
+fi
+if [ -n "$datadir" ]; then
+  mmd -i "$part" ::data
+  for f in "$datadir"/*; do
+    [ -f "$f" ] && mcopy -i "$part" "$f" "::data/$(basename "$f")"
   done
 fi
 

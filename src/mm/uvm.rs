@@ -1231,6 +1231,47 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         Ok(())
     }
 
+    // ----- write-back -----------------------------------------------------------------------
+
+    /// Writes back what this space's shared file mappings in `[start, start + len)` changed
+    /// (`msync`): the space's writable mappings of those pages become read-only first, so a
+    /// later write faults and marks the page dirty again, and then the file's dirty pages of
+    /// the range go to the file. Other regions in the range are skipped. Returns the pages
+    /// written; on an I/O error the failed pages stay dirty and the first error is returned
+    /// (after trying them all).
+    pub fn sync(&mut self, start: VirtAddr, len: u32) -> Result<u32, UvmError> {
+        let end = Self::check_user_range(start, len)?;
+        let mut result = Ok(0);
+        let space = &mut self.space;
+        for region in self.regions.from(start) {
+            if region.start >= end {
+                break;
+            }
+            let Backing::SharedFile(object) = &region.backing else {
+                continue;
+            };
+            let from = region.start.max(start);
+            let to = region.end().min(end);
+            let mut v = from;
+            while let Some((va, t)) = space.next_mapped(v, to) {
+                if t.flags.is_some_and(|f| f.access.is_writable()) {
+                    let page = Page::containing(va);
+                    space.protect_page(page, Perm::R.flags())?;
+                    object.writer_gone(region.object_page(page));
+                }
+                v = next_page(va);
+            }
+            let first = region.object_page(Page::containing(from));
+            let pages = (to.as_u32() - from.as_u32()) / PAGE_SIZE;
+            match (object.write_back(first..first + pages, space.mem()), &mut result) {
+                (Ok(n), Ok(total)) => *total += n,
+                (Err(e), Ok(_)) => result = Err(UvmError::Io(e)),
+                _ => {}
+            }
+        }
+        result
+    }
+
     // ----- removal --------------------------------------------------------------------------
 
     /// Unmaps the pages of `[from, to)` (inside `region`) and gives up this space's ownership of

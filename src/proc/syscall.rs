@@ -4,7 +4,9 @@
 use super::sched;
 use super::uaccess::{copy_from_user, Efault};
 use super::{ExitStatus, KernelFrames, Pid, Process, State, KMEM, SHARED, TABLE};
-use crate::abi::{errno, info, nr, prot};
+use crate::abi::{errno, info, map, nr, prot};
+use crate::fs::FsError;
+use crate::mm::file_object::{CacheStats, IoError};
 use crate::arch::arm::exception::TrapFrame;
 use crate::arch::arm::timer;
 use crate::mm::asid::ContextId;
@@ -20,7 +22,7 @@ type SysResult = Result<u32, i32>;
 
 /// Handles the SVC in `frame` for the current process (called straight from the SVC vector).
 pub(super) fn dispatch(frame: &mut TrapFrame) {
-    let [a0, a1, a2, _a3] = [frame.r[0], frame.r[1], frame.r[2], frame.r[3]];
+    let [a0, a1, a2, a3] = [frame.r[0], frame.r[1], frame.r[2], frame.r[3]];
     let result = match frame.r[7] {
         nr::EXIT => return exit(frame, a0 as i32),
         nr::WRITE => write(a0, a1, a2),
@@ -37,6 +39,9 @@ pub(super) fn dispatch(frame: &mut TrapFrame) {
         nr::SYSINFO => sysinfo(a0),
         nr::WAIT => return wait(frame, a0),
         nr::SPAWN => spawn(a0, a1, a2),
+        nr::MAP_FILE => map_file(a0, a1, a2, a3),
+        nr::MSYNC => msync(a0, a1),
+        nr::SYNC => super::files::sync().map_err(io_errno),
         _ => Err(errno::ENOSYS),
     };
     frame.r[0] = match result {
@@ -273,6 +278,8 @@ fn sysinfo(what: u32) -> SysResult {
         info::ASID => with_current(|p| Ok(p.asid.map_or(0, |a| u32::from(a.get())))),
         info::COW_SHARED_FRAMES => Ok(TABLE.lock().refs.shared_frames()),
         info::TIMER_HZ => timer::frequency().map_err(|_| errno::ENOSYS),
+        info::CACHE_MISSES => Ok(CacheStats::get(&super::files::CACHE_STATS.misses)),
+        info::CACHE_PAGES => Ok(CacheStats::get(&super::files::CACHE_STATS.pages)),
         _ => Err(errno::EINVAL),
     }
 }
@@ -281,17 +288,91 @@ fn sysinfo(what: u32) -> SysResult {
 /// Longest path `spawn` takes.
 const PATH_MAX: u32 = 255;
 
+/// Copies the path of `len` bytes at `ptr` in from the caller into `buf`.
+fn user_path(ptr: u32, len: u32, buf: &mut [u8; PATH_MAX as usize]) -> Result<&str, i32> {
+    if len == 0 || len > PATH_MAX {
+        return Err(errno::EINVAL);
+    }
+    let bytes = &mut buf[..len as usize];
+    copy_from_user(bytes, ptr).map_err(|Efault| errno::EFAULT)?;
+    core::str::from_utf8(bytes).map_err(|_| errno::EINVAL)
+}
+
+/// The errno of a failed write-back.
+fn io_errno(e: IoError) -> i32 {
+    match e {
+        IoError::NoSpace => errno::ENOSPC,
+        IoError::Failed => errno::EIO,
+    }
+}
+
+/// `map_file(path, path_len, len, offset | flags)`: maps `len` bytes (rounded up to pages; 0:
+/// the rest of the file) of the file at `path` from the page-aligned `offset`, private or
+/// shared (see `abi::map`). The file's pages come from the page cache on first touch. A
+/// mapping may reach past the end of the file: the last page's tail reads zero, and a page
+/// wholly past the end is a bus error when touched.
+fn map_file(path: u32, path_len: u32, len: u32, offset_flags: u32) -> SysResult {
+    let flags = offset_flags & map::FLAGS;
+    let offset = offset_flags & !map::FLAGS;
+    let perm = match flags & !map::SHARED {
+        map::READ => Perm::R,
+        f if f == map::READ | map::WRITE || f == map::WRITE => Perm::RW,
+        _ => return Err(errno::EINVAL),
+    };
+    let shared = flags & map::SHARED != 0;
+    let mut buf = [0u8; PATH_MAX as usize];
+    let path = user_path(path, path_len, &mut buf)?;
+    let file = super::files::open(path).map_err(|e| match e {
+        FsError::NotFound(_) | FsError::NotADirectory(_) => errno::ENOENT,
+        FsError::IsADirectory(_) => errno::EACCES,
+        _ => errno::EIO,
+    })?;
+    let len = match len {
+        0 => file
+            .size()
+            .checked_sub(offset)
+            .filter(|&n| n > 0)
+            .ok_or(errno::EINVAL)?,
+        n => n,
+    };
+    let len = page_len(len)?;
+    if len > USER_MMAP_END.as_u32() - USER_MMAP_BASE.as_u32() {
+        return Err(errno::ENOMEM);
+    }
+    with_current(|p| {
+        let vm = p.vm.as_mut().ok_or(errno::ESRCH)?;
+        let va = vm
+            .find_free(len, USER_MMAP_BASE, USER_MMAP_END)
+            .ok_or(errno::ENOMEM)?;
+        let kind = RegionKind::Anon;
+        vm.add_file_region(va, len, perm, kind, file, offset / PAGE_SIZE, shared)
+            .map_err(region_errno)?;
+        Ok(va.as_u32())
+    })
+}
+
+/// `msync(addr, len)`: writes back the changes of the caller's shared file mappings in the
+/// range; the number of pages written.
+fn msync(va: u32, len: u32) -> SysResult {
+    let len = page_len(len)?;
+    if !va.is_multiple_of(PAGE_SIZE) {
+        return Err(errno::EINVAL);
+    }
+    let mut t = TABLE.lock();
+    let (vm, _) = t.current_vm().ok_or(errno::ESRCH)?;
+    match vm.sync(VirtAddr::new(va), len) {
+        Ok(n) => Ok(n),
+        Err(UvmError::Io(e)) => Err(io_errno(e)),
+        Err(_) => Err(errno::EINVAL),
+    }
+}
+
 /// `spawn(path, len, arg)`: starts the program at `path` (see [`super::spawn_program`]) as a
 /// child of the caller, with `arg` in r0. The path is copied in first; the file is read from the
 /// card with the polling driver, so the caller holds the CPU until the program is loaded.
 fn spawn(path: u32, len: u32, arg: u32) -> SysResult {
-    if len == 0 || len > PATH_MAX {
-        return Err(errno::EINVAL);
-    }
     let mut buf = [0u8; PATH_MAX as usize];
-    let bytes = &mut buf[..len as usize];
-    copy_from_user(bytes, path).map_err(|Efault| errno::EFAULT)?;
-    let path = core::str::from_utf8(bytes).map_err(|_| errno::EINVAL)?;
+    let path = user_path(path, len, &mut buf)?;
     super::spawn_program(path, arg, current_pid()).map_err(|e| e.errno())
 }
 

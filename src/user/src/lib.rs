@@ -16,7 +16,7 @@ use core::fmt::{self, Write};
 // The ABI constants are the kernel's own file, so both sides always agree.
 #[path = "../../abi.rs"]
 mod abi;
-pub use abi::{info, nr, prot, status};
+pub use abi::{info, map, nr, prot, status};
 
 /// The console's file descriptor.
 pub const CONSOLE: u32 = 1;
@@ -48,6 +48,8 @@ impl Errno {
     pub const EINVAL: Errno = Errno(abi::errno::EINVAL);
     /// No such system call.
     pub const ENOSYS: Errno = Errno(abi::errno::ENOSYS);
+    /// No space left on the card.
+    pub const ENOSPC: Errno = Errno(abi::errno::ENOSPC);
 
     /// The symbolic name, if the error is one the kernel uses.
     pub const fn name(self) -> Option<&'static str> {
@@ -64,6 +66,7 @@ impl Errno {
             EFAULT => "EFAULT",
             EINVAL => "EINVAL",
             ENOSYS => "ENOSYS",
+            ENOSPC => "ENOSPC",
             _ => return None,
         })
     }
@@ -231,6 +234,36 @@ pub fn spawn(path: &str, arg: u32) -> Result<u32, Errno> {
     // SAFETY: the kernel only reads `path`, which is valid for `path.len()` bytes.
     let r = unsafe { syscall(nr::SPAWN, [path.as_ptr() as u32, path.len() as u32, arg, 0]) };
     check(r)
+}
+
+/// Maps `len` bytes (0: the rest of the file) of the card file at `path` from the page-aligned
+/// byte `offset`, with `flags` from [`map`] (`READ`, `WRITE`, `SHARED`); returns the address.
+pub fn map_file(path: &str, len: usize, offset: u32, flags: u32) -> Result<*mut u8, Errno> {
+    if offset & map::FLAGS != 0 || flags & !map::FLAGS != 0 {
+        return Err(Errno::EINVAL);
+    }
+    // SAFETY: the kernel only reads `path`; a new mapping never replaces one the program uses.
+    let r = unsafe {
+        syscall(
+            nr::MAP_FILE,
+            [path.as_ptr() as u32, path.len() as u32, len as u32, offset | flags],
+        )
+    };
+    check(r).map(|a| a as usize as *mut u8)
+}
+
+/// Writes back what the caller's shared file mappings of `[addr, addr + len)` changed; the
+/// number of pages written.
+pub fn msync(addr: *mut u8, len: usize) -> Result<u32, Errno> {
+    // SAFETY: msync changes no memory of the caller (only the write permission of its shared
+    // file pages, which the next write restores).
+    check(unsafe { syscall(nr::MSYNC, [addr as u32, len as u32, 0, 0]) })
+}
+
+/// Writes back every changed page of every cached file; the number of pages written.
+pub fn sync() -> Result<u32, Errno> {
+    // SAFETY: no memory effects on the caller.
+    check(unsafe { syscall(nr::SYNC, [0; 4]) })
 }
 
 /// The caller's ASID (`sysinfo(2)`); panics if the kernel does not report it.
