@@ -14,8 +14,8 @@ pub const ENTRIES: &[Entry] = &[
 ];
 
 const EXPECTED: &[&str] = &[
-    "bench", "cow", "demand", "demo", "fault", "forktest", "fpu", "fuzz", "hello", "hostile",
-    "pattern", "shm", "spin", "spawner", "syscheck", "timers", "tls", "true",
+    "bench", "cow", "demand", "demo", "fault", "filemap", "forktest", "fpu", "fuzz", "hello",
+    "hostile", "pattern", "shm", "spin", "spawner", "syscheck", "timers", "tls", "true",
 ];
 
 fn all_embedded() {

@@ -9,6 +9,8 @@ use crate::abi::errno;
 use crate::block::{Block, BlockDevice, BlockIdx};
 use crate::bsp::raspi2::emmc::EMMC;
 use crate::elf::ElfError;
+use crate::mm::file_object::CacheStats;
+use crate::mm::{Frame, VirtAddr, PAGE_SIZE};
 use crate::proc::{self, ExitStatus, SpawnError, KERNEL_PID};
 use crate::{fs, programs, vm};
 use alloc::string::ToString;
@@ -26,7 +28,22 @@ pub const ENTRIES: &[Entry] = &[
     Entry::Test("storage::a_file_that_is_not_elf_is_enoexec", not_elf),
     Entry::Test("storage::spawn_syscall_starts_and_waits", spawn_syscall),
     Entry::Test("storage::gcc_thumb_program_from_the_card_runs", gcc_thumb),
+    Entry::Test("storage::two_processes_share_text_frames", shared_text),
+    Entry::Test(
+        "storage::file_mappings_private_shared_past_end_bad",
+        file_mappings,
+    ),
+    Entry::Test(
+        "storage::page_cache_shrinks_to_what_is_mapped",
+        cache_shrink,
+    ),
 ];
+
+/// Free frames plus the frames the page cache holds: what must balance when programs from the
+/// card come and go (their pages stay cached after them).
+fn free_or_cached() -> u32 {
+    vm::free_frames() + CacheStats::get(&proc::files::CACHE_STATS.pages)
+}
 
 /// The card image `tests/mksdcard.sh` makes: 64 MiB, FAT32 from block 2048 for 60 MiB.
 const CARD_BLOCKS: u32 = 64 * 2048;
@@ -221,8 +238,101 @@ fn gcc_thumb() {
     let image = fs::read_file(&EMMC, "/bin/thello").expect("read /bin/thello");
     let elf = crate::elf::Elf::parse(&image).expect("thello accepted");
     assert!(elf.thumb);
-    let free = vm::free_frames();
+    let free = free_or_cached();
     let pid = proc::spawn_path("/bin/thello", 0).expect("spawn /bin/thello");
     assert_eq!(proc::wait(pid), ExitStatus::Exited(0));
-    assert_eq!(vm::free_frames(), free, "frames lost");
+    assert_eq!(free_or_cached(), free, "frames lost");
+}
+
+/// The frame that `va` of process `pid` maps, if any.
+fn frame_at(pid: proc::Pid, va: u32) -> Option<Frame> {
+    proc::with_table(|t| {
+        let space = t.get(pid)?.vm()?;
+        let tr = space.space().translate(VirtAddr::new(va))?;
+        Some(Frame::containing(tr.pa))
+    })
+}
+
+/// Two processes of one program from the card: each text page they run is one frame, the page
+/// cache's, mapped by both.
+fn shared_text() {
+    if no_card() {
+        return;
+    }
+    // Two `shm` readers: each waits for a writer, sleeping, which lets the kernel task run.
+    let file = proc::files::open("/bin/shm").expect("open /bin/shm");
+    let head = fs::read_file(&EMMC, "/bin/shm").expect("read /bin/shm");
+    let entry = crate::elf::Elf::parse(&head).expect("shm is an ELF").entry;
+    let free = free_or_cached();
+    let a = proc::spawn_path("/bin/shm", 2).expect("spawn shm");
+    let b = proc::spawn_path("/bin/shm", 2).expect("spawn shm");
+    // Let both run until their first text page is in.
+    let mut rounds = 0;
+    while frame_at(a, entry).is_none() || frame_at(b, entry).is_none() {
+        rounds += 1;
+        assert!(rounds < 1000, "the two readers never ran");
+        proc::idle_wait();
+    }
+    let (fa, fb) = (frame_at(a, entry).unwrap(), frame_at(b, entry).unwrap());
+    let index = (entry - 0x1_0000) / PAGE_SIZE + 1;
+    let cached = file.cached_frame(index);
+    println!();
+    println!(
+        "  text page {entry:#x}: pid {a} -> {:#x}, pid {b} -> {:#x}, page cache -> {:x?}; {} \
+         of {} file pages cached",
+        fa.start().as_u32(),
+        fb.start().as_u32(),
+        cached.map(|f| f.start().as_u32()),
+        file.resident(),
+        file.page_count()
+    );
+    assert_eq!(
+        fa, fb,
+        "two processes of one program have two copies of its text"
+    );
+    assert_eq!(cached, Some(fa), "the text is not the page cache's frame");
+    // The cache and the two mappings.
+    assert_eq!(proc::with_table(|t| t.refs.count(fa)), 3);
+    assert!(proc::kill(a) && proc::kill(b));
+    proc::wait(a);
+    proc::wait(b);
+    drop(file);
+    assert_eq!(free_or_cached(), free, "frames lost");
+}
+
+/// `filemap` 1-4 (src/user/src/bin/filemap.rs): private and shared mappings of card files,
+/// pages past the end, refused requests; then every frame is free or cached.
+fn file_mappings() {
+    if no_card() {
+        return;
+    }
+    let free = free_or_cached();
+    for case in 1..=4 {
+        let pid = proc::spawn_path("/bin/filemap", case).expect("spawn filemap");
+        assert_eq!(proc::wait(pid), ExitStatus::Exited(0), "filemap {case}");
+    }
+    assert_eq!(
+        CacheStats::get(&proc::files::CACHE_STATS.dirty),
+        0,
+        "dirty pages left after every mapping went"
+    );
+    assert_eq!(free_or_cached(), free, "frames lost");
+}
+
+/// Shrinking the cache frees every page no process maps, and the files read back the same.
+fn cache_shrink() {
+    if no_card() {
+        return;
+    }
+    let stats = &proc::files::CACHE_STATS;
+    let before = CacheStats::get(&stats.pages);
+    assert!(before > 0, "nothing cached after the programs ran");
+    let free = vm::free_frames();
+    let gone = proc::files::shrink(u32::MAX);
+    assert_eq!(gone, before, "a page nobody maps was kept");
+    assert_eq!(CacheStats::get(&stats.pages), 0);
+    assert_eq!(vm::free_frames(), free + gone);
+    // Read again from the card: the same bytes.
+    let pid = proc::spawn_path("/bin/filemap", 1).expect("spawn filemap");
+    assert_eq!(proc::wait(pid), ExitStatus::Exited(0));
 }

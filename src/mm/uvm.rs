@@ -1263,7 +1263,10 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
             }
             let first = region.object_page(Page::containing(from));
             let pages = (to.as_u32() - from.as_u32()) / PAGE_SIZE;
-            match (object.write_back(first..first + pages, space.mem()), &mut result) {
+            match (
+                object.write_back(first..first + pages, space.mem()),
+                &mut result,
+            ) {
                 (Ok(n), Ok(total)) => *total += n,
                 (Err(e), Ok(_)) => result = Err(UvmError::Io(e)),
                 _ => {}
