@@ -246,7 +246,12 @@ pub fn map_file(path: &str, len: usize, offset: u32, flags: u32) -> Result<*mut 
     let r = unsafe {
         syscall(
             nr::MAP_FILE,
-            [path.as_ptr() as u32, path.len() as u32, len as u32, offset | flags],
+            [
+                path.as_ptr() as u32,
+                path.len() as u32,
+                len as u32,
+                offset | flags,
+            ],
         )
     };
     check(r).map(|a| a as usize as *mut u8)

@@ -68,11 +68,20 @@ fn private() -> i32 {
     check!(w0 == 0, "word 0 is {w0:#x}");
     check!(w9 == 9 * 1024 + 3, "word 9*1024+3 is {w9:#x}");
     check!(touched == 2, "{touched} pages resident after touching 2");
-    check!(read <= 2, "{read} pages read from the card after touching 2");
+    check!(
+        read <= 2,
+        "{read} pages read from the card after touching 2"
+    );
     // The tail of the last page: past the end of the file, zero.
     let last = WORDS_LEN / 4;
-    check!(word(m, last - 1) == (last - 1) as u32, "the last word of the file");
-    check!(word(m, last) == 0 && word(m, 16 * 1024 + 1023) == 0, "the tail is not zero");
+    check!(
+        word(m, last - 1) == (last - 1) as u32,
+        "the last word of the file"
+    );
+    check!(
+        word(m, last) == 0 && word(m, 16 * 1024 + 1023) == 0,
+        "the tail is not zero"
+    );
     // A private write copies.
     set_word(m, 5, 0xdead_beef);
     check!(word(m, 5) == 0xdead_beef, "a private write was lost");
@@ -84,7 +93,10 @@ fn private() -> i32 {
             return 1;
         }
     };
-    check!(word(again, 5) == 5, "a private write reached the file's pages");
+    check!(
+        word(again, 5) == 5,
+        "a private write reached the file's pages"
+    );
     println!("filemap private: ok ({touched} pages resident, {read} read from the card)");
     0
 }
@@ -118,10 +130,19 @@ fn shared() -> i32 {
         }
     };
     let st = wait(child);
-    check!(st == Ok(WaitStatus::Exited(0)), "the writing child ended with {st:?}");
-    check!(word(m, 1024 + 5) == marker, "the parent does not see the child's write");
+    check!(
+        st == Ok(WaitStatus::Exited(0)),
+        "the writing child ended with {st:?}"
+    );
+    check!(
+        word(m, 1024 + 5) == marker,
+        "the parent does not see the child's write"
+    );
     let fresh = map_file(SHARED, 0, 0, map::READ).unwrap_or(core::ptr::null_mut());
-    check!(!fresh.is_null() && word(fresh, 1024 + 5) == marker, "a new mapping does not see it");
+    check!(
+        !fresh.is_null() && word(fresh, 1024 + 5) == marker,
+        "a new mapping does not see it"
+    );
     // Put the file back as it was, through the parent's mapping.
     set_word(m, 1024 + 5, 0);
     let n = msync(m, 8192);
@@ -178,12 +199,23 @@ fn bad_requests() -> i32 {
     let raw = unsafe {
         syscall(
             ulib::nr::MAP_FILE,
-            [WORDS.as_ptr() as u32, WORDS.len() as u32, 0, 0x800 | map::READ],
+            [
+                WORDS.as_ptr() as u32,
+                WORDS.len() as u32,
+                0,
+                0x800 | map::READ,
+            ],
         )
     };
-    check!(ulib::check(raw) == Err(Errno::EINVAL), "an unaligned offset: {raw}");
+    check!(
+        ulib::check(raw) == Err(Errno::EINVAL),
+        "an unaligned offset: {raw}"
+    );
     let r = map_file(WORDS, 0, 64 * 4096, map::READ);
-    check!(r == Err(Errno::EINVAL), "len 0 with the offset past the end: {r:?}");
+    check!(
+        r == Err(Errno::EINVAL),
+        "len 0 with the offset past the end: {r:?}"
+    );
     println!("filemap bad-requests: ok");
     0
 }
@@ -215,7 +247,11 @@ fn persist(write: bool) -> i32 {
         println!("filemap persist: written and synced");
     } else {
         for i in 0..words {
-            check!(word(m, i) == persist_value(i), "word {i} is {:#x} after the restart", word(m, i));
+            check!(
+                word(m, i) == persist_value(i),
+                "word {i} is {:#x} after the restart",
+                word(m, i)
+            );
         }
         println!("filemap persist: all {words} words read back after the restart");
     }
