@@ -134,6 +134,8 @@ target-test: $(BUILD)/ktest.elf $(BUILD)/ktest.img $(BUILD)/armstub.bin $(IMG) $
 	@CARD=$(CARD) ARMSTUB=$(BUILD)/armstub.bin tests/qemu-run.sh board $(BUILD)/ktest.img $(BUILD)/ktest-board.log
 	@echo "== the UART shell of the normal kernel: commands piped into QEMU's serial, card attached =="
 	@tests/console.sh $(BUILD)/kernel.elf $(BUILD)/console.log $(CARD)
+	@echo "== a shared file mapping synced, QEMU killed and started again: the data is on the card =="
+	@tests/persist.sh $(BUILD)/kernel.elf $(CARD) $(BUILD)/persist.log
 
 # --- bench --------------------------------------------------------------------------------------
 bench: deps $(BUILD)/kbench.elf

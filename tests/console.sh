@@ -60,6 +60,9 @@ if [ -n "$card" ]; then
                              expect "hello from the card ends" "pid ${hpid:-x} exited with code 0" 20
   send "run /bin/thello";    expect "a program built by GCC (Thumb code) runs from the card" 'thello: hello from Thumb code'
   send "run /config.txt";    expect "a file that is not a program is refused" 'run /config.txt: bad program image: not an ELF'
+  send "run /bin/filemap 1"; expect "a private file mapping reads only the pages touched" 'filemap private: ok \(2 pages resident'
+  send "meminfo";            expect "meminfo shows the page cache" 'cache +: [0-9]+ pages of [0-9]+ files, [0-9]+ dirty; [0-9]+ hits, [0-9]+ misses'
+  send "sync";               expect "sync writes the page cache back" 'sync: [0-9]+ pages written back'
 fi
 send "meminfo";              expect "meminfo: frames" 'frames +: [0-9]+ total, [0-9]+ free, [0-9]+ reserved'
                              expect "meminfo: heap, MMIO, ASIDs" 'asids +: [0-9]+ of 255 in use'
