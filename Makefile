@@ -138,11 +138,12 @@ target-test: $(BUILD)/ktest.elf $(BUILD)/ktest.img $(BUILD)/armstub.bin $(IMG) $
 	@tests/persist.sh $(BUILD)/kernel.elf $(CARD) $(BUILD)/persist.log
 
 # --- bench --------------------------------------------------------------------------------------
-bench: deps $(BUILD)/kbench.elf
+bench: deps $(BUILD)/kbench.elf $(CARD)
 	@echo "== host benchmarks =="
 	$(CARGO) bench --bench pmm --bench vas
 	@echo "== target benchmarks: instructions, PMCCNTR under qemu -icount shift=0 =="
-	@tests/qemu-run.sh elf $(BUILD)/kbench.elf $(BUILD)/kbench.log -icount shift=0
+	@cp $(CARD) $(BUILD)/bench-card.img
+	@CARD=$(BUILD)/bench-card.img tests/qemu-run.sh elf $(BUILD)/kbench.elf $(BUILD)/kbench.log -icount shift=0
 
 # --- SD card ------------------------------------------------------------------------------------
 sdcard: $(IMG) $(BUILD)/bin/.stamp $(BUILD)/data/.stamp deps-sdcard

@@ -199,6 +199,8 @@ fn processes() {
     // Cores 1-3 online and idle in WFI (they execute nothing while the figures are taken).
     crate::smp::start_secondaries();
     proc::init();
+    // The card, for the page-cache cases (none attached: the program skips them).
+    crate::init::report_card();
     // SAFETY: PMUSERENR.EN = 1 lets User mode read PMCCNTR (benchmark builds only).
     unsafe { core::arch::asm!("mcr p15, 0, {}, c9, c14, 0", in(reg) 1u32, options(nostack)) };
     let pid = proc::spawn("bench", zero_fill).unwrap();

@@ -16,7 +16,10 @@
 
 use core::hint::black_box;
 use core::ptr::{read_volatile, write_volatile};
-use ulib::{cycles, exit, fork, getpid, mmap, munmap, println, prot, shm, sleep, wait, yield_now};
+use ulib::{
+    cycles, exit, fork, getpid, info, map, map_file, mmap, munmap, println, prot, shm, sleep,
+    spawn, sysinfo, wait, yield_now,
+};
 
 ulib::entry!(main);
 
@@ -151,6 +154,63 @@ fn main(zero_fill: u32) -> i32 {
     report("user_demand_zero_fault_warm", &mut w);
     // SAFETY: nothing uses the mapping after this.
     let _ = unsafe { munmap(area, w.len() * PAGE) };
+    file_cases(over)
+}
+
+/// The page cache: a fault on a page of a mapped file read from the card (miss), the same
+/// fault when the page is cached (hit), and starting `/bin/true` from the card, spawn to exit,
+/// once it is cached. Skipped (with a line saying so) without a card.
+fn file_cases(over: u32) -> i32 {
+    const FILE: &str = "/data/words.bin";
+    const PAGES: usize = 16;
+    let Ok(m) = map_file(FILE, PAGES * PAGE, 0, map::READ) else {
+        println!("bench: no {FILE} (no card?): page-cache cases skipped");
+        return 0;
+    };
+    let misses = sysinfo(info::CACHE_MISSES).unwrap_or(0);
+    let mut miss = [0u32; PAGES];
+    for (i, x) in miss.iter_mut().enumerate() {
+        // SAFETY: page i of the mapping, first touch.
+        *x = time(over, || unsafe {
+            black_box(read_volatile(m.add(i * PAGE)));
+        });
+    }
+    let read = sysinfo(info::CACHE_MISSES).unwrap_or(0) - misses;
+    if read as usize != PAGES {
+        println!("bench: only {read} of {PAGES} pages were read from the card (cached before)");
+    }
+    report("user_cache_miss_fault", &mut miss);
+    // SAFETY: nothing uses the mapping after this.
+    let _ = unsafe { munmap(m, PAGES * PAGE) };
+    let Ok(m) = map_file(FILE, PAGES * PAGE, 0, map::READ) else {
+        return 1;
+    };
+    let mut hit = [0u32; PAGES];
+    for (i, x) in hit.iter_mut().enumerate() {
+        // SAFETY: page i of the new mapping, first touch; the page is cached.
+        *x = time(over, || unsafe {
+            black_box(read_volatile(m.add(i * PAGE)));
+        });
+    }
+    report("user_cache_hit_fault", &mut hit);
+    // SAFETY: nothing uses the mapping after this.
+    let _ = unsafe { munmap(m, PAGES * PAGE) };
+
+    let run_true = || match spawn("/bin/true", 0) {
+        Ok(pid) => wait(pid).is_ok(),
+        Err(_) => false,
+    };
+    if !run_true() {
+        println!("bench: /bin/true did not run");
+        return 1;
+    }
+    let mut sp = [0u32; 21];
+    for x in sp.iter_mut() {
+        *x = time(over, || {
+            black_box(run_true());
+        });
+    }
+    report("user_spawn_true_from_card", &mut sp);
     0
 }
 
