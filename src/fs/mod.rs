@@ -312,6 +312,15 @@ pub fn write_file<D: BlockDevice + ?Sized>(
     })
 }
 
+/// Removes the file at `path`.
+pub fn remove_file<D: BlockDevice + ?Sized>(dev: &D, path: &str) -> Result<(), FsError> {
+    let (dir_path, name) = split_last(path)?;
+    with_dir(dev, dir_path, |dir| {
+        dir.delete_entry_in_dir(name)
+            .map_err(|e| fat_error(e, path))
+    })
+}
+
 /// The first FAT32 partition of `dev`'s MBR.
 pub fn fat32_partition<D: BlockDevice + ?Sized>(
     dev: &D,

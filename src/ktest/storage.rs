@@ -37,6 +37,14 @@ pub const ENTRIES: &[Entry] = &[
         "storage::page_cache_shrinks_to_what_is_mapped",
         cache_shrink,
     ),
+    Entry::Test(
+        "storage::a_read_error_in_a_page_in_kills_only_that_process",
+        read_error,
+    ),
+    Entry::Test(
+        "storage::truncated_and_foreign_files_are_refused",
+        bad_files,
+    ),
 ];
 
 /// Free frames plus the frames the page cache holds: what must balance when programs from the
@@ -335,4 +343,87 @@ fn cache_shrink() {
     // Read again from the card: the same bytes.
     let pid = proc::spawn_path("/bin/filemap", 1).expect("spawn filemap");
     assert_eq!(proc::wait(pid), ExitStatus::Exited(0));
+}
+
+/// A read of the card that fails in the middle of a page-in (a data CRC error, injected at the
+/// 1st..12th block read after the file left the cache) kills the faulting process with a bus
+/// error, or, when it hits the file's look-up, fails `map_file` (EIO, or ENOENT where the FAT
+/// crate reports a failed directory read as a missing entry: the program then says FAIL and
+/// exits 1), or, for a read the FAT crate can do without (the FSInfo sector), changes nothing
+/// (the program checks every word it reads). The kernel goes on, nothing leaks, and the next
+/// try reads the file right.
+fn read_error() {
+    use crate::bsp::raspi2::emmc::inject_read_error;
+    use crate::proc::fault::UserFaultKind;
+    use crate::proc::KillReason;
+    if no_card() {
+        return;
+    }
+    // filemap itself cached first, so that only the data file's reads can fail.
+    let pid = proc::spawn_path("/bin/filemap", 1).expect("spawn filemap");
+    assert_eq!(proc::wait(pid), ExitStatus::Exited(0));
+    let free = free_or_cached();
+    let mut kills = 0;
+    for k in 1..=12 {
+        proc::files::forget("/data/words.bin");
+        inject_read_error(k);
+        let pid = proc::spawn_path("/bin/filemap", 1).expect("spawn filemap");
+        match proc::wait(pid) {
+            ExitStatus::Killed(KillReason::Fault(f)) => {
+                assert_eq!(f.kind, UserFaultKind::FileRead, "{f}");
+                assert!(f.is_bus_error());
+                kills += 1;
+            }
+            // The look-up failed (map_file refused), or a read that was not needed failed.
+            ExitStatus::Exited(1) | ExitStatus::Exited(0) => {}
+            other => panic!("read error at block read {k}: {other}"),
+        }
+    }
+    inject_read_error(0);
+    println!();
+    println!("  {kills} of 12 injected read errors hit a page-in (the rest the file's look-up)");
+    assert!(kills > 0, "no injected error hit a page-in");
+    let pid = proc::spawn_path("/bin/filemap", 1).expect("spawn filemap");
+    assert_eq!(
+        proc::wait(pid),
+        ExitStatus::Exited(0),
+        "the file reads right again"
+    );
+    assert_eq!(free_or_cached(), free, "frames lost");
+}
+
+/// A truncated program and files that are not ARM programs are refused with ENOEXEC; nothing
+/// is left behind.
+fn bad_files() {
+    if no_card() {
+        return;
+    }
+    let hello = programs::find("hello").unwrap();
+    let free = free_or_cached();
+    let cases: [(&str, &[u8], ElfError); 3] = [
+        (
+            "/data/trunc.elf",
+            &hello[..hello.len() / 2],
+            ElfError::SegmentOutsideFile,
+        ),
+        ("/data/short.elf", &hello[..40], ElfError::TooShort),
+        (
+            "/data/text.elf",
+            b"#!/bin/sh\n# a shell script is not a program this kernel runs\necho hello\n",
+            ElfError::BadMagic,
+        ),
+    ];
+    for (path, bytes, want) in cases {
+        proc::files::write_file(path, bytes).expect("write a test file");
+        let e = proc::spawn_path(path, 0).unwrap_err();
+        assert_eq!(e, SpawnError::BadImage(want), "{path}");
+        assert_eq!(e.errno(), errno::ENOEXEC);
+        proc::files::remove_file(path).expect("remove a test file");
+        let e = proc::spawn_path(path, 0).unwrap_err();
+        assert!(
+            matches!(e, SpawnError::NoSuchFile(_)),
+            "{path} still there: {e}"
+        );
+    }
+    assert_eq!(free_or_cached(), free, "frames lost");
 }

@@ -1040,6 +1040,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
     /// tracking for a shared one), with one more owner in `refs`; or, for a write to a private
     /// mapping, a private copy at once.
     #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
     fn map_file_page<A: FrameAllocator>(
         space: &mut AddressSpace<M, T>,
         object: &FileObject,

@@ -61,15 +61,25 @@ pub fn shrink(want: u32) -> u32 {
     shrink_with(&t.refs, want)
 }
 
+/// Drops the file at `path` from the cache: its pages go (a page still mapped stays with its
+/// mappings, which read past the end from now on) and the next open reads the card again.
+pub fn forget(path: &str) {
+    let key = canonical_path(path);
+    let mut t = TABLE.lock();
+    PAGE_CACHE
+        .lock()
+        .invalidate(&key, &mut t.refs, &mut KernelFrames);
+}
+
+/// Removes the file at `path` from the card, after dropping it from the cache.
+pub fn remove_file(path: &str) -> Result<(), FsError> {
+    forget(path);
+    fs::remove_file(&EMMC, &canonical_path(path))
+}
+
 /// Creates or replaces the file at `path` with `data`. The file's cached pages are dropped
 /// first (mappings of the old file keep what they map and read past its end from now on).
 pub fn write_file(path: &str, data: &[u8]) -> Result<(), FsError> {
-    let key = canonical_path(path);
-    {
-        let mut t = TABLE.lock();
-        PAGE_CACHE
-            .lock()
-            .invalidate(&key, &mut t.refs, &mut KernelFrames);
-    }
-    fs::write_file(&EMMC, &key, data)
+    forget(path);
+    fs::write_file(&EMMC, &canonical_path(path), data)
 }

@@ -311,6 +311,7 @@ fn io_errno(e: IoError) -> i32 {
 /// shared (see `abi::map`). The file's pages come from the page cache on first touch. A
 /// mapping may reach past the end of the file: the last page's tail reads zero, and a page
 /// wholly past the end is a bus error when touched.
+#[inline(never)]
 fn map_file(path: u32, path_len: u32, len: u32, offset_flags: u32) -> SysResult {
     let flags = offset_flags & map::FLAGS;
     let offset = offset_flags & !map::FLAGS;
@@ -353,6 +354,7 @@ fn map_file(path: u32, path_len: u32, len: u32, offset_flags: u32) -> SysResult 
 
 /// `msync(addr, len)`: writes back the changes of the caller's shared file mappings in the
 /// range; the number of pages written.
+#[inline(never)]
 fn msync(va: u32, len: u32) -> SysResult {
     let len = page_len(len)?;
     if !va.is_multiple_of(PAGE_SIZE) {

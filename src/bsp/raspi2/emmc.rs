@@ -228,10 +228,44 @@ impl Emmc {
     }
 }
 
+/// Test builds: the read command this many reads from now fails as a data CRC error would
+/// (0: none pending). See [`inject_read_error`].
+#[cfg(feature = "ktest")]
+static FAIL_READ_IN: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Test builds: makes the `n`-th read from now (1: the next) fail with the error a data CRC
+/// error gives, so the tests can see what a read error in the middle of a page-in does; 0
+/// cancels a pending one.
+#[cfg(feature = "ktest")]
+pub fn inject_read_error(n: u32) {
+    FAIL_READ_IN.store(n, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Test builds: whether this read is the one [`inject_read_error`] asked to fail.
+#[cfg(feature = "ktest")]
+fn injected_failure() -> bool {
+    use core::sync::atomic::Ordering::Relaxed;
+    match FAIL_READ_IN.load(Relaxed) {
+        0 => false,
+        n => {
+            FAIL_READ_IN.store(n - 1, Relaxed);
+            n == 1
+        }
+    }
+}
+
 impl BlockDevice for Emmc {
     fn read_blocks(&self, start: BlockIdx, blocks: &mut [Block]) -> Result<(), BlockError> {
         self.with_card(|inner, card| {
             check_range(start, blocks.len(), BlockCount(card.blocks))?;
+            #[cfg(feature = "ktest")]
+            if injected_failure() {
+                // DATA_CRC_ERR in INTERRUPT, as a CMD17 with a corrupted block reports it.
+                return Err(BlockError::Command {
+                    cmd: cmd::READ_SINGLE_BLOCK,
+                    status: 1 << 21,
+                });
+            }
             // At most 65535 blocks per command (BLKSIZECNT's count field).
             for (i, chunk) in blocks.chunks_mut(0xFFFF).enumerate() {
                 inner.read(card, start.0 + (i * 0xFFFF) as u32, chunk)?;
