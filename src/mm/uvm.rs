@@ -791,22 +791,17 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         offset: u32,
     ) -> Result<(), UvmError> {
         let end = Self::check_user_range(start, len)?;
-        match &backing {
-            Backing::Shared(o) => {
-                if offset
-                    .checked_add(len / PAGE_SIZE)
-                    .is_none_or(|e| e > o.pages())
-                {
-                    return Err(UvmError::BadLength);
-                }
+        if !matches!(backing, Backing::Private) {
+            // A file mapping may reach past the end of the file (an access there faults); one
+            // of a shared object may not.
+            let end = offset.checked_add(len / PAGE_SIZE);
+            let pages = match &backing {
+                Backing::Shared(o) => o.pages(),
+                _ => u32::MAX,
+            };
+            if end.is_none_or(|e| e > pages) {
+                return Err(UvmError::BadLength);
             }
-            // A file mapping may reach past the end of the file (an access there faults).
-            Backing::File(_) | Backing::SharedFile(_) => {
-                if offset.checked_add(len / PAGE_SIZE).is_none() {
-                    return Err(UvmError::BadLength);
-                }
-            }
-            Backing::Private => {}
         }
         let slot = self
             .regions
@@ -1278,9 +1273,11 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
 
     // ----- removal --------------------------------------------------------------------------
 
-    /// Unmaps the pages of `[from, to)` (inside `region`) and gives up this space's ownership of
-    /// them: a private frame goes back to `alloc` with its last owner; a shared object's frames
-    /// stay the object's. Keeps going after an error and returns the first.
+    /// Unmaps the pages of `[from, to)` (inside `region`, not a shared file mapping: see
+    /// [`UserVm::release_shared_file_pages`]) and gives up this space's ownership of them: a
+    /// private frame goes back to `alloc` with its last owner (a cached file page never: the
+    /// cache owns it too); a shared object's frames stay the object's. Keeps going after an
+    /// error and returns the first.
     fn release_pages<A: FrameAllocator>(
         space: &mut AddressSpace<M, T>,
         resident: &mut u32,
@@ -1290,25 +1287,15 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         alloc: &mut A,
         refs: &mut FrameRefs,
     ) -> Result<(), UvmError> {
+        let owned = !matches!(region.backing, Backing::Shared(_));
         let mut result = Ok(());
         let mut v = from;
-        let file = match &region.backing {
-            Backing::SharedFile(o) => Some(o),
-            _ => None,
-        };
         // Only what is mapped is unmapped (and invalidated): pages never touched have no TLB
         // entry to remove (a fault entry is never cached, ARM ARM B3.10.1).
         while let Some(va) = space.next_mapped_va(v, to) {
-            let page = Page::containing(va);
-            if let Some(object) = file {
-                if Self::maps_writable(space, va) {
-                    object.writer_gone(region.object_page(page));
-                }
-            }
-            match space.unmap_page(page, alloc) {
+            match space.unmap_page(Page::containing(va), alloc) {
                 Ok(frame) => {
                     *resident -= 1;
-                    let owned = !matches!(region.backing, Backing::Shared(_));
                     if owned && refs.release(frame) {
                         if let Err(e) = alloc.free_frame(frame) {
                             note(&mut result, e.into());
@@ -1319,14 +1306,49 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
             }
             v = next_page(va);
         }
-        if let Some(object) = file {
-            // The pages this mapping dirtied go back to the file as it goes (if another
-            // mapping still writes to one, it stays dirty for that one's write-back).
-            let first = region.object_page(Page::containing(from));
-            let pages = (to.as_u32() - from.as_u32()) / PAGE_SIZE;
-            if let Err(e) = object.write_back(first..first + pages, space.mem()) {
-                note(&mut result, UvmError::Io(e));
+        result
+    }
+
+    /// [`UserVm::release_pages`] for a shared file mapping: each writable mapping removed is
+    /// one writer fewer for its page, each page one owner fewer (a page the cache has let go of
+    /// goes back to `alloc` with its last mapping); then the dirty pages of the range are
+    /// written back (one another mapping still writes to stays dirty for that one).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn release_shared_file_pages<A: FrameAllocator>(
+        space: &mut AddressSpace<M, T>,
+        resident: &mut u32,
+        region: &Region,
+        object: &FileObject,
+        from: VirtAddr,
+        to: VirtAddr,
+        alloc: &mut A,
+        refs: &mut FrameRefs,
+    ) -> Result<(), UvmError> {
+        let mut result = Ok(());
+        let mut v = from;
+        while let Some(va) = space.next_mapped_va(v, to) {
+            let page = Page::containing(va);
+            if Self::maps_writable(space, va) {
+                object.writer_gone(region.object_page(page));
             }
+            match space.unmap_page(page, alloc) {
+                Ok(frame) => {
+                    *resident -= 1;
+                    if refs.release(frame) {
+                        if let Err(e) = alloc.free_frame(frame) {
+                            note(&mut result, e.into());
+                        }
+                    }
+                }
+                Err(e) => note(&mut result, e.into()),
+            }
+            v = next_page(va);
+        }
+        let first = region.object_page(Page::containing(from));
+        let pages = (to.as_u32() - from.as_u32()) / PAGE_SIZE;
+        if let Err(e) = object.write_back(first..first + pages, space.mem()) {
+            note(&mut result, UvmError::Io(e));
         }
         result
     }
@@ -1341,11 +1363,16 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
 
     /// Drops a region's reference to its backing; a shared object whose last reference this was
     /// gives its frames back.
+    #[inline]
     fn drop_backing<A: FrameAllocator>(backing: Backing, alloc: &mut A) -> Result<(), UvmError> {
         match backing {
-            // A file's pages stay in the page cache, which holds the object too.
-            Backing::Private | Backing::File(_) | Backing::SharedFile(_) => Ok(()),
+            Backing::Private => Ok(()),
             Backing::Shared(object) => SharedObject::release(object, alloc).map(|_| ()),
+            // A file's pages stay in the page cache, which holds the object too.
+            file => {
+                drop(file);
+                Ok(())
+            }
         }
     }
 
@@ -1385,15 +1412,13 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
             let region = self.regions.remove_at(i);
             let cut_from = region.start.max(start);
             let cut_to = region.end().min(end);
-            let r = Self::release_pages(
-                &mut self.space,
-                &mut self.resident,
-                &region,
-                cut_from,
-                cut_to,
-                alloc,
-                refs,
-            );
+            let (space, resident) = (&mut self.space, &mut self.resident);
+            let r = match &region.backing {
+                Backing::SharedFile(object) => Self::release_shared_file_pages(
+                    space, resident, &region, object, cut_from, cut_to, alloc, refs,
+                ),
+                _ => Self::release_pages(space, resident, &region, cut_from, cut_to, alloc, refs),
+            };
             if let Err(e) = r {
                 note(&mut result, e);
             }
@@ -1526,13 +1551,14 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         self.space.tlb_mut().sync();
         let mut result = Ok(());
         for region in core::mem::take(&mut self.regions).into_values() {
-            if let Backing::SharedFile(_) = region.backing {
+            if let Backing::SharedFile(object) = &region.backing {
                 // Writable mappings are counted by the file, and its dirty pages written back:
                 // page by page, as a munmap does (the TLB holds nothing of the space any more).
-                let r = Self::release_pages(
+                let r = Self::release_shared_file_pages(
                     &mut self.space,
                     &mut self.resident,
                     &region,
+                    object,
                     region.start,
                     region.end(),
                     alloc,
