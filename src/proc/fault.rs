@@ -108,17 +108,14 @@ fn resolve(address: u32, access: Access, status: FaultStatus) -> Result<(), User
     let mut t = TABLE.lock_masked();
     let (space, refs) = t.current_vm().ok_or(UserFaultKind::Unmapped)?;
     let va = VirtAddr::new(address);
-    let mut resolve = |refs: &mut _| {
-        if status.kind == FaultKind::Translation {
-            space.handle_translation_fault(va, access, &mut KernelFrames, refs)
-        } else {
-            space.handle_fault(va, access, &mut KernelFrames, refs)
-        }
+    let translation = status.kind == FaultKind::Translation;
+    let mut resolved = if translation {
+        space.handle_translation_fault(va, access, &mut KernelFrames, refs)
+    } else {
+        space.handle_fault(va, access, &mut KernelFrames, refs)
     };
-    let mut resolved = resolve(refs);
-    // Out of frames: cached file pages that no process maps are free memory too.
-    if resolved == Err(FaultError::OutOfMemory) && super::files::shrink_with(refs, 64) > 0 {
-        resolved = resolve(refs);
+    if let Err(FaultError::OutOfMemory) = resolved {
+        resolved = retry_after_shrinking(space, refs, va, access);
     }
     match resolved {
         Ok(_) => Ok(()),
@@ -130,6 +127,23 @@ fn resolve(address: u32, access: Access, status: FaultStatus) -> Result<(), User
         Err(FaultError::Io) => Err(UserFaultKind::FileRead),
         Err(FaultError::Map(e)) => panic!("user fault at {address:#010x}: tables refused: {e}"),
     }
+}
+
+/// Out of frames: cached file pages that no process maps are free memory too. Gives some back
+/// and resolves the fault again (as a fault on a mapped page: the first attempt changed
+/// nothing).
+#[cold]
+#[inline(never)]
+fn retry_after_shrinking(
+    space: &mut super::UserSpace,
+    refs: &mut crate::mm::FrameRefs,
+    va: VirtAddr,
+    access: Access,
+) -> Result<crate::mm::uvm::Resolved, FaultError> {
+    if super::files::shrink_with(refs, 64) == 0 {
+        return Err(FaultError::OutOfMemory);
+    }
+    space.handle_fault(va, access, &mut KernelFrames, refs)
 }
 
 /// A data or prefetch abort taken from User mode.
