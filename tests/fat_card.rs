@@ -179,3 +179,197 @@ fn a_disk_without_an_mbr_is_an_error_not_a_panic() {
     assert!(fs::fat32_partition(&d).is_err());
     assert!(fs::list_dir(&d, "/").is_err());
 }
+
+// ----- the page cache over the FAT crate --------------------------------------------------------
+
+mod page_cache {
+    use super::*;
+    use pi2vm::fs::page_source::FatPageSource;
+    use pi2vm::mm::addr::{Frame, VirtAddr, PAGE_SIZE};
+    use pi2vm::mm::file_object::{CacheStats, FileObject};
+    use pi2vm::mm::kmem::KmemBudget;
+    use pi2vm::mm::layout::KERNEL_L1_PHYS;
+    use pi2vm::mm::phys::{HostFrames, HostRam, PhysMem};
+    use pi2vm::mm::tlb::{Asid, EmulatedTlb};
+    use pi2vm::mm::uvm::{Access, FrameRefs, Perm, RegionKind, UserVm};
+
+    static BUDGET: KmemBudget = KmemBudget::new(u32::MAX);
+    const RAM: u32 = 2 << 20;
+    const BASE: u32 = 0x40_0000;
+
+    /// A file of the card as a page-cache object, through the FAT crate.
+    fn object(disk: &'static RamDisk, path: &str, len: u32) -> std::sync::Arc<FileObject> {
+        let stats: &'static CacheStats = Box::leak(Box::new(CacheStats::new()));
+        let source = FatPageSource::new(disk, path.to_string());
+        FileObject::new(Box::new(source), len, stats, &BUDGET)
+    }
+
+    #[test]
+    fn two_spaces_share_a_card_file_and_a_shared_write_reaches_the_card() {
+        let disk: &'static RamDisk = Box::leak(Box::new(card()));
+        let hello = files()[0].1.clone();
+        let obj = object(disk, "/bin/hello", hello.len() as u32);
+        let ram = HostRam::new(RAM);
+        let tlb = EmulatedTlb::new(&ram);
+        let mut alloc = HostFrames::new(Frame::from_number(0x100), (RAM >> 12) - 0x100);
+        let mut refs = FrameRefs::new();
+        let mut spaces: Vec<UserVm<HostRam, EmulatedTlb>> = (1..=2)
+            .map(|a| UserVm::new(ram.clone(), tlb.clone(), Asid::new(a), &mut alloc).unwrap())
+            .collect();
+        for vm in &mut spaces {
+            vm.add_file_region(
+                VirtAddr::new(BASE),
+                PAGE_SIZE,
+                Perm::RW,
+                RegionKind::Anon,
+                obj.clone(),
+                0,
+                true,
+            )
+            .unwrap();
+            vm.handle_fault(
+                VirtAddr::new(BASE + 9),
+                Access::Write,
+                &mut alloc,
+                &mut refs,
+            )
+            .unwrap();
+        }
+        let mut tlb2 = tlb.clone();
+        let pa = |vm: &UserVm<HostRam, EmulatedTlb>, tlb: &mut EmulatedTlb| {
+            tlb.translate(vm.l1_phys(), vm.asid(), KERNEL_L1_PHYS, VirtAddr::new(BASE))
+                .unwrap()
+                .pa
+        };
+        let (a, b) = (pa(&spaces[0], &mut tlb2), pa(&spaces[1], &mut tlb2));
+        assert_eq!(a, b, "two frames for one page of one file");
+        assert_eq!(
+            refs.count(Frame::containing(a)),
+            3,
+            "the cache and two mappings"
+        );
+        let mut first = [0u8; 16];
+        ram.read_bytes(a, &mut first);
+        assert_eq!(first[..], hello[..16], "the page is not the file's");
+        // A write through the shared mapping, written back through the FAT crate.
+        let mut ram2 = ram.clone();
+        ram2.write_bytes(pi2vm::mm::addr::PhysAddr::new(a.as_u32() + 9), &[0xAB]);
+        assert_eq!(obj.write_back_all(&ram).unwrap(), 1);
+        let on_card = fs::read_file(disk, "/bin/hello").unwrap();
+        assert_eq!(
+            on_card.len(),
+            hello.len(),
+            "a write-back changed the file's length"
+        );
+        assert_eq!(on_card[9], 0xAB);
+        assert_eq!(on_card[..9], hello[..9]);
+        assert_eq!(on_card[10..], hello[10..]);
+        for vm in spaces {
+            vm.destroy(&mut alloc, &mut refs).unwrap();
+        }
+        assert_eq!(obj.evict(u32::MAX, &refs, &ram, &mut alloc), 1);
+        assert_eq!(refs.shared_frames(), 0);
+        assert_eq!(
+            alloc.free_count() as u32,
+            (RAM >> 12) - 0x100,
+            "frames leaked"
+        );
+    }
+
+    #[test]
+    fn a_page_past_the_end_and_a_missing_file_are_errors() {
+        let disk: &'static RamDisk = Box::leak(Box::new(card()));
+        let ram = HostRam::new(RAM);
+        let mut ram2 = ram.clone();
+        let mut alloc = HostFrames::new(Frame::from_number(0x100), (RAM >> 12) - 0x100);
+        let obj = object(disk, "/bin/hello", 3000);
+        assert!(obj.page(1, false, &mut ram2, &mut alloc).is_err());
+        let gone = object(disk, "/bin/nosuch", 3000);
+        let e = gone.page(0, false, &mut ram2, &mut alloc).unwrap_err();
+        assert!(
+            matches!(e, pi2vm::mm::file_object::FileError::Io(_)),
+            "{e:?}"
+        );
+        assert_eq!(
+            alloc.free_count() as u32,
+            (RAM >> 12) - 0x100,
+            "a frame leaked"
+        );
+    }
+}
+
+#[test]
+fn a_full_volume_refuses_a_write_and_keeps_the_other_files() {
+    let d = card();
+    let chunk = vec![0x5Au8; 1 << 20];
+    let mut full = None;
+    for i in 0..64 {
+        match fs::write_file(&d, &format!("/fill{i}.bin"), &chunk) {
+            Ok(()) => {}
+            Err(e) => {
+                full = Some(e);
+                break;
+            }
+        }
+    }
+    let e = full.expect("34 MiB never filled up");
+    // Either the crate says the disk is full, or it tried to put the last cluster past the end
+    // of the partition (embedded-sdmmc 0.10 does, with this layout) and the fence in
+    // `fs::FatDisk` refused the write: an error either way, and nothing outside the partition
+    // was touched.
+    match &e {
+        fs::FsError::Full => assert_eq!(e.to_string(), "no space left on the card"),
+        fs::FsError::Block(pi2vm::block::BlockError::OutOfRange { start, .. }) => {
+            assert_eq!(*start, PART_START + PART_BLOCKS, "{e}")
+        }
+        e => panic!("filling the card: {e}"),
+    }
+    let mut tail = vec![Block::new(); 16];
+    d.read_blocks(BlockIdx(PART_START + PART_BLOCKS), &mut tail)
+        .unwrap();
+    assert!(
+        tail.iter().all(|b| b.contents.iter().all(|&x| x == 0)),
+        "blocks past the partition were written"
+    );
+    for (path, data) in files() {
+        assert_eq!(fs::read_file(&d, path).unwrap(), data, "{path} changed");
+    }
+    // In-place writes need no new cluster: they still work on the full card.
+    fs::write_at(&d, "/bin/hello", 10, b"xyz").unwrap();
+    assert_eq!(&fs::read_file(&d, "/bin/hello").unwrap()[10..13], b"xyz");
+    // But they never make a file longer.
+    let e = fs::write_at(&d, "/bin/hello", 2999, b"ab").unwrap_err();
+    assert!(matches!(e, fs::FsError::TooBig(3000)), "{e}");
+}
+
+#[test]
+fn a_corrupt_fat_is_an_error_not_a_panic() {
+    // The boot sector's signature (0x55AA) gone: no volume.
+    let d = card();
+    let mut b = [Block::new()];
+    d.read_blocks(BlockIdx(PART_START), &mut b).unwrap();
+    b[0].contents[510] = 0;
+    b[0].contents[511] = 0;
+    d.write_blocks(BlockIdx(PART_START), &b).unwrap();
+    assert!(fs::list_dir(&d, "/bin").is_err());
+    assert!(fs::read_file(&d, "/config.txt").is_err());
+    // Every FAT entry of the first FAT sectors set to a cluster far past the end: reading a file
+    // whose chain goes through them fails (or reads what it can), it never panics or hangs.
+    let d = card();
+    d.read_blocks(BlockIdx(PART_START), &mut b).unwrap();
+    let reserved = u32::from(u16::from_le_bytes([b[0].contents[14], b[0].contents[15]]));
+    for s in 0..4 {
+        let mut fat = [Block::new()];
+        let idx = BlockIdx(PART_START + reserved + s);
+        d.read_blocks(idx, &mut fat).unwrap();
+        for (i, w) in fat[0].contents.chunks_mut(4).enumerate() {
+            if s > 0 || i > 2 {
+                w.copy_from_slice(&0x0FFF_FFF0u32.to_le_bytes());
+            }
+        }
+        d.write_blocks(idx, &fat).unwrap();
+    }
+    let _ = fs::list_dir(&d, "/bin");
+    let _ = fs::read_file(&d, "/bin/hello");
+    let _ = fs::read_at(&d, "/bin/hello", 2048, &mut [0u8; 512]);
+}

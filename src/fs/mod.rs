@@ -11,22 +11,69 @@ use alloc::vec::Vec;
 use core::fmt;
 use embedded_sdmmc::{Mode, ShortFileName, TimeSource, Timestamp, VolumeIdx, VolumeManager};
 
-/// A kernel block device as `embedded-sdmmc` wants it.
-pub struct FatDisk<'a, D: BlockDevice + ?Sized>(pub &'a D);
+/// A kernel block device as `embedded-sdmmc` wants it, fenced to the MBR and the partition it
+/// opens.
+///
+/// The fence is there because the crate (0.10) has been seen to write past the end of a full
+/// FAT32 partition (`tests/fat_card.rs`, a full volume): on the card that is the next
+/// partition, or the unpartitioned space, and must never be touched. Outside the MBR block and
+/// the partition every access is refused with [`BlockError::OutOfRange`], which the crate
+/// passes up as an error.
+pub struct FatDisk<'a, D: BlockDevice + ?Sized> {
+    dev: &'a D,
+    /// The partition `[start, end)` the crate may use, besides block 0; `None` when block 0
+    /// holds no partition table (the crate then finds no volume).
+    fence: Option<(u32, u32)>,
+}
+
+impl<'a, D: BlockDevice + ?Sized> FatDisk<'a, D> {
+    /// `dev`, fenced to the first partition of its MBR (the one `embedded-sdmmc` opens as
+    /// volume 0). Reads block 0 to find it.
+    pub fn new(dev: &'a D) -> Result<Self, BlockError> {
+        let mut b = [Block::new()];
+        dev.read_blocks(BlockIdx(0), &mut b)?;
+        let fence = block::mbr::parse(&b[0])
+            .ok()
+            .and_then(|entries| entries.iter().find(|e| e.slot == 0).copied())
+            .map(|e| (e.start.0, e.end().0));
+        Ok(Self { dev, fence })
+    }
+
+    /// Whether `[start, start + count)` is block 0 or lies inside the partition.
+    fn allowed(&self, start: BlockIdx, count: usize) -> Result<(), BlockError> {
+        let end = u64::from(start.0) + count as u64;
+        let inside = match self.fence {
+            _ if start.0 == 0 && end == 1 => true,
+            Some((lo, hi)) => start.0 >= lo && end <= u64::from(hi),
+            None => false,
+        };
+        if inside {
+            Ok(())
+        } else {
+            Err(BlockError::OutOfRange {
+                start: start.0,
+                count: count as u32,
+                capacity: self.fence.map_or(1, |(_, hi)| hi),
+            })
+        }
+    }
+}
 
 impl<D: BlockDevice + ?Sized> embedded_sdmmc::BlockDevice for FatDisk<'_, D> {
     type Error = BlockError;
 
     fn read(&self, blocks: &mut [Block], start: BlockIdx) -> Result<(), BlockError> {
-        self.0.read_blocks(start, blocks)
+        self.allowed(start, blocks.len())?;
+        self.dev.read_blocks(start, blocks)
     }
 
     fn write(&self, blocks: &[Block], start: BlockIdx) -> Result<(), BlockError> {
-        self.0.write_blocks(start, blocks)
+        self.allowed(start, blocks.len())?;
+        self.dev.write_blocks(start, blocks)
     }
 
     fn num_blocks(&self) -> Result<BlockCount, BlockError> {
-        Ok(self.0.num_blocks())
+        Ok(self.dev.num_blocks())
     }
 }
 
@@ -122,7 +169,8 @@ fn with_dir<D: BlockDevice + ?Sized, R>(
         &embedded_sdmmc::Directory<'_, FatDisk<'_, D>, FixedClock, 4, 4, 1>,
     ) -> Result<R, FsError>,
 ) -> Result<R, FsError> {
-    let mgr: Manager<'_, D> = VolumeManager::new_with_limits(FatDisk(dev), FixedClock, 0);
+    let disk = FatDisk::new(dev).map_err(FsError::Block)?;
+    let mgr: Manager<'_, D> = VolumeManager::new_with_limits(disk, FixedClock, 0);
     let volume = mgr
         .open_volume(VolumeIdx(0))
         .map_err(|e| fat_error(e, "volume 0"))?;
