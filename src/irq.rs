@@ -48,17 +48,26 @@ pub enum IrqSource {
     Ipi,
     /// UART0 receive (after the bytes went to the console's receive queue).
     Uart,
+    /// The SD card controller finished what a driver wait asked for (after its signal was
+    /// withdrawn, see `emmc::on_interrupt`).
+    Card,
 }
 
 impl IrqSource {
     /// Every source.
-    pub const ALL: [IrqSource; 3] = [IrqSource::Timer, IrqSource::Ipi, IrqSource::Uart];
+    pub const ALL: [IrqSource; 4] = [
+        IrqSource::Timer,
+        IrqSource::Ipi,
+        IrqSource::Uart,
+        IrqSource::Card,
+    ];
 
     const fn index(self) -> usize {
         match self {
             IrqSource::Timer => 0,
             IrqSource::Ipi => 1,
             IrqSource::Uart => 2,
+            IrqSource::Card => 3,
         }
     }
 }
@@ -79,9 +88,9 @@ struct Controllers {
 static CONTROLLERS: spin::Once<Controllers> = spin::Once::new();
 
 /// Handler per source (a `Handler` cast to a pointer; null: the default).
-static HANDLERS: [AtomicPtr<()>; 3] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 3];
+static HANDLERS: [AtomicPtr<()>; 4] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 4];
 /// Interrupts taken per source.
-static COUNTS: [AtomicU32; 3] = [const { AtomicU32::new(0) }; 3];
+static COUNTS: [AtomicU32; 4] = [const { AtomicU32::new(0) }; 4];
 /// IRQ entries that found no source asserted (the line dropped before the handler looked).
 static SPURIOUS: AtomicU32 = AtomicU32::new(0);
 
@@ -95,7 +104,7 @@ fn controllers() -> &'static Controllers {
 ///   (not started: the scheduler arms it), mailbox 0 cleared;
 /// - the ARM-local controller passes core 0's virtual timer and mailbox 0 to core 0's IRQ, and
 ///   routes the GPU interrupt controller's output there;
-/// - the GPU interrupt controller passes only the UART's interrupt, and the UART interrupts on
+/// - the GPU interrupt controller passes the UART's and the card controller's interrupts, and the UART interrupts on
 ///   received input;
 /// - the top-level handler is installed in the exception vectors.
 pub fn init() {
@@ -116,6 +125,8 @@ pub fn init() {
     c.local.enable_mailbox_irq(IRQ_CORE, IPI_MAILBOX);
     c.local.route_gpu_irq_to(IRQ_CORE);
     c.intc.enable(GpuIrq::UART0);
+    // The card controller signals nothing until a driver wait asks (IRPT_EN); then it may.
+    c.intc.enable(GpuIrq::EMMC);
     crate::console::enable_rx_interrupts();
     exception::set_irq_handler(handle_irq);
     arm::irq::restore(was_enabled);
@@ -195,12 +206,19 @@ fn handle_irq(frame: &mut TrapFrame) {
     if sources.gpu() {
         let (gpu, basic) = c.intc.pending_enabled();
         let uart = 1u64 << GpuIrq::UART0.number();
+        let card = 1u64 << GpuIrq::EMMC.number();
         if gpu & uart != 0 {
             // First the bytes (this also withdraws the UART's interrupt), then the handler.
             crate::console::drain_rx();
             run(IrqSource::Uart, frame);
         }
-        if gpu & !uart != 0 || basic != 0 {
+        if gpu & card != 0 {
+            // First the signal withdrawn (the status stays latched for the driver), then the
+            // handler (which wakes whoever waits for the card).
+            crate::bsp::raspi2::emmc::on_interrupt();
+            run(IrqSource::Card, frame);
+        }
+        if gpu & !(uart | card) != 0 || basic != 0 {
             panic!("IRQ from a GPU interrupt the kernel never enables: pending {gpu:#018x}, basic {basic:#x}");
         }
     }

@@ -227,13 +227,16 @@ mod page_cache {
                 true,
             )
             .unwrap();
-            vm.handle_fault(
-                VirtAddr::new(BASE + 9),
-                Access::Write,
-                &mut alloc,
-                &mut refs,
-            )
-            .unwrap();
+            // The first fault finds the page not cached: it is read, and the fault resolved.
+            let va = VirtAddr::new(BASE + 9);
+            if vm.handle_fault(va, Access::Write, &mut alloc, &mut refs)
+                == Err(pi2vm::mm::uvm::FaultError::NotCached)
+            {
+                let (o, index) = vm.file_page_at(va).unwrap();
+                o.load(index, &mut ram.clone(), &mut alloc).unwrap();
+                vm.handle_fault(va, Access::Write, &mut alloc, &mut refs)
+                    .unwrap();
+            }
         }
         let mut tlb2 = tlb.clone();
         let pa = |vm: &UserVm<HostRam, EmulatedTlb>, tlb: &mut EmulatedTlb| {
@@ -267,6 +270,9 @@ mod page_cache {
         for vm in spaces {
             vm.destroy(&mut alloc, &mut refs).unwrap();
         }
+        // Written while writable mappings remained: dirty until a write-back after they went.
+        assert_eq!(obj.evict(u32::MAX, &refs, &ram, &mut alloc), 0);
+        assert_eq!(obj.write_back_all(&ram).unwrap(), 1);
         assert_eq!(obj.evict(u32::MAX, &refs, &ram, &mut alloc), 1);
         assert_eq!(refs.shared_frames(), 0);
         assert_eq!(

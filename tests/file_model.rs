@@ -145,7 +145,20 @@ impl Rig {
         match self.mmu(vm, v) {
             Some(t) if ok(&t) => Ok(t),
             _ => {
-                vm.handle_fault(VirtAddr::new(v), access, &mut self.alloc, &mut self.refs)?;
+                let va = VirtAddr::new(v);
+                match vm.handle_fault(va, access, &mut self.alloc, &mut self.refs) {
+                    // Read the page, as the kernel does for a process, and fault again.
+                    Err(FaultError::NotCached) => {
+                        let (object, index) = vm.file_page_at(va).expect("a file page");
+                        object
+                            .load(index, &mut self.ram, &mut self.alloc)
+                            .map_err(FaultError::from)?;
+                        vm.handle_fault(va, access, &mut self.alloc, &mut self.refs)?;
+                    }
+                    r => {
+                        r?;
+                    }
+                }
                 let t = self.mmu(vm, v).expect("resolved");
                 assert!(ok(&t), "fault resolved without the access");
                 Ok(t)
@@ -340,20 +353,28 @@ fn shared_writes_reach_the_file_on_write_back_and_stay_dirty_while_writable() {
         &mut r.refs,
     )
     .unwrap();
-    assert_eq!(r.disk(3), 0x43, "munmap did not write back");
+    // The pages stay dirty in the cache (no I/O at munmap); the flusher writes them back.
+    assert_eq!(r.object.dirty_pages(), 2);
+    assert!(r.object.has_settled_dirt());
+    assert_eq!(r.write_back().unwrap(), 2);
+    assert_eq!(r.disk(3), 0x43, "the write after msync was lost");
     assert_eq!(r.file.bytes.lock().unwrap().len(), FILE_LEN);
     assert_eq!(r.object.dirty_pages(), 0);
     r.finish(vec![a, b]);
 }
 
 #[test]
-fn exit_writes_back_what_a_process_wrote() {
+fn what_a_process_wrote_is_dirty_after_it_exits_and_written_back_once() {
     let mut r = Rig::new();
     let mut a = r.vm(1);
     r.map(&mut a, Perm::RW, true);
     r.store(&mut a, BASE + 4 * PAGE_SIZE, 0x77).unwrap();
     a.destroy(&mut r.alloc, &mut r.refs).unwrap();
+    // Not mapped writable any more: the next write-back leaves it clean.
+    assert!(r.object.has_settled_dirt());
+    assert_eq!(r.write_back().unwrap(), 1);
     assert_eq!(r.disk(4 * 4096), 0x77);
+    assert!(!r.object.has_settled_dirt());
     r.finish(vec![]);
 }
 
@@ -381,9 +402,12 @@ fn a_failed_write_back_keeps_the_page_dirty_and_loses_nothing() {
     r.store(&mut a, BASE, 0x11).unwrap();
     r.file.fail_writes.store(true, Ordering::Relaxed);
     assert_eq!(
-        a.remove(VirtAddr::new(BASE), PAGE_SIZE, &mut r.alloc, &mut r.refs),
+        a.sync(VirtAddr::new(BASE), PAGE_SIZE),
         Err(pi2vm::mm::uvm::UvmError::Io(IoError::NoSpace))
     );
+    a.remove(VirtAddr::new(BASE), PAGE_SIZE, &mut r.alloc, &mut r.refs)
+        .unwrap();
+    assert_eq!(r.write_back(), Err(IoError::NoSpace));
     assert_eq!(r.object.dirty_pages(), 1);
     // Not evicted while dirty and unwritable.
     assert_eq!(r.object.evict(u32::MAX, &r.refs, &r.ram, &mut r.alloc), 0);

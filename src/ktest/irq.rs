@@ -159,6 +159,7 @@ fn routing_is_set_up() {
     assert!(local.cntv_irq_enabled(irq::IRQ_CORE));
     assert!(local.mailbox_irq_enabled(irq::IRQ_CORE, irq::IPI_MAILBOX));
     assert!(intc.is_enabled(GpuIrq::UART0));
+    assert!(intc.is_enabled(GpuIrq::EMMC));
     assert!(crate::console::rx_interrupts_enabled());
     assert!(!timer::is_enabled(), "irq::init leaves the timer stopped");
     assert_ne!(arm::cpsr() & (1 << 7), 0, "irq::init leaves IRQs masked");

@@ -45,6 +45,10 @@ pub const ENTRIES: &[Entry] = &[
         "storage::truncated_and_foreign_files_are_refused",
         bad_files,
     ),
+    Entry::Test(
+        "storage::card_waits_sleep_on_the_interrupt_while_processes_run",
+        card_interrupts,
+    ),
 ];
 
 /// Free frames plus the frames the page cache holds: what must balance when programs from the
@@ -381,7 +385,11 @@ fn read_error() {
     }
     inject_read_error(0);
     println!();
-    println!("  {kills} of 12 injected read errors hit a page-in (the rest the file's look-up)");
+    println!(
+        "  {kills} of 12 injected read errors hit a page-in (the rest the file's look-up); card \
+         interrupts so far: {}",
+        crate::bsp::raspi2::emmc::interrupts()
+    );
     assert!(kills > 0, "no injected error hit a page-in");
     let pid = proc::spawn_path("/bin/filemap", 1).expect("spawn filemap");
     assert_eq!(
@@ -425,5 +433,36 @@ fn bad_files() {
             "{path} still there: {e}"
         );
     }
+    assert_eq!(free_or_cached(), free, "frames lost");
+}
+
+/// The card driver's interrupt path: with every wait made to sleep first (QEMU's card answers
+/// at once), the kernel task serves a process's page-ins sleeping on the card's interrupt
+/// while a spinner runs: the interrupts arrive, the spinner is scheduled during the I/O, the
+/// page-ins complete and the process reads the right bytes.
+fn card_interrupts() {
+    use crate::bsp::raspi2::emmc;
+    if no_card() {
+        return;
+    }
+    let free = free_or_cached();
+    let before = emmc::interrupts();
+    let spinner = proc::spawn("spin", 0).expect("spawn spin");
+    let spin_ticks = || proc::with_table(|t| t.get(spinner).map_or(0, |p| p.ticks));
+    proc::files::forget("/data/words.bin");
+    emmc::sleep_first(true);
+    let ticks0 = spin_ticks();
+    let pid = proc::spawn_path("/bin/filemap", 1).expect("spawn filemap");
+    let status = proc::wait(pid);
+    emmc::sleep_first(false);
+    let ticks = spin_ticks() - ticks0;
+    let irqs = emmc::interrupts() - before;
+    assert!(proc::kill(spinner));
+    proc::wait(spinner);
+    println!();
+    println!("  {irqs} card interrupts; the spinner ran {ticks} ticks meanwhile");
+    assert_eq!(status, ExitStatus::Exited(0));
+    assert!(irqs > 0, "no card interrupt was taken");
+    assert!(ticks > 0, "nothing else ran while the card worked");
     assert_eq!(free_or_cached(), free, "frames lost");
 }

@@ -158,6 +158,22 @@ struct CachedPage {
     writers: u16,
     /// Cleaned to PoU and the I-cache invalidated since it was last written.
     exec_ready: bool,
+    /// Counts the writable mappings made; a write-back makes the page clean only if this did
+    /// not change while it wrote.
+    generation: u32,
+    /// Read for a lookup that missed, which comes back for it: that lookup is not a hit.
+    fresh: bool,
+}
+
+/// What [`FileObject::lookup`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// The page is cached in this frame.
+    Hit(Frame),
+    /// The page must be read from the file first.
+    Miss,
+    /// The page lies wholly past the end of the file.
+    BeyondEnd,
 }
 
 /// Heap one cached page's entry may take: the entry and its share of a B-tree node (nodes of
@@ -240,10 +256,108 @@ impl FileObject {
         self.state.lock().pages.get(&index).map(|p| p.frame)
     }
 
-    /// The frame holding page `index`, read from the file on a miss (the bytes past the end of
-    /// the file read zero). With `exec`, the page is also made safe to execute (see the module
-    /// documentation). A miss reads with the object locked, so two callers of one page get one
-    /// frame.
+    /// The frame of cached page `index`, without reading anything: [`Lookup::Miss`] when the
+    /// page must be read first ([`FileObject::load`]). With `exec`, the page is also made safe to
+    /// execute (see the module documentation). A hit is counted.
+    pub fn lookup<M: PhysMem>(&self, index: u32, exec: bool, mem: &mut M) -> Lookup {
+        let mut s = self.state.lock();
+        let size = s.size;
+        match s.pages.get_mut(&index) {
+            Some(page) => {
+                if !page.fresh {
+                    CacheStats::add(&self.stats.hits, 1);
+                }
+                page.fresh = false;
+                if exec && !page.exec_ready {
+                    mem.sync_instructions(page.frame);
+                    page.exec_ready = true;
+                }
+                Lookup::Hit(page.frame)
+            }
+            None if valid_bytes(size, index) == 0 => Lookup::BeyondEnd,
+            None => Lookup::Miss,
+        }
+    }
+
+    /// Reads page `index` from the file into a new frame and caches it (the bytes past the end
+    /// of the file read zero); a page cached already is left as it is. The object is not locked
+    /// while the source reads, so that a reader that sleeps on the device holds up nobody who
+    /// only looks pages up.
+    pub fn load<M: PhysMem, A: FrameAllocator>(
+        &self,
+        index: u32,
+        mem: &mut M,
+        alloc: &mut A,
+    ) -> Result<Frame, FileError> {
+        let valid = {
+            let mut s = self.state.lock();
+            if let Some(p) = s.pages.get(&index) {
+                return Ok(p.frame);
+            }
+            let valid = valid_bytes(s.size, index);
+            if valid == 0 {
+                return Err(FileError::BeyondEnd);
+            }
+            // The entry's heap, charged before the read (given back below if it fails).
+            let cost = (s.pages.len() as u32 + 1) * PAGE_ENTRY_COST;
+            let before = s.charge.bytes();
+            s.charge
+                .resize(cost.max(before))
+                .map_err(|_| FileError::NoKernelMemory)?;
+            valid
+        };
+        let give_back_charge = |s: &mut State| {
+            let cost = s.pages.len() as u32 * PAGE_ENTRY_COST;
+            let _ = s.charge.resize(cost);
+        };
+        let Ok(frame) = alloc.alloc_frame() else {
+            give_back_charge(&mut self.state.lock());
+            return Err(FileError::OutOfMemory);
+        };
+        let mut buf = vec![0u8; PAGE_SIZE as usize];
+        if let Err(e) = self.source.read_page(index, &mut buf) {
+            CacheStats::add(&self.stats.read_errors, 1);
+            // The frame was never seen by anyone.
+            let _ = alloc.free_frame(frame);
+            give_back_charge(&mut self.state.lock());
+            return Err(FileError::Io(e));
+        }
+        buf[valid..].fill(0);
+        mem.write_bytes(frame.start(), &buf);
+        let mut s = self.state.lock();
+        if let Some(p) = s.pages.get(&index) {
+            // Read twice (the file was detached and reopened meanwhile, or two readers): keep
+            // the first.
+            let kept = p.frame;
+            drop(s);
+            let _ = alloc.free_frame(frame);
+            return Ok(kept);
+        }
+        if s.size == 0 {
+            // Detached while it was read: the file this page belonged to is gone.
+            give_back_charge(&mut s);
+            drop(s);
+            let _ = alloc.free_frame(frame);
+            return Err(FileError::BeyondEnd);
+        }
+        CacheStats::add(&self.stats.misses, 1);
+        CacheStats::add(&self.stats.pages, 1);
+        s.pages.insert(
+            index,
+            CachedPage {
+                frame,
+                dirty: false,
+                writers: 0,
+                exec_ready: false,
+                generation: 0,
+                fresh: true,
+            },
+        );
+        Ok(frame)
+    }
+
+    /// The frame holding page `index`, read from the file on a miss: [`FileObject::lookup`],
+    /// then [`FileObject::load`] if needed (for callers that may wait for the device).
     pub fn page<M: PhysMem, A: FrameAllocator>(
         &self,
         index: u32,
@@ -251,48 +365,15 @@ impl FileObject {
         mem: &mut M,
         alloc: &mut A,
     ) -> Result<Frame, FileError> {
-        let mut s = self.state.lock();
-        let s = &mut *s;
-        let page = match s.pages.get_mut(&index) {
-            Some(p) => {
-                CacheStats::add(&self.stats.hits, 1);
-                p
-            }
-            None => {
-                let valid = valid_bytes(s.size, index);
-                if valid == 0 {
-                    return Err(FileError::BeyondEnd);
+        loop {
+            match self.lookup(index, exec, mem) {
+                Lookup::Hit(frame) => return Ok(frame),
+                Lookup::BeyondEnd => return Err(FileError::BeyondEnd),
+                Lookup::Miss => {
+                    self.load(index, mem, alloc)?;
                 }
-                let cost = (s.pages.len() as u32 + 1) * PAGE_ENTRY_COST;
-                let before = s.charge.bytes();
-                s.charge
-                    .resize(cost.max(before))
-                    .map_err(|_| FileError::NoKernelMemory)?;
-                let frame = alloc.alloc_frame().map_err(|_| FileError::OutOfMemory)?;
-                let mut buf = vec![0u8; PAGE_SIZE as usize];
-                if let Err(e) = self.source.read_page(index, &mut buf) {
-                    CacheStats::add(&self.stats.read_errors, 1);
-                    // The frame was never seen by anyone.
-                    let _ = alloc.free_frame(frame);
-                    return Err(FileError::Io(e));
-                }
-                buf[valid..].fill(0);
-                mem.write_bytes(frame.start(), &buf);
-                CacheStats::add(&self.stats.misses, 1);
-                CacheStats::add(&self.stats.pages, 1);
-                s.pages.entry(index).or_insert(CachedPage {
-                    frame,
-                    dirty: false,
-                    writers: 0,
-                    exec_ready: false,
-                })
             }
-        };
-        if exec && !page.exec_ready {
-            mem.sync_instructions(page.frame);
-            page.exec_ready = true;
         }
-        Ok(page.frame)
     }
 
     /// A writable mapping of cached page `index` was made: the page is dirty from now on (see
@@ -306,6 +387,7 @@ impl FileObject {
             }
             p.writers = p.writers.saturating_add(1);
             p.exec_ready = false;
+            p.generation = p.generation.wrapping_add(1);
         }
     }
 
@@ -321,24 +403,39 @@ impl FileObject {
     /// clean. Goes on after an error and returns the first; a page that failed stays dirty.
     /// Returns the number of pages written.
     pub fn write_back<M: PhysMem>(&self, pages: Range<u32>, mem: &M) -> Result<u32, IoError> {
-        let mut s = self.state.lock();
-        let size = s.size;
+        let dirty: alloc::vec::Vec<u32> = {
+            let s = self.state.lock();
+            s.pages
+                .range(pages)
+                .filter(|(_, p)| p.dirty)
+                .map(|(&i, _)| i)
+                .collect()
+        };
         let mut written = 0;
         let mut result = Ok(());
         let mut buf = vec![0u8; PAGE_SIZE as usize];
-        for (&index, p) in s.pages.range_mut(pages) {
-            if !p.dirty {
-                continue;
-            }
-            let valid = valid_bytes(size, index);
-            mem.read_bytes(p.frame.start(), &mut buf[..valid]);
+        for index in dirty {
+            // The page's bytes copied with the object locked, written without the lock (the
+            // source may sleep on the device).
+            let (valid, generation) = {
+                let s = self.state.lock();
+                let Some(p) = s.pages.get(&index).filter(|p| p.dirty) else {
+                    continue;
+                };
+                let valid = valid_bytes(s.size, index);
+                mem.read_bytes(p.frame.start(), &mut buf[..valid]);
+                (valid, p.generation)
+            };
             match self.source.write_page(index, &buf[..valid]) {
                 Ok(()) => {
                     written += 1;
                     CacheStats::add(&self.stats.writebacks, 1);
-                    if p.writers == 0 {
-                        p.dirty = false;
-                        CacheStats::sub(&self.stats.dirty, 1);
+                    let mut s = self.state.lock();
+                    if let Some(p) = s.pages.get_mut(&index) {
+                        if p.dirty && p.writers == 0 && p.generation == generation {
+                            p.dirty = false;
+                            CacheStats::sub(&self.stats.dirty, 1);
+                        }
                     }
                 }
                 Err(e) => {
@@ -357,48 +454,44 @@ impl FileObject {
         self.write_back(0..u32::MAX, mem)
     }
 
-    /// Gives up to `want` cached pages that no page table maps back to `alloc` (a dirty one is
-    /// written back first and kept if that fails). Returns how many went.
+    /// Gives up to `want` clean cached pages that no page table maps back to `alloc` (a dirty
+    /// page must be written back first). Returns how many went. Does no I/O.
     pub fn evict<M: PhysMem, A: FrameAllocator>(
         &self,
         want: u32,
         refs: &FrameRefs,
-        mem: &M,
+        _mem: &M,
         alloc: &mut A,
     ) -> u32 {
         let mut s = self.state.lock();
-        let size = s.size;
         let victims: alloc::vec::Vec<u32> = s
             .pages
             .iter()
-            .filter(|(_, p)| p.writers == 0 && refs.count(p.frame) == 1)
+            .filter(|(_, p)| !p.dirty && p.writers == 0 && refs.count(p.frame) == 1)
             .map(|(&i, _)| i)
             .take(want as usize)
             .collect();
-        let mut gone = 0;
-        let mut buf = vec![0u8; PAGE_SIZE as usize];
-        for index in victims {
-            let p = s.pages[&index];
-            if p.dirty {
-                let valid = valid_bytes(size, index);
-                mem.read_bytes(p.frame.start(), &mut buf[..valid]);
-                if self.source.write_page(index, &buf[..valid]).is_err() {
-                    CacheStats::add(&self.stats.write_errors, 1);
-                    continue;
-                }
-                CacheStats::add(&self.stats.writebacks, 1);
-                CacheStats::sub(&self.stats.dirty, 1);
+        for &index in &victims {
+            if let Some(p) = s.pages.remove(&index) {
+                // Not mapped anywhere (one owner, the object), so nothing can reach the frame.
+                let _ = alloc.free_frame(p.frame);
+                CacheStats::sub(&self.stats.pages, 1);
+                CacheStats::add(&self.stats.evictions, 1);
             }
-            s.pages.remove(&index);
-            // Not mapped anywhere (one owner, the object), so nothing can reach the frame.
-            let _ = alloc.free_frame(p.frame);
-            CacheStats::sub(&self.stats.pages, 1);
-            CacheStats::add(&self.stats.evictions, 1);
-            gone += 1;
         }
         let cost = s.pages.len() as u32 * PAGE_ENTRY_COST;
         let _ = s.charge.resize(cost);
-        gone
+        victims.len() as u32
+    }
+
+    /// Whether some cached page is dirty and no mapping writes to it: what a flush would write
+    /// back and leave clean.
+    pub fn has_settled_dirt(&self) -> bool {
+        self.state
+            .lock()
+            .pages
+            .values()
+            .any(|p| p.dirty && p.writers == 0)
     }
 
     /// The file was replaced or removed: the object lets go of every page and reads as an
@@ -418,6 +511,43 @@ impl FileObject {
             }
         }
         let _ = s.charge.resize(0);
+    }
+
+    /// Copies up to `buf.len()` bytes of the file from byte `offset` into `buf` from cached pages
+    /// only; returns how many (fewer at the end of the file), or the first page that is not
+    /// cached (nothing is read then).
+    pub fn read_cached<M: PhysMem>(
+        &self,
+        offset: u32,
+        buf: &mut [u8],
+        mem: &mut M,
+    ) -> Result<usize, u32> {
+        let size = self.size();
+        let end = u64::from(offset) + buf.len() as u64;
+        let end = end.min(u64::from(size.max(offset))) as u32;
+        let mut index = offset / PAGE_SIZE;
+        while index * PAGE_SIZE < end {
+            if self.cached_frame(index).is_none() {
+                return Err(index);
+            }
+            index += 1;
+        }
+        let mut done = 0;
+        let mut at = offset;
+        while at < end {
+            let Lookup::Hit(frame) = self.lookup(at / PAGE_SIZE, false, mem) else {
+                return Err(at / PAGE_SIZE);
+            };
+            let in_page = at % PAGE_SIZE;
+            let n = (PAGE_SIZE - in_page).min(end - at) as usize;
+            mem.read_bytes(
+                PhysAddr::new(frame.start().as_u32() + in_page),
+                &mut buf[done..done + n],
+            );
+            done += n;
+            at += n as u32;
+        }
+        Ok(done)
     }
 
     /// Copies up to `buf.len()` bytes of the file from byte `offset` into `buf` through the

@@ -88,6 +88,20 @@ impl PageCache {
         Ok(object)
     }
 
+    /// Adds `object` as the file at `key`, unless one is there already: returns the one that
+    /// is (for callers that made an object without holding the cache, while reading the card).
+    pub fn insert(&mut self, key: &str, object: Arc<FileObject>) -> Arc<FileObject> {
+        self.files
+            .entry(String::from(key))
+            .or_insert(object)
+            .clone()
+    }
+
+    /// Every cached file's object (for work done without holding the cache).
+    pub fn objects(&self) -> Vec<Arc<FileObject>> {
+        self.files.values().cloned().collect()
+    }
+
     /// The file at `key` changed outside the cache (rewritten, removed): its object lets go of
     /// its pages (see [`FileObject::detach`]) and leaves the cache; the next open reads the
     /// file anew.

@@ -40,7 +40,7 @@
 
 use super::addr::{Frame, Page, VirtAddr, PAGE_SIZE};
 use super::desc::MapFlags;
-use super::file_object::{FileError, FileObject};
+use super::file_object::{FileError, FileObject, Lookup};
 use super::frame::{FrameAllocator, PmmError};
 use super::kmem::{self, Charge, KmemBudget};
 use super::phys::PhysMem;
@@ -445,6 +445,9 @@ pub enum FaultError {
     OutOfMemory,
     /// The page of a file mapping lies past the end of the file.
     BeyondEnd,
+    /// The page of a file mapping is not in the page cache: the caller has it read
+    /// ([`UserVm::file_page_at`], [`FileObject::load`]) and resolves the fault again.
+    NotCached,
     /// Reading the page from its file failed.
     Io,
     /// The translation tables refused an operation they should have accepted (a broken
@@ -479,6 +482,7 @@ impl fmt::Display for FaultError {
             Self::Protection => f.write_str("access not allowed by the region"),
             Self::OutOfMemory => f.write_str("out of memory"),
             Self::BeyondEnd => f.write_str("past the end of the mapped file"),
+            Self::NotCached => f.write_str("the file page is not cached yet"),
             Self::Io => f.write_str("the page could not be read from its file"),
             Self::Map(e) => write!(f, "translation tables: {e}"),
         }
@@ -565,6 +569,9 @@ impl fmt::Display for UvmError {
         }
     }
 }
+
+/// Pages `range` of a file: what `msync` writes back.
+pub type FileRange = (Arc<FileObject>, core::ops::Range<u32>);
 
 // ----- the user address space -----------------------------------------------------------------
 
@@ -1047,7 +1054,11 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         alloc: &mut A,
         refs: &mut FrameRefs,
     ) -> Result<(), FaultError> {
-        let frame = object.page(index, perm == Perm::RX, space.mem_mut(), alloc)?;
+        let frame = match object.lookup(index, perm == Perm::RX, space.mem_mut()) {
+            Lookup::Hit(frame) => frame,
+            Lookup::Miss => return Err(FaultError::NotCached),
+            Lookup::BeyondEnd => return Err(FaultError::BeyondEnd),
+        };
         if access == Access::Write && !shared {
             let copy = alloc.alloc_frame().map_err(|_| FaultError::OutOfMemory)?;
             space.mem_mut().copy_frame(copy, frame);
@@ -1227,17 +1238,43 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         Ok(())
     }
 
+    /// The file and the file page that `va` maps, if a file region covers it (what a
+    /// [`FaultError::NotCached`] asks to have read).
+    pub fn file_page_at(&self, va: VirtAddr) -> Option<(Arc<FileObject>, u32)> {
+        let region = self.regions.lookup(va)?;
+        match &region.backing {
+            Backing::File(o) | Backing::SharedFile(o) => {
+                Some((o.clone(), region.object_page(Page::containing(va))))
+            }
+            _ => None,
+        }
+    }
+
     // ----- write-back -----------------------------------------------------------------------
 
     /// Writes back what this space's shared file mappings in `[start, start + len)` changed
-    /// (`msync`): the space's writable mappings of those pages become read-only first, so a
-    /// later write faults and marks the page dirty again, and then the file's dirty pages of
-    /// the range go to the file. Other regions in the range are skipped. Returns the pages
-    /// written; on an I/O error the failed pages stay dirty and the first error is returned
-    /// (after trying them all).
+    /// (`msync`): [`UserVm::prepare_sync`], then each file's dirty pages of the range go to the
+    /// file. Returns the pages written; on an I/O error the failed pages stay dirty and the
+    /// first error is returned (after trying them all).
     pub fn sync(&mut self, start: VirtAddr, len: u32) -> Result<u32, UvmError> {
-        let end = Self::check_user_range(start, len)?;
         let mut result = Ok(0);
+        for (object, pages) in self.prepare_sync(start, len)? {
+            match (object.write_back(pages, self.space.mem()), &mut result) {
+                (Ok(n), Ok(total)) => *total += n,
+                (Err(e), Ok(_)) => result = Err(UvmError::Io(e)),
+                _ => {}
+            }
+        }
+        result
+    }
+
+    /// The first half of `msync` (no I/O): the space's writable mappings of its shared file
+    /// pages in `[start, start + len)` become read-only, so that a later write faults and marks
+    /// the page dirty again; returns the files and page ranges to write back (other regions in
+    /// the range are skipped).
+    pub fn prepare_sync(&mut self, start: VirtAddr, len: u32) -> Result<Vec<FileRange>, UvmError> {
+        let end = Self::check_user_range(start, len)?;
+        let mut out = Vec::new();
         let space = &mut self.space;
         for region in self.regions.from(start) {
             if region.start >= end {
@@ -1259,16 +1296,9 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
             }
             let first = region.object_page(Page::containing(from));
             let pages = (to.as_u32() - from.as_u32()) / PAGE_SIZE;
-            match (
-                object.write_back(first..first + pages, space.mem()),
-                &mut result,
-            ) {
-                (Ok(n), Ok(total)) => *total += n,
-                (Err(e), Ok(_)) => result = Err(UvmError::Io(e)),
-                _ => {}
-            }
+            out.push((object.clone(), first..first + pages));
         }
-        result
+        Ok(out)
     }
 
     // ----- removal --------------------------------------------------------------------------
@@ -1311,8 +1341,8 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
 
     /// [`UserVm::release_pages`] for a shared file mapping: each writable mapping removed is
     /// one writer fewer for its page, each page one owner fewer (a page the cache has let go of
-    /// goes back to `alloc` with its last mapping); then the dirty pages of the range are
-    /// written back (one another mapping still writes to stays dirty for that one).
+    /// goes back to `alloc` with its last mapping). The dirty pages stay dirty in the page
+    /// cache: whoever keeps the cache writes them back (the kernel's flusher; no I/O here).
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
     fn release_shared_file_pages<A: FrameAllocator>(
@@ -1344,11 +1374,6 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
                 Err(e) => note(&mut result, e.into()),
             }
             v = next_page(va);
-        }
-        let first = region.object_page(Page::containing(from));
-        let pages = (to.as_u32() - from.as_u32()) / PAGE_SIZE;
-        if let Err(e) = object.write_back(first..first + pages, space.mem()) {
-            note(&mut result, UvmError::Io(e));
         }
         result
     }

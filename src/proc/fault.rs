@@ -1,12 +1,16 @@
 //! Faults of user processes: demand-zero and copy-on-write pages are resolved, anything else
 //! kills the process with a report (pid, what, address, PC) and the others go on.
 
+use super::files::Request;
 use super::{kill_current, KernelFrames, KillReason, TABLE};
+use crate::abi::errno;
 use crate::arch::arm::exception::{AbortReport, TrapFrame};
 use crate::mm::fault::{FaultKind, FaultStatus};
+use crate::mm::file_object::FileObject;
 use crate::mm::layout::USER_END;
 use crate::mm::uvm::{Access, FaultError};
 use crate::mm::VirtAddr;
+use alloc::sync::Arc;
 use core::fmt;
 
 /// What a user process did wrong.
@@ -97,16 +101,18 @@ fn access_of(report: &AbortReport) -> Access {
 
 /// Resolves `address` for the current process (demand-zero page, copy-on-write, shared page),
 /// or says why it cannot be.
-fn resolve(address: u32, access: Access, status: FaultStatus) -> Result<(), UserFaultKind> {
+fn resolve(address: u32, access: Access, status: FaultStatus) -> Result<(), Unresolved> {
     if address >= USER_END.as_u32() {
-        return Err(UserFaultKind::KernelMemory);
+        return Err(Unresolved::Kill(UserFaultKind::KernelMemory));
     }
     if !matches!(status.kind, FaultKind::Translation | FaultKind::Permission) {
-        return Err(UserFaultKind::Other(status.kind));
+        return Err(Unresolved::Kill(UserFaultKind::Other(status.kind)));
     }
     // Exception handlers run with IRQs masked.
     let mut t = TABLE.lock_masked();
-    let (space, refs) = t.current_vm().ok_or(UserFaultKind::Unmapped)?;
+    let (space, refs) = t
+        .current_vm()
+        .ok_or(Unresolved::Kill(UserFaultKind::Unmapped))?;
     let va = VirtAddr::new(address);
     let translation = status.kind == FaultKind::Translation;
     let mut resolved = if translation {
@@ -117,16 +123,23 @@ fn resolve(address: u32, access: Access, status: FaultStatus) -> Result<(), User
     if let Err(FaultError::OutOfMemory) = resolved {
         resolved = retry_after_shrinking(space, refs, va, access);
     }
-    match resolved {
-        Ok(_) => Ok(()),
-        Err(FaultError::NoRegion) => Err(UserFaultKind::Unmapped),
-        Err(FaultError::Guard) => Err(UserFaultKind::StackOverflow),
-        Err(FaultError::Protection) => Err(UserFaultKind::Protection),
-        Err(FaultError::OutOfMemory) => Err(UserFaultKind::OutOfMemory),
-        Err(FaultError::BeyondEnd) => Err(UserFaultKind::PastEndOfFile),
-        Err(FaultError::Io) => Err(UserFaultKind::FileRead),
+    let kind = match resolved {
+        Ok(_) => return Ok(()),
+        Err(FaultError::NotCached) => {
+            return match space.file_page_at(va) {
+                Some((file, index)) => Err(Unresolved::Read(file, index)),
+                None => Err(Unresolved::Kill(UserFaultKind::Unmapped)),
+            };
+        }
+        Err(FaultError::NoRegion) => UserFaultKind::Unmapped,
+        Err(FaultError::Guard) => UserFaultKind::StackOverflow,
+        Err(FaultError::Protection) => UserFaultKind::Protection,
+        Err(FaultError::OutOfMemory) => UserFaultKind::OutOfMemory,
+        Err(FaultError::BeyondEnd) => UserFaultKind::PastEndOfFile,
+        Err(FaultError::Io) => UserFaultKind::FileRead,
         Err(FaultError::Map(e)) => panic!("user fault at {address:#010x}: tables refused: {e}"),
-    }
+    };
+    Err(Unresolved::Kill(kind))
 }
 
 /// Out of frames: cached file pages that no process maps are free memory too. Gives some back
@@ -146,6 +159,14 @@ fn retry_after_shrinking(
     space.handle_fault(va, access, &mut KernelFrames, refs)
 }
 
+/// Why a fault was not resolved.
+enum Unresolved {
+    /// The process dies for it.
+    Kill(UserFaultKind),
+    /// Page `index` of `file` must be read from the card first.
+    Read(Arc<FileObject>, u32),
+}
+
 /// A data or prefetch abort taken from User mode.
 pub(super) fn user_abort(frame: &mut TrapFrame, report: &AbortReport) {
     if report.instruction && report.status.kind == FaultKind::DebugEvent {
@@ -154,18 +175,30 @@ pub(super) fn user_abort(frame: &mut TrapFrame, report: &AbortReport) {
         return kill_current(frame, KillReason::Breakpoint { pc: report.pc });
     }
     let access = access_of(report);
+    let fault = |kind| UserFault {
+        kind,
+        access,
+        address: report.address,
+        pc: report.pc,
+        status: report.status,
+    };
     match resolve(report.address, access, report.status) {
         Ok(()) => {} // the instruction runs again
-        Err(kind) => kill_current(
-            frame,
-            KillReason::Fault(UserFault {
-                kind,
-                access,
-                address: report.address,
-                pc: report.pc,
-                status: report.status,
-            }),
-        ),
+        Err(Unresolved::Kill(kind)) => kill_current(frame, KillReason::Fault(fault(kind))),
+        Err(Unresolved::Read(file, index)) => {
+            // The process sleeps until the kernel task has read the page; then the
+            // instruction runs again (or the process dies if the card fails).
+            let mut t = TABLE.lock();
+            let pid = t.current.expect("a user abort has a current process");
+            let req = Request::Page {
+                file,
+                index,
+                fault: Some(fault(UserFaultKind::FileRead)),
+                errno: errno::EIO,
+            };
+            super::files::submit(&mut t, pid, req);
+            super::sched::reschedule(&mut t, frame);
+        }
     }
 }
 
@@ -179,5 +212,19 @@ pub(super) fn resolve_uaccess(address: u32, write: bool, status: u32) -> bool {
         "a user-memory copy faulted while the process table was locked"
     );
     let access = if write { Access::Write } else { Access::Read };
-    resolve(address, access, FaultStatus::from_dfsr(status)).is_ok()
+    match resolve(address, access, FaultStatus::from_dfsr(status)) {
+        Ok(()) => true,
+        Err(Unresolved::Kill(_)) => false,
+        Err(Unresolved::Read(file, index)) => {
+            // The copy fails; the system call sees the deferred read and restarts once the
+            // kernel task has it (EFAULT if the card fails).
+            super::files::defer(Request::Page {
+                file,
+                index,
+                fault: None,
+                errno: errno::EFAULT,
+            });
+            false
+        }
+    }
 }

@@ -40,6 +40,9 @@ pub enum SpawnError {
     Memory(UvmError),
     /// The process table is full.
     TooManyProcesses,
+    /// A process asked, and the card must be read first: the call is restarted once the kernel
+    /// task has read it (never reported to anyone).
+    Deferred,
 }
 
 impl fmt::Display for SpawnError {
@@ -52,6 +55,7 @@ impl fmt::Display for SpawnError {
             Self::BadImage(e) => write!(f, "bad program image: {e}"),
             Self::Memory(e) => write!(f, "cannot build its address space: {e:?}"),
             Self::TooManyProcesses => f.write_str("too many processes"),
+            Self::Deferred => f.write_str("waiting for the card"),
         }
     }
 }
@@ -82,6 +86,7 @@ impl SpawnError {
             Self::BadImage(_) => errno::ENOEXEC,
             Self::Memory(_) | Self::TooManyProcesses => errno::ENOMEM,
             Self::Card(_) => errno::EIO,
+            Self::Deferred => super::files::DEFERRED_ERRNO,
         }
     }
 }
@@ -195,17 +200,17 @@ impl From<FileError> for SpawnError {
     }
 }
 
-/// Reads `len` bytes of `file` from `offset` into a new buffer, through the page cache.
-fn read_file_bytes(file: &FileObject, offset: u32, len: usize) -> Result<Vec<u8>, SpawnError> {
+/// Reads `len` bytes of `file` from `offset` into a new buffer, through the page cache (in a
+/// process, a page not cached defers the call: see `files::read_for_call`).
+fn read_file_bytes(file: &Arc<FileObject>, offset: u32, len: usize) -> Result<Vec<u8>, SpawnError> {
     let mut buf = alloc::vec![0u8; len];
-    let n = file.read(offset, &mut buf, &mut direct_map(), &mut KernelFrames)?;
+    let n = match super::files::read_for_call(file, offset, &mut buf, crate::abi::errno::EIO) {
+        Ok(n) => n,
+        Err(None) => return Err(SpawnError::Deferred),
+        Err(Some(e)) => return Err(e.into()),
+    };
     buf.truncate(n);
     Ok(buf)
-}
-
-fn direct_map() -> DirectMap {
-    // SAFETY: the direct map is live after vm2_start; the page cache hands it its own frames.
-    unsafe { DirectMap::new() }
 }
 
 /// Starts the program in the card file `path` with `arg` in r0 as a child of `parent`.
@@ -216,7 +221,11 @@ fn direct_map() -> DirectMap {
 /// that mix file bytes with zeroes or another segment are private, filled now. Only the ELF
 /// and program headers are read to start it, and nothing at all when they are cached.
 pub(super) fn spawn_file(path: &str, arg: u32, parent: Pid) -> Result<Pid, SpawnError> {
-    let file = super::files::open(path)?;
+    let file = match super::files::open_for_call(path) {
+        Ok(f) => f,
+        Err(None) => return Err(SpawnError::Deferred),
+        Err(Some(e)) => return Err(e.into()),
+    };
     let name = path.rsplit('/').next().unwrap_or(path);
     let size = file.size();
     let ehdr = read_file_bytes(&file, 0, elf::EHDR_SIZE)?;

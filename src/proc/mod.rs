@@ -147,6 +147,8 @@ pub enum State {
     Sleeping { until: u64 },
     /// In `wait` for this child.
     Waiting { child: Pid },
+    /// Waiting for the kernel task to read or write the card for it (`files::Request`).
+    IoWait,
     /// Ended, resources returned, waiting for its parent to collect the status.
     Zombie(ExitStatus),
 }
@@ -159,6 +161,7 @@ impl State {
             Self::Running => "running",
             Self::Sleeping { .. } => "sleeping",
             Self::Waiting { .. } => "waiting",
+            Self::IoWait => "card I/O",
             Self::Zombie(_) => "zombie",
         }
     }

@@ -6,10 +6,26 @@ use crate::arch::arm::{irq, timer};
 use crate::irq as board_irq;
 use crate::mm::zero_pool::ZERO_POOL_FRAMES;
 use crate::vm;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// Timer ticks per time slice (from CNTFRQ).
 static SLICE_TICKS: AtomicU32 = AtomicU32::new(0);
+
+/// The scheduler runs (the tick is on): the kernel task may sleep in [`idle_wait`].
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// The kernel task sleeps inside a device driver's wait (which holds the driver's lock): the
+/// idle wait must not start other I/O then.
+static IN_DEVICE_WAIT: AtomicBool = AtomicBool::new(false);
+
+/// Whether the kernel task is asleep inside a device driver's wait.
+pub fn in_device_wait() -> bool {
+    IN_DEVICE_WAIT.load(Ordering::Relaxed)
+}
+
+/// When the kernel task must be woken even if nothing else wakes it (generic-timer ticks; 0:
+/// never): the deadline of a device wait it sleeps in.
+static KERNEL_WAKE_AT: AtomicU64 = AtomicU64::new(0);
 
 /// Counter ticks per millisecond (from CNTFRQ).
 pub fn ticks_per_ms() -> u32 {
@@ -25,13 +41,47 @@ pub(super) fn start() {
     board_irq::set_handler(board_irq::IrqSource::Timer, on_tick);
     board_irq::set_handler(board_irq::IrqSource::Ipi, on_ipi);
     board_irq::set_handler(board_irq::IrqSource::Uart, on_uart);
+    board_irq::set_handler(board_irq::IrqSource::Card, on_card);
+    crate::bsp::raspi2::emmc::set_waiter(io_wait);
     timer::set_deadline_after(slice);
     timer::enable();
+    STARTED.store(true, Ordering::Release);
+}
+
+/// The card controller did what the kernel task waits for: switch back to it.
+fn on_card(frame: &mut TrapFrame) {
+    wake_kernel();
+    let mut t = TABLE.lock();
+    reschedule(&mut t, frame);
+}
+
+/// The card driver's [`Waiter`](crate::bsp::raspi2::emmc::Waiter): the kernel task, holding no
+/// process-layer lock, sleeps in [`idle_wait`] (processes run) until an interrupt or
+/// `deadline`; any other caller (a process's system call or fault, code holding the process
+/// table, boot before the scheduler) is told to poll.
+fn io_wait(deadline: Option<u64>) -> bool {
+    if !STARTED.load(Ordering::Acquire) {
+        return false;
+    }
+    match TABLE.try_lock() {
+        Some(t) if t.current.is_none() => {}
+        _ => return false,
+    }
+    KERNEL_WAKE_AT.store(deadline.unwrap_or(0), Ordering::Relaxed);
+    let nested = IN_DEVICE_WAIT.swap(true, Ordering::Relaxed);
+    idle_wait();
+    IN_DEVICE_WAIT.store(nested, Ordering::Relaxed);
+    KERNEL_WAKE_AT.store(0, Ordering::Relaxed);
+    true
 }
 
 fn on_tick(frame: &mut TrapFrame) {
     timer::set_deadline_after(SLICE_TICKS.load(Ordering::Relaxed));
     let now = timer::now();
+    let wake_at = KERNEL_WAKE_AT.load(Ordering::Relaxed);
+    if wake_at != 0 && now >= wake_at {
+        wake_kernel();
+    }
     let mut t = TABLE.lock();
     t.ticks += 1;
     if let Some(pid) = t.current {
@@ -166,6 +216,9 @@ fn switch(t: &mut Table, frame: &mut TrapFrame, next: Option<super::Pid>) {
 /// they wait for. IRQs are masked before and after, as everywhere in the kernel task.
 pub fn idle_wait() {
     irq::disable();
+    // The processes' card requests first (not when this wait is the card driver's own, inside
+    // the service).
+    super::files::service();
     if !TABLE.lock().ready.is_empty() {
         // Runnable processes: switch to them now rather than at the next tick.
         board_irq::raise_self_ipi();

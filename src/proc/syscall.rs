@@ -1,6 +1,7 @@
 //! The system-call interface (ABI in docs/syscalls.md): `svc #0`, number in r7, arguments in
 //! r0-r3, result in r0; a negative result is `-errno`.
 
+use super::files;
 use super::sched;
 use super::uaccess::{copy_from_user, Efault};
 use super::{ExitStatus, KernelFrames, Pid, Process, State, KMEM, SHARED, TABLE};
@@ -9,7 +10,7 @@ use crate::arch::arm::exception::TrapFrame;
 use crate::arch::arm::timer;
 use crate::fs::FsError;
 use crate::mm::asid::ContextId;
-use crate::mm::file_object::{CacheStats, IoError};
+use crate::mm::file_object::CacheStats;
 use crate::mm::layout::{USER_END, USER_MMAP_BASE, USER_MMAP_END};
 use crate::mm::uvm::{Backing, Perm, RegionKind, SharedObject, UvmError, USER_START};
 use crate::mm::{VirtAddr, PAGE_SIZE};
@@ -41,13 +42,39 @@ pub(super) fn dispatch(frame: &mut TrapFrame) {
         nr::SPAWN => spawn(a0, a1, a2),
         nr::MAP_FILE => map_file(a0, a1, a2, a3),
         nr::MSYNC => msync(a0, a1),
-        nr::SYNC => super::files::sync().map_err(io_errno),
+        nr::SYNC => sync(),
         _ => Err(errno::ENOSYS),
     };
     frame.r[0] = match result {
         Ok(v) => v,
+        Err(files::DEFERRED_ERRNO) => return defer_call(frame),
         Err(e) => (-e) as u32,
     };
+}
+
+/// The call needs the card: the process sleeps until the kernel task has done the request the
+/// call filed, and the call runs again (or returns what the request says, see `files`).
+#[cold]
+fn defer_call(frame: &mut TrapFrame) {
+    let Some(req) = files::take_deferred() else {
+        frame.r[0] = (-errno::EIO) as u32;
+        return;
+    };
+    let mut t = TABLE.lock();
+    let pid = t.current.expect("a system call has a current process");
+    files::rewind_svc(frame);
+    files::submit(&mut t, pid, req);
+    sched::reschedule(&mut t, frame);
+}
+
+/// The errno of a user copy that failed: `EFAULT`, unless the copy faulted on a file page that
+/// must be read first (then the call is deferred and restarted).
+fn copy_errno() -> i32 {
+    if files::deferred_pending() {
+        files::DEFERRED_ERRNO
+    } else {
+        errno::EFAULT
+    }
 }
 
 fn current_pid() -> Pid {
@@ -82,7 +109,7 @@ fn write(fd: u32, buf: u32, len: u32) -> SysResult {
     let len = len.min(WRITE_MAX);
     let mut bounce = [0u8; WRITE_MAX as usize];
     let bytes = &mut bounce[..len as usize];
-    copy_from_user(bytes, buf).map_err(|Efault| errno::EFAULT)?;
+    copy_from_user(bytes, buf).map_err(|Efault| copy_errno())?;
     crate::console::write_bytes(bytes);
     Ok(len)
 }
@@ -294,16 +321,8 @@ fn user_path(ptr: u32, len: u32, buf: &mut [u8; PATH_MAX as usize]) -> Result<&s
         return Err(errno::EINVAL);
     }
     let bytes = &mut buf[..len as usize];
-    copy_from_user(bytes, ptr).map_err(|Efault| errno::EFAULT)?;
+    copy_from_user(bytes, ptr).map_err(|Efault| copy_errno())?;
     core::str::from_utf8(bytes).map_err(|_| errno::EINVAL)
-}
-
-/// The errno of a failed write-back.
-fn io_errno(e: IoError) -> i32 {
-    match e {
-        IoError::NoSpace => errno::ENOSPC,
-        IoError::Failed => errno::EIO,
-    }
 }
 
 /// `map_file(path, path_len, len, offset | flags)`: maps `len` bytes (rounded up to pages; 0:
@@ -323,10 +342,11 @@ fn map_file(path: u32, path_len: u32, len: u32, offset_flags: u32) -> SysResult 
     let shared = flags & map::SHARED != 0;
     let mut buf = [0u8; PATH_MAX as usize];
     let path = user_path(path, path_len, &mut buf)?;
-    let file = super::files::open(path).map_err(|e| match e {
-        FsError::NotFound(_) | FsError::NotADirectory(_) => errno::ENOENT,
-        FsError::IsADirectory(_) => errno::EACCES,
-        _ => errno::EIO,
+    let file = files::open_for_call(path).map_err(|e| match e {
+        None => files::DEFERRED_ERRNO,
+        Some(FsError::NotFound(_) | FsError::NotADirectory(_)) => errno::ENOENT,
+        Some(FsError::IsADirectory(_)) => errno::EACCES,
+        Some(_) => errno::EIO,
     })?;
     let len = match len {
         0 => file
@@ -362,11 +382,21 @@ fn msync(va: u32, len: u32) -> SysResult {
     }
     let mut t = TABLE.lock();
     let (vm, _) = t.current_vm().ok_or(errno::ESRCH)?;
-    match vm.sync(VirtAddr::new(va), len) {
-        Ok(n) => Ok(n),
-        Err(UvmError::Io(e)) => Err(io_errno(e)),
-        Err(_) => Err(errno::EINVAL),
+    let ranges = vm
+        .prepare_sync(VirtAddr::new(va), len)
+        .map_err(|_| errno::EINVAL)?;
+    if ranges.is_empty() {
+        return Ok(0);
     }
+    // The kernel task writes them; the call returns the pages written (or EIO/ENOSPC).
+    files::defer(files::Request::WriteBack(ranges));
+    Err(files::DEFERRED_ERRNO)
+}
+
+/// `sync()`: the kernel task writes back every dirty page; the call returns how many.
+fn sync() -> SysResult {
+    files::defer(files::Request::SyncAll);
+    Err(files::DEFERRED_ERRNO)
 }
 
 /// `spawn(path, len, arg)`: starts the program at `path` (see [`super::spawn_program`]) as a

@@ -3,10 +3,15 @@
 //! (SDSC, SDHC/SDXC), 4-bit bus at 25 MHz, 512-byte block reads and writes, single and multiple
 //! (auto-CMD12).
 //!
-//! This first version moves data by PIO through the DATA register and waits by polling the
-//! interrupt status with a bounded loop and a deadline on the generic timer: no interrupts, no
-//! DMA yet (the calling task spins while the card works; IRQs stay enabled). The SD protocol's
-//! arithmetic is in [`crate::block::sd`], host-tested.
+//! Data moves by PIO through the DATA register. Each wait (a command's response, a block's
+//! data, the end of a transfer) has a deadline on the generic timer. How the driver waits
+//! depends on who called it: when the [`Waiter`] the process layer installs ([`set_waiter`])
+//! says the caller may sleep (the kernel task, holding no lock a process could need), the
+//! driver signals the interrupt it waits for (IRPT_EN; GPU IRQ 62 at the interrupt controller)
+//! and sleeps, and processes run until the card interrupts ([`on_interrupt`] withdraws the
+//! signal, the process layer wakes the kernel task); anywhere else (at boot, before the
+//! scheduler) it polls the status. The SD protocol's arithmetic is in [`crate::block::sd`],
+//! host-tested.
 //!
 //! The controller is only accessed with 32-bit reads and writes (the BCM2835 requires it).
 
@@ -106,6 +111,53 @@ const DEFAULT_BASE_CLOCK: u32 = 50_000_000;
 /// ACMD41 tries before the card counts as not powering up (the spec allows 1 s).
 const OP_COND_TRIES: u32 = 200;
 
+/// Sleeps the caller until an interrupt (or `deadline`, in generic-timer ticks) may have changed
+/// the controller's status; returns `false`, without waiting, when the caller may not sleep
+/// (the driver then polls).
+pub type Waiter = fn(deadline: Option<u64>) -> bool;
+
+/// The installed [`Waiter`] (a `Waiter` cast to a pointer; null: always poll).
+static WAITER: core::sync::atomic::AtomicPtr<()> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// The controller's registers for [`on_interrupt`], which must not take the driver's lock
+/// (0 until [`Emmc::init`] mapped them).
+static REGS_VA: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Interrupts the controller raised since boot.
+static INTERRUPTS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Installs the process layer's way of sleeping while the card works.
+pub fn set_waiter(w: Waiter) {
+    WAITER.store(w as *mut (), core::sync::atomic::Ordering::Release);
+}
+
+fn waiter() -> Option<Waiter> {
+    let p = WAITER.load(core::sync::atomic::Ordering::Acquire);
+    // SAFETY: the only non-null value stored is a `Waiter` cast by `set_waiter`; a fn pointer
+    // survives the round trip through a data pointer on this target (both 32 bits).
+    (!p.is_null()).then(|| unsafe { core::mem::transmute::<*mut (), Waiter>(p) })
+}
+
+/// The controller's interrupt (GPU IRQ 62): withdraws the signal (IRPT_EN = 0; the status bits
+/// stay latched in INTERRUPT for the waiting driver to read). Called by the IRQ handler.
+pub fn on_interrupt() {
+    INTERRUPTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    let va = REGS_VA.load(core::sync::atomic::Ordering::Acquire);
+    if va != 0 {
+        // SAFETY: REGS_VA is the controller's register page, mapped Device for the kernel's
+        // lifetime by `Emmc::init`; IRPT_EN is a plain 32-bit register, and writing it while the
+        // driver runs elsewhere only stops the signal it will set again before it next sleeps.
+        let regs: Mmio<EmmcRegs> = unsafe { Mmio::new(crate::mm::VirtAddr::new(va as u32)) };
+        regs.irpt_en.set(0);
+    }
+}
+
+/// Interrupts the controller raised since boot.
+pub fn interrupts() -> u32 {
+    INTERRUPTS.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// How long a wait may take: a deadline on the generic timer, and a bound on the number of
 /// polls in case the timer does not run.
 struct Deadline {
@@ -193,6 +245,7 @@ impl Emmc {
             // lifetime (the mapping is never removed), and `EmmcRegs` is its layout.
             let regs = unsafe { Mmio::new(va) };
             *guard = Some(EmmcInner { regs, card: None });
+            REGS_VA.store(va.as_usize(), core::sync::atomic::Ordering::Release);
         }
         let inner = guard.as_mut().expect("set above");
         inner.card = None;
@@ -239,6 +292,19 @@ static FAIL_READ_IN: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU
 #[cfg(feature = "ktest")]
 pub fn inject_read_error(n: u32) {
     FAIL_READ_IN.store(n, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Test builds: every driver wait that may sleep sleeps once before it first looks at the
+/// status (see [`sleep_first`]).
+#[cfg(feature = "ktest")]
+static SLEEP_FIRST: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Test builds: makes every wait that may sleep sleep on the controller's interrupt at least
+/// once, even when the card has already answered (QEMU's card answers before the driver
+/// looks), so the tests run the interrupt path.
+#[cfg(feature = "ktest")]
+pub fn sleep_first(on: bool) {
+    SLEEP_FIRST.store(on, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// Test builds: whether this read is the one [`inject_read_error`] asked to fail.
@@ -305,7 +371,7 @@ impl EmmcInner {
         r.control0.write(CONTROL0::POWER::On3V3);
         self.set_clock(base_clock, ID_CLOCK_HZ, v3)?;
         let r = &self.regs;
-        // Status bits latched, none signalled (no interrupts in this version).
+        // Status bits latched, none signalled until a wait asks for its interrupt.
         r.irpt_en.set(0);
         r.irpt_mask.set(0xFFFF_FFFF);
         r.interrupt.set(0xFFFF_FFFF);
@@ -482,8 +548,17 @@ impl EmmcInner {
         ms: u32,
     ) -> Result<(), BlockError> {
         let mut d = Deadline::after_ms(ms);
+        let mut sleep = waiter();
+        // Test builds may make each wait sleep once before its first look at the status, so
+        // that the interrupt path runs even where the card answers at once (QEMU).
+        #[cfg(feature = "ktest")]
+        let mut look =
+            !(sleep.is_some() && SLEEP_FIRST.load(core::sync::atomic::Ordering::Relaxed));
+        #[cfg(not(feature = "ktest"))]
+        let mut look = true;
         loop {
-            let s = self.regs.interrupt.get();
+            let s = if look { self.regs.interrupt.get() } else { 0 };
+            look = true;
             if s & (INT_ERR | INT_ERRORS) != 0 {
                 self.regs.interrupt.set(s);
                 self.reset_lines();
@@ -503,8 +578,24 @@ impl EmmcInner {
                 return Ok(());
             }
             if d.expired() {
+                self.regs.irpt_en.set(0);
                 self.reset_lines();
                 return Err(BlockError::Timeout { what, cmd: index });
+            }
+            if let Some(w) = sleep {
+                // Signal what we wait for; a status bit that is already set raises the
+                // interrupt at once, so no completion is lost between the read above and the
+                // sleep.
+                self.regs.irpt_en.set(bit | INT_ERR | INT_ERRORS);
+                let slept = w(d.end);
+                self.regs.irpt_en.set(0);
+                if slept {
+                    // The poll bound counts polls, not sleeps.
+                    d.polls_left = d.polls_left.saturating_add(1);
+                } else {
+                    // The caller may not sleep: poll for the rest of this wait.
+                    sleep = None;
+                }
             }
         }
     }

@@ -36,6 +36,8 @@ pub struct GpuIrq(u8);
 impl GpuIrq {
     /// PL011 UART0 ("uart_int", bit 25 of the second bank).
     pub const UART0: GpuIrq = GpuIrq(57);
+    /// The EMMC (Arasan SDHCI) controller, the SD card slot.
+    pub const EMMC: GpuIrq = GpuIrq(62);
 
     /// The interrupt `n`, if it exists.
     pub const fn new(n: u8) -> Option<Self> {
