@@ -1,9 +1,13 @@
 //! Data/instruction cache maintenance by virtual address (ARM ARM B2.2.6, B4.2.1).
 
 use super::barrier::{dsb, isb};
-use super::cp15::{Ctr, DcCmvau, IciAlluIs};
+#[cfg(not(feature = "cache-audit"))]
+use super::cp15::DcCmvau;
+use super::cp15::{Ctr, IciAlluIs};
 use crate::mm::VirtAddr;
-use aarch32_cpu::register::{Dccimvac, Dccmvac, Dcimvac};
+use aarch32_cpu::register::Dcimvac;
+#[cfg(not(feature = "cache-audit"))]
+use aarch32_cpu::register::{Dccimvac, Dccmvac};
 
 /// Smallest D-cache line in bytes (CTR.DminLine is log2 of words).
 pub fn dcache_line() -> u32 {
@@ -26,11 +30,7 @@ fn for_each_line(start: VirtAddr, len: u32, line: u32, mut op: impl FnMut(u32)) 
 /// that does not snoop the caches (the VideoCore, a DMA engine) sees them. Ends with DSB.
 pub fn clean_to_poc(start: VirtAddr, len: u32) {
     dsb();
-    for_each_line(start, len, dcache_line(), |a| {
-        // SAFETY: DCCMVAC only writes back a cache line; it cannot change what memory holds as
-        // seen by this CPU. Any VA is allowed (an unmapped one is ignored or faults cleanly).
-        unsafe { Dccmvac::write(Dccmvac::new(a)) }
-    });
+    for_each_line(start, len, dcache_line(), dccmvac);
     dsb();
 }
 
@@ -49,10 +49,7 @@ pub fn invalidate_to_poc(start: VirtAddr, len: u32) {
 /// Clean and invalidate to PoC.
 pub fn clean_invalidate_to_poc(start: VirtAddr, len: u32) {
     dsb();
-    for_each_line(start, len, dcache_line(), |a| {
-        // SAFETY: clean+invalidate preserves memory contents as this CPU sees them.
-        unsafe { Dccimvac::write(Dccimvac::new(a)) }
-    });
+    for_each_line(start, len, dcache_line(), dccimvac);
     dsb();
 }
 
@@ -68,10 +65,7 @@ pub fn sync_instructions(start: VirtAddr, len: u32) {
 /// lines of `[start, start+len)` back to the Point of Unification. Ends with DSB.
 pub fn clean_to_pou(start: VirtAddr, len: u32) {
     dsb();
-    for_each_line(start, len, dcache_line(), |a| {
-        // SAFETY: cleaning to PoU only writes data back.
-        unsafe { DcCmvau::write(a) }
-    });
+    for_each_line(start, len, dcache_line(), dccmvau);
     dsb();
 }
 
@@ -84,4 +78,66 @@ pub fn invalidate_instructions() {
     super::tlb::invalidate_branch_predictor();
     dsb();
     isb();
+}
+
+// The cleans by line. In test kernels (feature `cache-audit`, part of `ktest`) each one is
+// preceded by a load of the same address, the pair 8-byte aligned so that it never straddles a
+// page: tests/icache-check, a QEMU plugin that reports instructions the board could fetch stale,
+// cannot read the MCR's operand register (QEMU 7.2's plugin API has no register access), but
+// sees the load's address and counts it as the clean of that line. Every caller cleans lines of
+// memory it can read (the direct map, the kernel image), so the load cannot fault.
+#[cfg(feature = "cache-audit")]
+macro_rules! probed_clean {
+    ($crm:literal, $a:expr) => {
+        // SAFETY: the load only reads the line being cleaned, which every caller can read (see
+        // above); the clean only writes the line back, which cannot change what memory holds as
+        // seen by this CPU.
+        unsafe {
+            core::arch::asm!(
+                ".balign 8",
+                "ldr {t}, [{a}]",
+                concat!("mcr p15, 0, {a}, c7, ", $crm, ", 1"),
+                a = in(reg) $a,
+                t = out(reg) _,
+                options(nostack, preserves_flags),
+            )
+        }
+    };
+}
+
+/// DCCMVAU: clean the line at `a` to the Point of Unification.
+#[inline(always)]
+fn dccmvau(a: u32) {
+    #[cfg(feature = "cache-audit")]
+    probed_clean!("c11", a);
+    #[cfg(not(feature = "cache-audit"))]
+    {
+        // SAFETY: cleaning to PoU only writes data back.
+        unsafe { DcCmvau::write(a) }
+    }
+}
+
+/// DCCMVAC: clean the line at `a` to the Point of Coherency.
+#[inline(always)]
+fn dccmvac(a: u32) {
+    #[cfg(feature = "cache-audit")]
+    probed_clean!("c10", a);
+    #[cfg(not(feature = "cache-audit"))]
+    {
+        // SAFETY: DCCMVAC only writes back a cache line; it cannot change what memory holds as
+        // seen by this CPU. Any VA is allowed (an unmapped one is ignored or faults cleanly).
+        unsafe { Dccmvac::write(Dccmvac::new(a)) }
+    }
+}
+
+/// DCCIMVAC: clean and invalidate the line at `a` to the Point of Coherency.
+#[inline(always)]
+fn dccimvac(a: u32) {
+    #[cfg(feature = "cache-audit")]
+    probed_clean!("c14", a);
+    #[cfg(not(feature = "cache-audit"))]
+    {
+        // SAFETY: clean+invalidate preserves memory contents as this CPU sees them.
+        unsafe { Dccimvac::write(Dccimvac::new(a)) }
+    }
 }
