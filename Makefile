@@ -30,6 +30,10 @@ SRCS     := $(shell find src boot -path src/user/target -prune -o -type f -print
 # The card QEMU boots with (64 MiB, no Pi firmware), attached as the EMMC controller's SD card.
 CARD     := $(BUILD)/card.img
 CARD_ARGS = -drive if=sd,format=raw,file=$(CARD)
+# The QEMU plugin that reports instructions the board could fetch stale (tests/icache-check),
+# built with the host's C compiler.
+HOSTCC   ?= gcc
+ICACHE_CHECK := $(BUILD)/icache-check.so
 # The user programs as separate ELF files: build.rs builds them into the kernel build's OUT_DIR.
 PROGRAMS := $(basename $(notdir $(wildcard src/user/src/bin/*.rs)))
 
@@ -79,6 +83,11 @@ $(BUILD)/ktest.elf: $(SRCS) | deps
 
 $(BUILD)/ktest.img: $(BUILD)/ktest.elf
 	$(OBJCOPY) -O binary $< $@
+
+# No QEMU headers needed: the plugin declares the part of QEMU 7.2's plugin API it uses.
+$(ICACHE_CHECK): tests/icache-check/icache_check.c | deps
+	@mkdir -p $(BUILD)
+	$(HOSTCC) -O2 -g -std=gnu11 -Wall -Wextra -fvisibility=hidden -shared -fPIC -o $@ $<
 
 # The firmware stand-in of the board-entry test run (tests/firmware): assembled by rustc, linked
 # at 0, copied out raw for QEMU's generic loader.
