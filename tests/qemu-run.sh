@@ -14,14 +14,28 @@
 # card (`card: N blocks`); CARD=none attaches none and the log must say `card: none`; without
 # CARD nothing about a card is checked (benchmarks).
 # A boot log that reports the secondary cores must say all three are online.
+# ICACHE_CHECK=<plugin.so> runs QEMU with the cache-maintenance checker (tests/icache-check,
+# built as build/icache-check.so), which reports instructions fetched from memory written
+# without the D-cache clean and I-cache invalidation the board needs (QEMU itself never shows
+# it). The kernel must be a test kernel (its cleans by line carry the probe loads the plugin
+# needs). The run then fails on any report or setup error, and when the plugin's closing
+# summary is missing.
 # The kernel ends QEMU through semihosting (exit status 0 = all passed). A hang is ended by the
-# timeout (TEST_TIMEOUT seconds, default 120) and counts as a failure. Output containing
-# NEVER-PRINTED fails the run too: the hostile-program test keeps those bytes in memory that a
-# refused `write` must not print.
+# timeout (TEST_TIMEOUT seconds, default 120, 240 with the plugin, which slows QEMU down) and
+# counts as a failure. Output containing NEVER-PRINTED fails the run too: the hostile-program
+# test keeps those bytes in memory that a refused `write` must not print.
 set -u
 kind=$1 image=$2 log=$3
 shift 3
-timeout_s=${TEST_TIMEOUT:-120}
+plugin=()
+if [ -n "${ICACHE_CHECK:-}" ]; then
+  [ -r "$ICACHE_CHECK" ] || { echo "qemu-run: no icache-check plugin at $ICACHE_CHECK (make $ICACHE_CHECK)" >&2; exit 2; }
+  case $ICACHE_CHECK in */*) ;; *) ICACHE_CHECK=./$ICACHE_CHECK ;; esac   # not a library search
+  plugin=(-plugin "$ICACHE_CHECK,max-reports=10")
+  timeout_s=${TEST_TIMEOUT:-240}
+else
+  timeout_s=${TEST_TIMEOUT:-120}
+fi
 case $kind in
   elf)   load=(-kernel "$image") ;;
   # raspi2b loads the "firmware" raw at 0x8000 but starts all four cores at 0, where there is
@@ -45,7 +59,7 @@ esac
 mkdir -p "$(dirname "$log")"
 timeout --foreground "$timeout_s" qemu-system-arm -M raspi2b -m 1G -display none -no-reboot \
   -semihosting-config enable=on,target=native -monitor none -serial stdio \
-  "${load[@]}" "${card[@]}" "$@" </dev/null 2>&1 | tee "$log"
+  "${load[@]}" "${card[@]}" "${plugin[@]}" "$@" </dev/null 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 if [ "$status" -eq 124 ]; then
   echo "qemu: timed out after ${timeout_s}s (a hang counts as a failure)" | tee -a "$log"
@@ -74,6 +88,21 @@ fi
 if grep -q '^secondary cores:' "$log" && ! grep -q '^secondary cores: 3 of 3 online' "$log"; then
   echo "qemu-run: not every secondary core came online" | tee -a "$log"
   [ "$status" -eq 0 ] && status=1
+fi
+# The plugin's lines can follow kernel output on the same line: never anchored at the start.
+if [ -n "${ICACHE_CHECK:-}" ]; then
+  if ! grep -aq 'icache-check: summary:' "$log"; then
+    echo "qemu-run: no summary from the icache-check plugin: it was not loaded or did not finish" | tee -a "$log"
+    [ "$status" -eq 0 ] && status=1
+  fi
+  if grep -aq 'icache-check: setup:' "$log"; then
+    echo "qemu-run: the icache-check plugin cannot check this kernel (its 'setup:' line says why)" | tee -a "$log"
+    [ "$status" -eq 0 ] && status=1
+  fi
+  if grep -aq 'icache-check: vcpu [0-9]* fetched' "$log"; then
+    echo "qemu-run: instructions were fetched that the board could have served stale (the icache-check lines above)" | tee -a "$log"
+    [ "$status" -eq 0 ] && status=1
+  fi
 fi
 if grep -q 'NEVER-PRINTED' "$log"; then
   echo "qemu-run: the output holds bytes a refused write must not have printed" | tee -a "$log"
