@@ -85,6 +85,13 @@ $(BUILD)/ktest.elf: $(SRCS) | deps
 $(BUILD)/ktest.img: $(BUILD)/ktest.elf
 	$(OBJCOPY) -O binary $< $@
 
+# A test kernel with a planted cache-maintenance bug (feature plant-stale-icache, see
+# src/arch/arm/cache.rs): the plugin must report it. Runs only the tests that load programs.
+$(BUILD)/ktest-stale.elf: $(SRCS) | deps
+	@mkdir -p $(BUILD)
+	$(CARGO) build --release --target $(TARGET) --bin kernel --features plant-stale-icache --target-dir target/ktest-stale
+	cp target/ktest-stale/$(TARGET)/release/kernel $@
+
 # No QEMU headers needed: the plugin declares the part of QEMU 7.2's plugin API it uses.
 $(ICACHE_CHECK): tests/icache-check/icache_check.c | deps
 	@mkdir -p $(BUILD)
@@ -126,8 +133,12 @@ host-test:
 
 # The ELF and board runs and the console attach the card; the image run has none, so the
 # driver's no-card path is tested too (tests/qemu-run.sh checks the boot log says which).
-# Every run of the test kernel is watched by the icache-check plugin and fails on its reports.
-target-test: $(BUILD)/ktest.elf $(BUILD)/ktest.img $(ICACHE_CHECK) $(BUILD)/armstub.bin $(IMG) $(CARD)
+# Every run of the test kernel is watched by the icache-check plugin and fails on its reports;
+# first, the plugin must catch the planted bug of ktest-stale.elf (a short run).
+target-test: $(BUILD)/ktest.elf $(BUILD)/ktest.img $(BUILD)/ktest-stale.elf $(ICACHE_CHECK) \
+             $(BUILD)/armstub.bin $(IMG) $(CARD)
+	@echo "== icache-check: a test kernel that leaves program text uncleaned, then not invalidated, must be reported =="
+	@ICACHE_CHECK=$(ICACHE_CHECK) ICACHE_EXPECT=stale tests/qemu-run.sh elf $(BUILD)/ktest-stale.elf $(BUILD)/ktest-stale.log
 	@echo "== on-target tests under QEMU: ELF, all four cores started at the entry, card attached =="
 	@CARD=$(CARD) ICACHE_CHECK=$(ICACHE_CHECK) tests/qemu-run.sh elf $(BUILD)/ktest.elf $(BUILD)/ktest-elf.log
 	@echo "== on-target tests under QEMU: kernel7.img loaded at 0x8000 as the firmware does, no card =="

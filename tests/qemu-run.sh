@@ -19,7 +19,8 @@
 # without the D-cache clean and I-cache invalidation the board needs (QEMU itself never shows
 # it). The kernel must be a test kernel (its cleans by line carry the probe loads the plugin
 # needs). The run then fails on any report or setup error, and when the plugin's closing
-# summary is missing.
+# summary is missing. With ICACHE_EXPECT=stale it is the other way round for the reports: the
+# run fails unless both kinds appear (a test kernel with a planted bug).
 # The kernel ends QEMU through semihosting (exit status 0 = all passed). A hang is ended by the
 # timeout (TEST_TIMEOUT seconds, default 120, 240 with the plugin, which slows QEMU down) and
 # counts as a failure. Output containing NEVER-PRINTED fails the run too: the hostile-program
@@ -36,6 +37,10 @@ if [ -n "${ICACHE_CHECK:-}" ]; then
 else
   timeout_s=${TEST_TIMEOUT:-120}
 fi
+case ${ICACHE_EXPECT:-} in
+  ''|stale) ;;
+  *) echo "qemu-run: ICACHE_EXPECT must be empty or 'stale'" >&2; exit 2 ;;
+esac
 case $kind in
   elf)   load=(-kernel "$image") ;;
   # raspi2b loads the "firmware" raw at 0x8000 but starts all four cores at 0, where there is
@@ -99,9 +104,17 @@ if [ -n "${ICACHE_CHECK:-}" ]; then
     echo "qemu-run: the icache-check plugin cannot check this kernel (its 'setup:' line says why)" | tee -a "$log"
     [ "$status" -eq 0 ] && status=1
   fi
-  if grep -aq 'icache-check: vcpu [0-9]* fetched' "$log"; then
+  if [ -z "${ICACHE_EXPECT:-}" ] && grep -aq 'icache-check: vcpu [0-9]* fetched' "$log"; then
     echo "qemu-run: instructions were fetched that the board could have served stale (the icache-check lines above)" | tee -a "$log"
     [ "$status" -eq 0 ] && status=1
+  fi
+  if [ "${ICACHE_EXPECT:-}" = stale ]; then
+    for what in 'without a D-cache clean' 'without an I-cache invalidation'; do
+      if ! grep -aq "icache-check: vcpu [0-9]* fetched .* $what" "$log"; then
+        echo "qemu-run: the planted bug was not reported: no icache-check line says '$what'" | tee -a "$log"
+        [ "$status" -eq 0 ] && status=1
+      fi
+    done
   fi
 fi
 if grep -q 'NEVER-PRINTED' "$log"; then

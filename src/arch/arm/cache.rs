@@ -57,21 +57,37 @@ pub fn clean_invalidate_to_poc(start: VirtAddr, len: u32) {
 /// the Point of Unification, DSB, invalidate the I-cache and the branch predictor, DSB,
 /// ISB (ARM ARM B2.2.9 "Ordering of cache and branch predictor maintenance operations").
 pub fn sync_instructions(start: VirtAddr, len: u32) {
-    clean_to_pou(start, len);
-    invalidate_instructions();
+    clean_lines_to_pou(start, len);
+    invalidate_icache_and_predictor();
 }
 
 /// The first half of [`sync_instructions`], for code written in several places: writes the
 /// lines of `[start, start+len)` back to the Point of Unification. Ends with DSB.
 pub fn clean_to_pou(start: VirtAddr, len: u32) {
-    dsb();
-    for_each_line(start, len, dcache_line(), dccmvau);
-    dsb();
+    #[cfg(feature = "plant-stale-icache")]
+    if plant::skip_clean() {
+        return;
+    }
+    clean_lines_to_pou(start, len);
 }
 
 /// The second half of [`sync_instructions`], once after any number of [`clean_to_pou`]:
 /// invalidates the whole I-cache and the branch predictor, DSB, ISB.
 pub fn invalidate_instructions() {
+    #[cfg(feature = "plant-stale-icache")]
+    if plant::skip_invalidate() {
+        return;
+    }
+    invalidate_icache_and_predictor();
+}
+
+fn clean_lines_to_pou(start: VirtAddr, len: u32) {
+    dsb();
+    for_each_line(start, len, dcache_line(), dccmvau);
+    dsb();
+}
+
+fn invalidate_icache_and_predictor() {
     // SAFETY: invalidating the I-cache only drops cached instructions. The whole cache, not by
     // line: ICIALLU also covers aliases of a VIPT I-cache.
     unsafe { IciAlluIs::write(0) };
@@ -139,5 +155,35 @@ fn dccimvac(a: u32) {
     {
         // SAFETY: clean+invalidate preserves memory contents as this CPU sees them.
         unsafe { Dccimvac::write(Dccimvac::new(a)) }
+    }
+}
+
+/// A deliberate bug for the test kernel `make test` builds with `plant-stale-icache`, which
+/// tests/icache-check must report: the text of the first program loaded is not cleaned to PoU,
+/// and the I-cache is not invalidated after the text of any later program. Programs make their
+/// text executable through [`clean_to_pou`] and one [`invalidate_instructions`] each;
+/// [`sync_instructions`] (the vector page) is left alone.
+#[cfg(feature = "plant-stale-icache")]
+mod plant {
+    use core::sync::atomic::{AtomicU32, Ordering};
+
+    /// Programs whose text has been made executable (calls of `invalidate_instructions`).
+    static LOADS: AtomicU32 = AtomicU32::new(0);
+
+    pub fn skip_clean() -> bool {
+        LOADS.load(Ordering::Relaxed) == 0
+    }
+
+    pub fn skip_invalidate() -> bool {
+        let n = LOADS.fetch_add(1, Ordering::Relaxed);
+        if n == 0 {
+            crate::println!("plant-stale-icache: the first program's text was not cleaned");
+        } else {
+            crate::println!(
+                "plant-stale-icache: no I-cache invalidation after program {}",
+                n + 1
+            );
+        }
+        n > 0
     }
 }
