@@ -3,7 +3,8 @@
 #   make          kernel ELF and kernel7.img (in build/)
 #   make run      boot it in QEMU (raspi2b), serial on this terminal; quit with Ctrl-A then X
 #   make test     host tests, then the on-target tests under QEMU (ELF, kernel7.img, and
-#                 kernel7.img entered in non-secure HYP by a firmware stand-in)
+#                 kernel7.img entered in non-secure HYP by a firmware stand-in), each checked by
+#                 the cache-maintenance plugin tests/icache-check
 #   make bench    host benchmarks, then instruction counts on the target (qemu -icount shift=0)
 #   make sdcard   build/sdcard.img: FAT32 with the Pi firmware, kernel7.img, config.txt and the
 #                 user programs in /bin (build/card.img: the same without the firmware, the card
@@ -30,6 +31,10 @@ SRCS     := $(shell find src boot -path src/user/target -prune -o -type f -print
 # The card QEMU boots with (64 MiB, no Pi firmware), attached as the EMMC controller's SD card.
 CARD     := $(BUILD)/card.img
 CARD_ARGS = -drive if=sd,format=raw,file=$(CARD)
+# The QEMU plugin that reports instructions the board could fetch stale (tests/icache-check),
+# built with the host's C compiler. The on-target test runs load it.
+HOSTCC   ?= gcc
+ICACHE_CHECK := $(BUILD)/icache-check.so
 # The user programs as separate ELF files: build.rs builds them into the kernel build's OUT_DIR.
 PROGRAMS := $(basename $(notdir $(wildcard src/user/src/bin/*.rs)))
 
@@ -89,6 +94,18 @@ $(BUILD)/ktest.elf: $(SRCS) | deps
 $(BUILD)/ktest.img: $(BUILD)/ktest.elf
 	$(OBJCOPY) -O binary $< $@
 
+# A test kernel with a planted cache-maintenance bug (feature plant-stale-icache, see
+# src/arch/arm/cache.rs): the plugin must report it. Runs only the tests that load programs.
+$(BUILD)/ktest-stale.elf: $(SRCS) | deps
+	@mkdir -p $(BUILD)
+	$(CARGO) build --release --target $(TARGET) --bin kernel --features plant-stale-icache --target-dir target/ktest-stale
+	cp target/ktest-stale/$(TARGET)/release/kernel $@
+
+# No QEMU headers needed: the plugin declares the part of QEMU 7.2's plugin API it uses.
+$(ICACHE_CHECK): tests/icache-check/icache_check.c | deps
+	@mkdir -p $(BUILD)
+	$(HOSTCC) -O2 -g -std=gnu11 -Wall -Wextra -fvisibility=hidden -shared -fPIC -o $@ $<
+
 # The firmware stand-in of the board-entry test run (tests/firmware): assembled by rustc, linked
 # at 0, copied out raw for QEMU's generic loader.
 ARMSTUB_SRCS := tests/firmware/armstub.rs tests/firmware/armstub.S tests/firmware/armstub.ld
@@ -125,13 +142,18 @@ host-test:
 
 # The ELF and board runs and the console attach the card; the image run has none, so the
 # driver's no-card path is tested too (tests/qemu-run.sh checks the boot log says which).
-target-test: $(BUILD)/ktest.elf $(BUILD)/ktest.img $(BUILD)/armstub.bin $(IMG) $(CARD)
+# Every run of the test kernel is watched by the icache-check plugin and fails on its reports;
+# first, the plugin must catch the planted bug of ktest-stale.elf (a short run).
+target-test: $(BUILD)/ktest.elf $(BUILD)/ktest.img $(BUILD)/ktest-stale.elf $(ICACHE_CHECK) \
+             $(BUILD)/armstub.bin $(IMG) $(CARD)
+	@echo "== icache-check: a test kernel that leaves program text uncleaned, then not invalidated, must be reported =="
+	@ICACHE_CHECK=$(ICACHE_CHECK) ICACHE_EXPECT=stale tests/qemu-run.sh elf $(BUILD)/ktest-stale.elf $(BUILD)/ktest-stale.log
 	@echo "== on-target tests under QEMU: ELF, all four cores started at the entry, card attached =="
-	@CARD=$(CARD) tests/qemu-run.sh elf $(BUILD)/ktest.elf $(BUILD)/ktest-elf.log
+	@CARD=$(CARD) ICACHE_CHECK=$(ICACHE_CHECK) tests/qemu-run.sh elf $(BUILD)/ktest.elf $(BUILD)/ktest-elf.log
 	@echo "== on-target tests under QEMU: kernel7.img loaded at 0x8000 as the firmware does, no card =="
-	@CARD=none tests/qemu-run.sh image $(BUILD)/ktest.img $(BUILD)/ktest-img.log
+	@CARD=none ICACHE_CHECK=$(ICACHE_CHECK) tests/qemu-run.sh image $(BUILD)/ktest.img $(BUILD)/ktest-img.log
 	@echo "== on-target tests under QEMU: kernel7.img entered in non-secure HYP, as on the board, card attached =="
-	@CARD=$(CARD) ARMSTUB=$(BUILD)/armstub.bin tests/qemu-run.sh board $(BUILD)/ktest.img $(BUILD)/ktest-board.log
+	@CARD=$(CARD) ARMSTUB=$(BUILD)/armstub.bin ICACHE_CHECK=$(ICACHE_CHECK) tests/qemu-run.sh board $(BUILD)/ktest.img $(BUILD)/ktest-board.log
 	@echo "== the UART shell of the normal kernel: commands piped into QEMU's serial, card attached =="
 	@tests/console.sh $(BUILD)/kernel.elf $(BUILD)/console.log $(CARD)
 	@echo "== a shared file mapping synced, QEMU killed and started again: the data is on the card =="

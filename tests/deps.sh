@@ -2,7 +2,8 @@
 # Checks for the tools the Makefile needs and installs what is missing on Debian/Ubuntu: as root
 # directly, otherwise with password-less sudo; failing both it stops and prints the command.
 #
-#   tests/deps.sh build qemu   # Rust target, objcopy, QEMU, gdb-multiarch, mtools, dosfstools, fdisk
+#   tests/deps.sh build qemu   # Rust target, objcopy, QEMU, gdb-multiarch, mtools, dosfstools, fdisk,
+#                              # gcc (the QEMU plugin tests/icache-check)
 #   tests/deps.sh sdcard       # mtools, dosfstools, fdisk, and the Pi firmware made reachable:
 #                              # Debian's non-free-firmware component (tests/apt-component.sh)
 #   tests/deps.sh ci           # what .ci/run's own checks use besides (gpg)
@@ -99,6 +100,7 @@ for what in "$@"; do
       want mcopy mtools
       want mkfs.fat dosfstools
       want sfdisk fdisk   # the card image QEMU boots with (tests/mksdcard.sh --no-firmware)
+      want gcc gcc        # the QEMU plugin the on-target tests run with (tests/icache-check)
       ;;
     sdcard)
       want mcopy mtools
