@@ -256,13 +256,21 @@ impl fmt::Debug for SharedObject {
 /// A flat array of counts indexed by frame number: O(1), and no heap that user programs could
 /// make grow. The kernel sizes it for all of RAM once at boot ([`FrameRefs::with_frames`]), so
 /// sharing a frame never allocates there; a table made with [`FrameRefs::new`] grows on demand
-/// (host tests).
+/// (host tests). Counts are 32 bits: a frame of the page cache (or the zero page) may be mapped
+/// many times by one process, and no number of mappings the process table allows (64 spaces of
+/// 2^19 pages) reaches 2^32.
+///
+/// The table also knows the **zero page** ([`FrameRefs::set_zero_frame`]): one frame of zeroes
+/// that reads of untouched private memory map read-only. The kernel owns it for good, so like a
+/// cached file page it is never the last owner's to free.
 #[derive(Debug, Default)]
 pub struct FrameRefs {
     /// Owners of each frame when shared, 0 otherwise.
-    counts: Vec<u16>,
+    counts: Vec<u32>,
     /// Frames with a count.
     shared: u32,
+    /// The shared zero page, if there is one.
+    zero: Option<Frame>,
 }
 
 impl FrameRefs {
@@ -271,7 +279,20 @@ impl FrameRefs {
         Self {
             counts: Vec::new(),
             shared: 0,
+            zero: None,
         }
+    }
+
+    /// Makes `frame` (all zeroes, never written again, owned by the caller for good) the zero
+    /// page: reads of untouched private memory map it read-only, and the first write replaces
+    /// it with a frame of the space's own, with no copy.
+    pub fn set_zero_frame(&mut self, frame: Frame) {
+        self.zero = Some(frame);
+    }
+
+    /// The zero page, if there is one.
+    pub fn zero_frame(&self) -> Option<Frame> {
+        self.zero
     }
 
     /// A table for frames `0..frames`, allocated now.
@@ -309,8 +330,8 @@ impl FrameRefs {
             *n = 2;
             self.shared += 1;
         } else {
-            // At most one owner per process, and far fewer processes than 65535.
-            *n = n.checked_add(1).expect("frame owner count overflow");
+            // Bounded by the page-table entries all spaces can have (see above).
+            *n += 1;
         }
     }
 
@@ -492,8 +513,11 @@ impl fmt::Display for FaultError {
 /// How a fault was resolved: the faulting instruction may be restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolved {
-    /// A private page got its first frame, zeroed.
+    /// A private page got its first frame, zeroed (on its first write; after a read that
+    /// mapped the zero page, the zero page is replaced).
     DemandZero,
+    /// A read of an untouched private page mapped the shared zero page, read-only.
+    ZeroPage,
     /// A write to a private page shared after a fork: the page now has its own copy.
     CopyOnWrite,
     /// A write to a private page that had been shared after a fork but whose other owners are
@@ -942,6 +966,23 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         let mapped = !unmapped && space.is_mapped(page.start());
         let Some(t) = mapped.then(|| space.translate(page.start())).flatten() else {
             let resolved = match &region.backing {
+                Backing::Private if access == Access::Read && refs.zero.is_some() => {
+                    // A read of untouched memory: the zero page, read-only; the first write
+                    // takes a frame of its own.
+                    let zero = refs.zero.expect("checked");
+                    let ro = match region.perm {
+                        Perm::RW => Perm::R.flags(),
+                        p => p.flags(),
+                    };
+                    match space.map_page(page, zero, ro, alloc) {
+                        Ok(()) => refs.share(zero),
+                        Err(MapError::AlreadyMapped) if unmapped => {
+                            return self.resolve_fault(va, access, false, alloc, refs);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                    Resolved::ZeroPage
+                }
                 Backing::Private => {
                     // A frame zeroed ahead of time if the allocator has one, else zeroed now.
                     let (frame, zeroed) = alloc
@@ -1007,6 +1048,21 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         }
         // A write to a read-only page of an RW region.
         match &region.backing {
+            Backing::Private if Some(Frame::containing(t.pa)) == refs.zero => {
+                // The zero page: a frame of its own, zeroed (no copy needed).
+                let (new, zeroed) = alloc
+                    .alloc_for_zero()
+                    .map_err(|_| FaultError::OutOfMemory)?;
+                if !zeroed {
+                    space.mem_mut().zero_frame(new);
+                }
+                if let Err(e) = space.remap_page(page, new, flags) {
+                    alloc.free_frame(new).map_err(MapError::from)?;
+                    return Err(e.into());
+                }
+                refs.release(Frame::containing(t.pa));
+                Ok(Resolved::DemandZero)
+            }
             Backing::Private | Backing::File(_) => {
                 let old = Frame::containing(t.pa);
                 if refs.count(old) > 1 {
@@ -1782,6 +1838,65 @@ mod tests {
         let mut n = 0;
         vm.space().for_each_mapping(|m| n += m.len / PAGE_SIZE);
         n
+    }
+
+    /// A zero page for the rig: a frame of zeroes the allocator never gets back.
+    fn with_zero_page(r: &mut Rig) -> Frame {
+        let z = r.alloc.alloc_frame().unwrap();
+        r.ram.clone().zero_frame(z);
+        r.refs.set_zero_frame(z);
+        z
+    }
+
+    #[test]
+    fn reads_of_untouched_memory_map_the_zero_page_and_a_write_takes_a_frame_without_a_copy() {
+        let mut r = Rig::new();
+        let zero = with_zero_page(&mut r);
+        let mut a = r.vm(A1);
+        let mut b = r.vm(A2);
+        add(&mut a, 0x40_0000, 4 * PAGE_SIZE, Perm::RW, RegionKind::Anon);
+        add(&mut b, 0x40_0000, 4 * PAGE_SIZE, Perm::R, RegionKind::Anon);
+        let free = r.alloc.free_count();
+        for p in 0..4 {
+            assert_eq!(r.load(&mut a, 0x40_0000 + p * PAGE_SIZE + 7).unwrap(), 0);
+            assert_eq!(r.load(&mut b, 0x40_0000 + p * PAGE_SIZE).unwrap(), 0);
+        }
+        // Eight read faults, no frame taken (the L2 tables were there from the first).
+        assert!(r.alloc.free_count() + 2 >= free, "reads took frames");
+        let t = r.mmu(&a, 0x40_1000).unwrap();
+        assert_eq!(Frame::containing(t.pa), zero);
+        assert_eq!(
+            t.flags.unwrap().access,
+            Ap::UserRead,
+            "the zero page mapped writable"
+        );
+        assert_eq!(r.refs.count(zero), 9, "the kernel and eight mappings");
+        // A write: a frame of its own, reading zero, the zero page untouched.
+        r.store(&mut a, 0x40_1000 + 5, 0x99).unwrap();
+        assert_ne!(Frame::containing(r.mmu(&a, 0x40_1000).unwrap().pa), zero);
+        assert_eq!(r.load(&mut a, 0x40_1000).unwrap(), 0);
+        assert_eq!(r.load(&mut a, 0x40_1005).unwrap(), 0x99);
+        assert_eq!(r.load(&mut b, 0x40_1005).unwrap(), 0);
+        assert_eq!(r.refs.count(zero), 8);
+        // A read-only region never leaves the zero page.
+        assert_eq!(
+            r.fault(&mut b, 0x40_1000, Access::Write),
+            Err(FaultError::Protection)
+        );
+        // Fork shares the zero mappings; the child's write takes its own frame.
+        let mut c = r.fork(&mut a, A3).unwrap();
+        assert_eq!(r.refs.count(zero), 11);
+        r.store(&mut c, 0x40_2000, 1).unwrap();
+        assert_eq!(r.load(&mut a, 0x40_2000).unwrap(), 0);
+        for vm in [a, b, c] {
+            vm.destroy(&mut r.alloc, &mut r.refs).unwrap();
+        }
+        assert_eq!(r.refs.count(zero), 1, "mappings of the zero page left");
+        assert_eq!(r.refs.shared_frames(), 0);
+        let mut b = [0u8; 4096];
+        r.ram.read_bytes(zero.start(), &mut b);
+        assert!(b.iter().all(|&x| x == 0), "the zero page was written");
+        r.clean();
     }
 
     #[test]

@@ -405,7 +405,13 @@ pub fn init_memory() {
             Ordering::Relaxed,
         );
         // Owner counts for every frame of RAM, allocated once: sharing never grows the heap.
-        TABLE.lock().refs = FrameRefs::with_frames(total);
+        let mut refs = FrameRefs::with_frames(total);
+        // The zero page: what reads of untouched private memory map, read-only.
+        let zero = vm::with_pmm(|p| p.alloc_frame()).expect("a frame for the zero page");
+        // SAFETY: the direct map is live; the frame was just allocated and is the kernel's.
+        crate::mm::phys::PhysMem::zero_frame(&mut unsafe { DirectMap::new() }, zero);
+        refs.set_zero_frame(zero);
+        TABLE.lock().refs = refs;
         // Every process record's slot, allocated once too.
         TABLE.lock().procs.allocate();
     });

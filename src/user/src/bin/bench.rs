@@ -154,6 +154,21 @@ fn main(zero_fill: u32) -> i32 {
     report("user_demand_zero_fault_warm", &mut w);
     // SAFETY: nothing uses the mapping after this.
     let _ = unsafe { munmap(area, w.len() * PAGE) };
+
+    // A read of untouched memory: the shared zero page mapped read-only, no frame taken.
+    let Ok(area) = mmap(0, SAMPLES * PAGE, prot::READ) else {
+        println!("bench: mmap failed");
+        return 1;
+    };
+    for (i, x) in s.iter_mut().enumerate() {
+        // SAFETY: page i of the fresh read-only mapping, first touch.
+        *x = time(over, || unsafe {
+            black_box(read_volatile(area.add(i * PAGE).cast::<u32>()));
+        });
+    }
+    report("user_zero_page_read_fault", &mut s);
+    // SAFETY: nothing uses the mapping after this.
+    let _ = unsafe { munmap(area, SAMPLES * PAGE) };
     file_cases(over)
 }
 

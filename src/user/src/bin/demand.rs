@@ -2,7 +2,7 @@
 //! when first touched, and keeps what is written. Exit codes: 0 all right, 1 mmap failed,
 //! 2 the mapping was populated eagerly, 3 a fresh page did not read zero, 4 a pattern did not
 //! read back, 5 munmap failed, 6 touching did not make pages resident, 7 munmap did not release
-//! them, 8 sysinfo failed. With arg 1 it keeps the touched pages and sleeps until killed.
+//! them, 8 sysinfo failed, 9 reads of untouched memory took frames (the zero page). With arg 1 it keeps the touched pages and sleeps until killed.
 #![no_std]
 #![no_main]
 
@@ -81,6 +81,38 @@ fn main(arg: u32) -> i32 {
     let Some((free2, res2)) = figures() else {
         return 8;
     };
+    // Reads of untouched memory map the shared zero page: no frame per page (only the page
+    // tables of the fresh range, 16 at most for 64 MiB).
+    let ro = match mmap(0, LEN, prot::READ) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("[pid {pid}] demand: mmap of 64 MiB read-only failed: {e}");
+            return 1;
+        }
+    };
+    let Some((free3, _)) = figures() else {
+        return 8;
+    };
+    for i in 0..TOUCHED {
+        // SAFETY: word(ro, i) is inside the read-only mapping, word aligned.
+        let v = unsafe { read_volatile(word(ro, i)) };
+        if v != 0 {
+            println!("[pid {pid}] demand: FAIL: untouched page {i} reads {v:#x}, not 0");
+            return 3;
+        }
+    }
+    let Some((free4, _)) = figures() else {
+        return 8;
+    };
+    println!("[pid {pid}] demand: read {TOUCHED} untouched pages: free frames {free3} -> {free4}");
+    if free3.saturating_sub(free4) > 16 {
+        println!("[pid {pid}] demand: FAIL: reads of untouched pages took frames (zero page)");
+        return 9;
+    }
+    // SAFETY: nothing uses the read-only mapping after this.
+    if unsafe { munmap(ro, LEN) }.is_err() {
+        return 5;
+    }
     println!(
         "[pid {pid}] demand: touched {TOUCHED} pages: free frames {free2}, resident pages {res1} -> {res2}"
     );
