@@ -311,7 +311,7 @@ impl FrameRefs {
     /// not know has a single owner, or is no user frame at all).
     pub fn count(&self, frame: Frame) -> u32 {
         match self.counts.get(frame.number() as usize) {
-            Some(&n) if n > 1 => u32::from(n),
+            Some(&n) if n > 1 => n,
             _ => 1,
         }
     }
