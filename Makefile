@@ -158,6 +158,8 @@ target-test: $(BUILD)/ktest.elf $(BUILD)/ktest.img $(BUILD)/ktest-stale.elf $(IC
 	@tests/console.sh $(BUILD)/kernel.elf $(BUILD)/console.log $(CARD)
 	@echo "== a shared file mapping synced, QEMU killed and started again: the data is on the card =="
 	@tests/persist.sh $(BUILD)/kernel.elf $(CARD) $(BUILD)/persist.log
+	@echo "== paging to swap: mem=16M on a copy of the card, processes three times larger than RAM =="
+	@tests/swap.sh $(BUILD)/kernel.elf $(CARD) $(BUILD)/swap.log
 
 # --- bench --------------------------------------------------------------------------------------
 bench: deps $(BUILD)/kbench.elf $(CARD)

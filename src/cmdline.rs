@@ -147,8 +147,9 @@ pub fn mem_limit(cmdline: &str) -> Result<Option<u64>, MemError> {
     last.map(parse_size).transpose()
 }
 
-/// The smallest RAM `mem=` may leave the kernel: a smaller value is raised to this.
-pub const MIN_RAM: u32 = 64 << 20;
+/// The smallest RAM `mem=` may leave the kernel: a smaller value is raised to this (the kernel
+/// image, its stacks and tables, and the PMM bitmap for all of RAM take about 5 MiB).
+pub const MIN_RAM: u32 = 16 << 20;
 
 /// The RAM size the kernel uses, in bytes: `mem=` rounded down to whole MiB, never more than the
 /// firmware's `reported` size, never less than [`MIN_RAM`] (nor than `reported` when that is

@@ -182,12 +182,43 @@ pub fn report_card() -> Option<crate::bsp::raspi2::emmc::CardInfo> {
                 ),
                 Err(e) => println!("  partition    : {e}"),
             }
+            report_swap();
             Some(c)
         }
         Err(e) => {
             println!("card: none ({e})");
             None
         }
+    }
+}
+
+/// Finds the swap partition (MBR type 0x82) on the card, says so, and pages to it.
+fn report_swap() {
+    use crate::block::{Block, BlockDevice, BlockIdx};
+    let mut b = [Block::new()];
+    if crate::bsp::raspi2::emmc::EMMC
+        .read_blocks(BlockIdx(0), &mut b)
+        .is_err()
+    {
+        return;
+    }
+    let Ok(entries) = crate::block::mbr::parse(&b[0]) else {
+        return;
+    };
+    let swap = entries.iter().find(|e| e.kind == 0x82).copied();
+    match swap {
+        Some(e) => {
+            crate::proc::swap::enable(e.start.0, e.count.0);
+            println!(
+                "  swap         : slot {}, type 0x82, blocks {}..{} ({} MiB, {} page slots)",
+                e.slot,
+                e.start.0,
+                e.end().0,
+                e.count.0 / 2048,
+                e.count.0 / 8
+            );
+        }
+        None => println!("  swap         : none (no partition of type 0x82)"),
     }
 }
 

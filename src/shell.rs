@@ -336,6 +336,26 @@ fn meminfo(_: &mut Args<'_>) {
         get(&c.read_errors),
         get(&c.write_errors)
     );
+    swap_line();
+}
+
+fn swap_line() {
+    let (total, used) = proc::swap::usage();
+    let get = |c: &core::sync::atomic::AtomicU32| c.load(core::sync::atomic::Ordering::Relaxed);
+    if total == 0 {
+        println!("swap    : none");
+        return;
+    }
+    println!(
+        "swap    : {used} of {total} slots used ({} of {} KiB); {} pages out, {} in; {} scanned \
+         by the clock; {} out-of-memory kills",
+        used * 4,
+        total * 4,
+        get(&proc::swap::SWAPPED_OUT),
+        get(&proc::swap::SWAPPED_IN),
+        get(&proc::swap::SCANNED),
+        get(&proc::swap::OOM_KILLS)
+    );
 }
 
 fn sync(_: &mut Args<'_>) {

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds an SD card image for a Raspberry Pi 2 without root or loop devices: 64 MiB (QEMU wants a
-# power of two), an MBR with one bootable FAT32 (LBA) partition from 1 MiB to 61 MiB holding the
+# Builds an SD card image for a Raspberry Pi 2 without root or loop devices: 128 MiB (QEMU wants
+# a power of two), an MBR with one bootable FAT32 (LBA) partition from 1 MiB to 61 MiB holding the
 # firmware from Debian's raspi-firmware package (bootcode.bin, start.elf, fixup.dat), kernel7.img,
-# config.txt, the user programs in /bin and the test data in /data. The last 3 MiB belong to no partition (the on-target
-# tests write scratch blocks there).
+# config.txt, the user programs in /bin and the test data in /data, then a 64 MiB swap partition
+# (type 0x82, 16384 page slots, no header: the kernel uses it raw) from 61 MiB to 125 MiB. The last
+# 3 MiB belong to no partition (the on-target tests write scratch blocks there).
 #
 #   tests/mksdcard.sh [--no-firmware] [--bin <dir>] [--data <dir>] <kernel7.img> <config.txt> <out.img>
 #     --no-firmware  leave the Pi firmware out (QEMU does not run it): nothing is fetched
@@ -50,7 +51,7 @@ MSG
   fi
 fi
 
-card_mib=64 part_mib=60
+card_mib=128 part_mib=60 swap_mib=64
 part=$work/fat-$$.img
 rm -f "$part" "$out.tmp"
 # One sector per cluster keeps a partition this small FAT32 (at least 65525 clusters).
@@ -77,7 +78,8 @@ fi
 
 # 1 MiB for the MBR and alignment, then the partition, then unpartitioned scratch space.
 truncate -s $((card_mib * 1024 * 1024)) "$out.tmp"
-echo "start=2048, size=$((part_mib * 2048)), type=c, bootable" | sfdisk -q "$out.tmp"
+printf '%s\n' "start=2048, size=$((part_mib * 2048)), type=c, bootable" \
+  "start=$(((1 + part_mib) * 2048)), size=$((swap_mib * 2048)), type=82" | sfdisk -q "$out.tmp"
 dd if="$part" of="$out.tmp" bs=1M seek=1 conv=notrunc status=none
 rm -f "$part"
 mv "$out.tmp" "$out"

@@ -15,7 +15,8 @@ pub const ENTRIES: &[Entry] = &[
 
 const EXPECTED: &[&str] = &[
     "bench", "cow", "demand", "demo", "fault", "filemap", "forktest", "fpu", "fuzz", "hello",
-    "hostile", "pattern", "shm", "spin", "spawner", "syscheck", "timers", "tls", "true",
+    "hostile", "pattern", "pressure", "shm", "spin", "spawner", "syscheck", "timers", "tls",
+    "true",
 ];
 
 fn all_embedded() {

@@ -57,8 +57,9 @@ fn free_or_cached() -> u32 {
     vm::free_frames() + CacheStats::get(&proc::files::CACHE_STATS.pages)
 }
 
-/// The card image `tests/mksdcard.sh` makes: 64 MiB, FAT32 from block 2048 for 60 MiB.
-const CARD_BLOCKS: u32 = 64 * 2048;
+/// The card image `tests/mksdcard.sh` makes: 128 MiB, FAT32 from block 2048 for 60 MiB, swap
+/// after it for 64 MiB, the last 3 MiB unpartitioned.
+const CARD_BLOCKS: u32 = 128 * 2048;
 const PART_START: u32 = 2048;
 const PART_BLOCKS: u32 = 60 * 2048;
 
@@ -68,7 +69,7 @@ fn identify() {
     let t0 = crate::arch::arm::timer::now();
     match crate::init::report_card() {
         Some(c) => {
-            assert_eq!(c.blocks, CARD_BLOCKS, "the test card is 64 MiB");
+            assert_eq!(c.blocks, CARD_BLOCKS, "the test card is 128 MiB");
             assert_eq!(c.bus_width, 4);
             assert!(c.data_clock <= 25_000_000 && c.data_clock > 0);
             assert_eq!(EMMC.num_blocks().0, CARD_BLOCKS);
@@ -158,7 +159,8 @@ fn scratch_write() {
         return;
     }
     // Past the partition: the card's last 3 MiB belong to no file system.
-    let scratch = PART_START + PART_BLOCKS + 100;
+    // In the last 3 MiB, which no partition holds.
+    let scratch = CARD_BLOCKS - 2048 + 100;
     let seed = crate::arch::arm::timer::now() as u32;
     let mut blocks = alloc::vec![Block::new(); 3];
     for (i, b) in blocks.iter_mut().enumerate() {

@@ -43,8 +43,10 @@ use super::desc::MapFlags;
 use super::file_object::{FileError, FileObject, Lookup};
 use super::frame::{FrameAllocator, PmmError};
 use super::kmem::{self, Charge, KmemBudget};
+use super::nonresident::{Away, Nonresident};
 use super::phys::PhysMem;
 use super::region_map::{capacity_for, RegionMap};
+use super::swap_slots::{Slot, SwapSlots};
 use super::tlb::{Asid, Tlb};
 use super::vas::{AddressSpace, MapError};
 use alloc::sync::Arc;
@@ -271,6 +273,8 @@ pub struct FrameRefs {
     shared: u32,
     /// The shared zero page, if there is one.
     zero: Option<Frame>,
+    /// The swap slots and their references (none until a swap partition is found).
+    pub swap: SwapSlots,
 }
 
 impl FrameRefs {
@@ -280,6 +284,7 @@ impl FrameRefs {
             counts: Vec::new(),
             shared: 0,
             zero: None,
+            swap: SwapSlots::none(),
         }
     }
 
@@ -469,6 +474,9 @@ pub enum FaultError {
     /// The page of a file mapping is not in the page cache: the caller has it read
     /// ([`UserVm::file_page_at`], [`FileObject::load`]) and resolves the fault again.
     NotCached,
+    /// The page is in swap: the caller reads it ([`UserVm::swapped_at`]) and puts it back
+    /// ([`UserVm::swap_in`]), and the access is made again.
+    SwappedOut,
     /// Reading the page from its file failed.
     Io,
     /// The translation tables refused an operation they should have accepted (a broken
@@ -504,6 +512,7 @@ impl fmt::Display for FaultError {
             Self::OutOfMemory => f.write_str("out of memory"),
             Self::BeyondEnd => f.write_str("past the end of the mapped file"),
             Self::NotCached => f.write_str("the file page is not cached yet"),
+            Self::SwappedOut => f.write_str("the page is in swap"),
             Self::Io => f.write_str("the page could not be read from its file"),
             Self::Map(e) => write!(f, "translation tables: {e}"),
         }
@@ -518,6 +527,8 @@ pub enum Resolved {
     DemandZero,
     /// A read of an untouched private page mapped the shared zero page, read-only.
     ZeroPage,
+    /// A page the reclaim clock had aged was used again: mapped again, same frame.
+    Referenced,
     /// A write to a private page shared after a fork: the page now has its own copy.
     CopyOnWrite,
     /// A write to a private page that had been shared after a fork but whose other owners are
@@ -594,6 +605,21 @@ impl fmt::Display for UvmError {
     }
 }
 
+/// What one step of [`UserVm::clock`] did.
+#[derive(Debug, Default)]
+pub struct Clock {
+    /// Where the next step starts, or `None` when this one reached the end of the space.
+    pub next: Option<VirtAddr>,
+    /// Pages looked at.
+    pub scanned: u32,
+    /// Pages unmapped to see whether they are used again.
+    pub aged: u32,
+    /// Mappings of page-cache frames dropped (the cache keeps the pages).
+    pub dropped: u32,
+    /// Pages not used for a whole turn, to be written to swap: address and frame.
+    pub victims: Vec<(VirtAddr, Frame)>,
+}
+
 /// Pages `range` of a file: what `msync` writes back.
 pub type FileRange = (Arc<FileObject>, core::ops::Range<u32>);
 
@@ -610,6 +636,8 @@ pub struct UserVm<M: PhysMem, T: Tlb> {
     resident: u32,
     /// The heap its region map may take, charged to the budget it was made with.
     kmem: Charge,
+    /// Private pages aged by the reclaim clock or in swap.
+    away: Nonresident,
 }
 
 /// Regions one space may have: each costs kernel heap (see [`regions_cost`]).
@@ -669,11 +697,13 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         alloc: &mut A,
         kmem: Charge,
     ) -> Result<Self, UvmError> {
+        let away = Nonresident::new(kmem.budget());
         Ok(Self {
             space: AddressSpace::new_user(mem, tlb, asid, alloc)?,
             regions: RegionMap::new(),
             resident: 0,
             kmem,
+            away,
         })
     }
 
@@ -965,6 +995,24 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         let space = &mut self.space;
         let mapped = !unmapped && space.is_mapped(page.start());
         let Some(t) = mapped.then(|| space.translate(page.start())).flatten() else {
+            if let Some(away) = self.away.get(page.start()) {
+                // Only private pages go away; their regions are the ones that find them.
+                return match away {
+                    Away::Swapped(_) => Err(FaultError::SwappedOut),
+                    Away::Aged(frame) => {
+                        // Used again: the same frame, writable only if it is the space's alone
+                        // (a page still shared copy on write stays read-only).
+                        let flags = match region.perm {
+                            Perm::RW if refs.count(frame) > 1 => Perm::R.flags(),
+                            p => p.flags(),
+                        };
+                        space.map_page(page, frame, flags, alloc)?;
+                        self.away.remove(page.start());
+                        self.resident += 1;
+                        Ok(Resolved::Referenced)
+                    }
+                };
+            }
             let resolved = match &region.backing {
                 Backing::Private if access == Access::Read && refs.zero.is_some() => {
                     // A read of untouched memory: the zero page, read-only; the first write
@@ -1306,6 +1354,156 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         }
     }
 
+    // ----- reclaim --------------------------------------------------------------------------
+
+    /// One step of the reclaim clock over this space's private pages (anonymous memory and
+    /// private file mappings), from `hand`, looking at up to `scan` pages and stopping once it
+    /// has `want` victims:
+    ///
+    /// * a mapped page is **aged**: unmapped (its TLB entry invalidated), its frame kept as
+    ///   [`Away::Aged`], so that its next use faults and maps it again (the MMU's word that it
+    ///   was referenced); a mapped page of a file mapping that is the page cache's frame is
+    ///   just unmapped (the cache keeps it; it comes back as a hit); the zero page is skipped;
+    /// * a page still aged when the clock comes back was not used for a whole turn: it is a
+    ///   **victim**, returned for the caller to write to swap ([`UserVm::swapped_out`]).
+    ///
+    /// Pages whose entry the space's budget cannot pay for stay mapped.
+    pub fn clock<A: FrameAllocator>(
+        &mut self,
+        hand: VirtAddr,
+        scan: u32,
+        want: usize,
+        refs: &mut FrameRefs,
+        alloc: &mut A,
+    ) -> Clock {
+        let mut out = Clock::default();
+        let (regions, space, away) = (&self.regions, &mut self.space, &mut self.away);
+        for region in regions.from(hand) {
+            if !region.backing.copy_on_write() {
+                continue;
+            }
+            let to = region.end();
+            let mut p = region.start.max(hand);
+            while p < to {
+                if out.scanned >= scan || out.victims.len() >= want {
+                    out.next = Some(p);
+                    return out;
+                }
+                let mapped = space.next_mapped(p, to);
+                let aged = away.range(p, to).find_map(|(va, a)| match a {
+                    Away::Aged(f) => Some((va, f)),
+                    Away::Swapped(_) => None,
+                });
+                let va = match (mapped, aged) {
+                    (Some((m, t)), a) if a.is_none_or(|(va, _)| m < va) => {
+                        let frame = Frame::containing(t.pa);
+                        let page = Page::containing(m);
+                        let cached = match &region.backing {
+                            Backing::File(o) => {
+                                o.cached_frame(region.object_page(page)) == Some(frame)
+                            }
+                            _ => false,
+                        };
+                        if Some(frame) == refs.zero {
+                            // Shared by everything that reads untouched memory.
+                        } else if cached {
+                            if space.unmap_page(page, alloc).is_ok() {
+                                refs.release(frame);
+                                self.resident -= 1;
+                                out.dropped += 1;
+                            }
+                        } else if away.insert(m, Away::Aged(frame)).is_ok() {
+                            if space.unmap_page(page, alloc).is_ok() {
+                                self.resident -= 1;
+                                out.aged += 1;
+                            } else {
+                                away.remove(m);
+                            }
+                        }
+                        m
+                    }
+                    (_, Some((va, frame))) => {
+                        out.victims.push((va, frame));
+                        va
+                    }
+                    (None, None) => break,
+                    (Some(_), None) => unreachable!("handled above"),
+                };
+                out.scanned += 1;
+                p = next_page(va);
+            }
+        }
+        out.next = None;
+        out
+    }
+
+    /// The page at `va`, a victim of [`UserVm::clock`], was written to `slot`: if it is still
+    /// aged with `frame` (nobody used it meanwhile), it is now in swap and the space gives the
+    /// frame up (back to `alloc` if it was its last owner), and `true` is returned; otherwise
+    /// nothing changes and the caller gives the slot back.
+    pub fn swapped_out<A: FrameAllocator>(
+        &mut self,
+        va: VirtAddr,
+        frame: Frame,
+        slot: Slot,
+        refs: &mut FrameRefs,
+        alloc: &mut A,
+    ) -> bool {
+        match self.away.get(va) {
+            Some(Away::Aged(f)) if f == frame => {
+                self.away.replace(va, Away::Swapped(slot));
+                if refs.release(frame) {
+                    let _ = alloc.free_frame(frame);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The swap slot of the page at `va`, if it is in swap (what a [`FaultError::SwappedOut`]
+    /// asks to have read).
+    pub fn swapped_at(&self, va: VirtAddr) -> Option<Slot> {
+        match self.away.get(Page::containing(va).start()) {
+            Some(Away::Swapped(slot)) => Some(slot),
+            _ => None,
+        }
+    }
+
+    /// `frame` holds the contents of `slot`, read for the page at `va`: if the page is still in
+    /// that slot, it is mapped with its region's permission (the frame is the space's own) and
+    /// the slot loses this space's reference; `true` then. `false` (nothing changed; the caller
+    /// frees the frame) if the page came back or went meanwhile.
+    pub fn swap_in<A: FrameAllocator>(
+        &mut self,
+        va: VirtAddr,
+        slot: Slot,
+        frame: Frame,
+        refs: &mut FrameRefs,
+        alloc: &mut A,
+    ) -> Result<bool, UvmError> {
+        let page = Page::containing(va);
+        if self.away.get(page.start()) != Some(Away::Swapped(slot)) {
+            return Ok(false);
+        }
+        let flags = self
+            .regions
+            .lookup(page.start())
+            .ok_or(UvmError::NotFound)?
+            .perm
+            .flags();
+        self.space.map_page(page, frame, flags, alloc)?;
+        self.away.remove(page.start());
+        let _ = refs.swap.release(slot);
+        self.resident += 1;
+        Ok(true)
+    }
+
+    /// Pages of this space that are aged or in swap, and how many of them are in swap.
+    pub fn away_pages(&self) -> (usize, usize) {
+        (self.away.len(), self.away.swapped())
+    }
+
     // ----- write-back -----------------------------------------------------------------------
 
     /// Writes back what this space's shared file mappings in `[start, start + len)` changed
@@ -1493,6 +1691,9 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
             let region = self.regions.remove_at(i);
             let cut_from = region.start.max(start);
             let cut_to = region.end().min(end);
+            if !self.away.release_range(cut_from, cut_to, refs, alloc) {
+                note(&mut result, UvmError::Map(MapError::NotMapped));
+            }
             let (space, resident) = (&mut self.space, &mut self.resident);
             let r = match &region.backing {
                 Backing::SharedFile(object) => Self::release_shared_file_pages(
@@ -1584,7 +1785,16 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         match shared {
             Ok(pages) => {
                 child.resident = pages;
-                Ok(child)
+                match self.away.fork(refs, self.kmem.budget()) {
+                    Ok(away) => {
+                        child.away = away;
+                        Ok(child)
+                    }
+                    Err(_) => {
+                        Self::undo_fork(&mut self.space, &self.regions, child, alloc, refs);
+                        Err(UvmError::NoKernelMemory)
+                    }
+                }
             }
             Err(e) => {
                 Self::undo_fork(&mut self.space, &self.regions, child, alloc, refs);
@@ -1631,6 +1841,9 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         self.space.tlb_mut().invalidate_asid(asid);
         self.space.tlb_mut().sync();
         let mut result = Ok(());
+        if !self.away.release_range(USER_START, USER_END, refs, alloc) {
+            note(&mut result, UvmError::Map(MapError::NotMapped));
+        }
         for region in core::mem::take(&mut self.regions).into_values() {
             if let Backing::SharedFile(object) = &region.backing {
                 // Writable mappings are counted by the file, and its dirty pages written back:

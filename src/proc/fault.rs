@@ -8,6 +8,7 @@ use crate::arch::arm::exception::{AbortReport, TrapFrame};
 use crate::mm::fault::{FaultKind, FaultStatus};
 use crate::mm::file_object::FileObject;
 use crate::mm::layout::USER_END;
+use crate::mm::swap_slots::Slot;
 use crate::mm::uvm::{Access, FaultError};
 use crate::mm::VirtAddr;
 use alloc::sync::Arc;
@@ -30,6 +31,8 @@ pub enum UserFaultKind {
     PastEndOfFile,
     /// The page of a file mapping could not be read from the card.
     FileRead,
+    /// The page could not be read back from swap.
+    SwapRead,
     /// Anything else the MMU reported (alignment, external abort...).
     Other(FaultKind),
 }
@@ -54,6 +57,7 @@ impl fmt::Display for UserFault {
             UserFaultKind::OutOfMemory => "out of memory resolving a fault",
             UserFaultKind::PastEndOfFile => "bus error (past the end of the mapped file)",
             UserFaultKind::FileRead => "bus error (the mapped file could not be read)",
+            UserFaultKind::SwapRead => "bus error (the page could not be read back from swap)",
             UserFaultKind::Other(_) if self.is_bus_error() => "bus error",
             UserFaultKind::Other(_) => "memory fault",
         };
@@ -84,7 +88,7 @@ impl UserFault {
     pub fn is_bus_error(&self) -> bool {
         matches!(
             self.kind,
-            UserFaultKind::PastEndOfFile | UserFaultKind::FileRead
+            UserFaultKind::PastEndOfFile | UserFaultKind::FileRead | UserFaultKind::SwapRead
         ) || self.status.is_external()
     }
 }
@@ -131,6 +135,16 @@ fn resolve(address: u32, access: Access, status: FaultStatus) -> Result<(), Unre
                 None => Err(Unresolved::Kill(UserFaultKind::Unmapped)),
             };
         }
+        Err(FaultError::SwappedOut) => {
+            return match space.swapped_at(va) {
+                Some(slot) => Err(Unresolved::SwapIn(va, slot)),
+                None => Err(Unresolved::Kill(UserFaultKind::Unmapped)),
+            };
+        }
+        // No frame even after the page cache gave its unused pages back: with swap, the
+        // kernel task reclaims (or, with RAM and swap both exhausted, ends the biggest
+        // process) and the access is made again.
+        Err(FaultError::OutOfMemory) if super::swap::enabled() => return Err(Unresolved::Reclaim),
         Err(FaultError::NoRegion) => UserFaultKind::Unmapped,
         Err(FaultError::Guard) => UserFaultKind::StackOverflow,
         Err(FaultError::Protection) => UserFaultKind::Protection,
@@ -165,6 +179,33 @@ enum Unresolved {
     Kill(UserFaultKind),
     /// Page `index` of `file` must be read from the card first.
     Read(Arc<FileObject>, u32),
+    /// The page at this address is in this swap slot.
+    SwapIn(VirtAddr, Slot),
+    /// No frame: memory must be reclaimed first.
+    Reclaim,
+}
+
+impl Unresolved {
+    /// The card request that resolves it (`None` for a kill); `fault` is the report a failed
+    /// read kills the process with (`None` for a user copy, which then fails with `errno`).
+    fn request(self, fault: Option<UserFault>, errno: i32) -> Option<Request> {
+        match self {
+            Self::Kill(_) => None,
+            Self::Read(file, index) => Some(Request::Page {
+                file,
+                index,
+                fault,
+                errno,
+            }),
+            Self::SwapIn(va, slot) => Some(Request::SwapIn {
+                va,
+                slot,
+                fault,
+                errno,
+            }),
+            Self::Reclaim => Some(Request::Reclaim),
+        }
+    }
 }
 
 /// A data or prefetch abort taken from User mode.
@@ -185,17 +226,14 @@ pub(super) fn user_abort(frame: &mut TrapFrame, report: &AbortReport) {
     match resolve(report.address, access, report.status) {
         Ok(()) => {} // the instruction runs again
         Err(Unresolved::Kill(kind)) => kill_current(frame, KillReason::Fault(fault(kind))),
-        Err(Unresolved::Read(file, index)) => {
-            // The process sleeps until the kernel task has read the page; then the
-            // instruction runs again (or the process dies if the card fails).
+        Err(wait) => {
+            // The process sleeps until the kernel task has read the page (or made room); then
+            // the instruction runs again (or the process dies if the card fails).
+            let req = wait
+                .request(Some(fault(UserFaultKind::FileRead)), errno::EIO)
+                .expect("not a kill");
             let mut t = TABLE.lock();
             let pid = t.current.expect("a user abort has a current process");
-            let req = Request::Page {
-                file,
-                index,
-                fault: Some(fault(UserFaultKind::FileRead)),
-                errno: errno::EIO,
-            };
             super::files::submit(&mut t, pid, req);
             super::sched::reschedule(&mut t, frame);
         }
@@ -215,15 +253,12 @@ pub(super) fn resolve_uaccess(address: u32, write: bool, status: u32) -> bool {
     match resolve(address, access, FaultStatus::from_dfsr(status)) {
         Ok(()) => true,
         Err(Unresolved::Kill(_)) => false,
-        Err(Unresolved::Read(file, index)) => {
-            // The copy fails; the system call sees the deferred read and restarts once the
-            // kernel task has it (EFAULT if the card fails).
-            super::files::defer(Request::Page {
-                file,
-                index,
-                fault: None,
-                errno: errno::EFAULT,
-            });
+        Err(wait) => {
+            // The copy fails; the system call sees the deferred request and restarts once the
+            // kernel task has done it (EFAULT if the card fails).
+            if let Some(req) = wait.request(None, errno::EFAULT) {
+                super::files::defer(req);
+            }
             false
         }
     }

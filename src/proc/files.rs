@@ -20,7 +20,7 @@
 //! Lock order: the process table (which holds the frame owner counts), then [`PAGE_CACHE`], then
 //! a file object's own lock; none of them is held across card I/O.
 
-use super::{sched, ExitStatus, KernelFrames, KillReason, Pid, State, KMEM, TABLE};
+use super::{sched, swap, ExitStatus, KernelFrames, KillReason, Pid, State, KMEM, TABLE};
 use crate::abi::errno;
 use crate::arch::arm::direct_map::DirectMap;
 use crate::arch::arm::exception::TrapFrame;
@@ -29,9 +29,12 @@ use crate::bsp::raspi2::emmc::EMMC;
 use crate::fs::page_source::FatPageSource;
 use crate::fs::{self, FsError};
 use crate::mm::file_object::{CacheStats, FileError, FileObject, IoError};
+use crate::mm::frame::FrameAllocator;
 use crate::mm::page_cache::{canonical_path, PageCache};
+use crate::mm::swap_slots::Slot;
 use crate::mm::uvm::FileRange;
 use crate::mm::FrameRefs;
+use crate::mm::VirtAddr;
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
@@ -74,6 +77,16 @@ pub enum Request {
     WriteBack(Vec<FileRange>),
     /// Write back every dirty page (`sync`): the call returns the pages written.
     SyncAll,
+    /// Read the page at `va` of the process back from swap `slot` (as for `Page`: `fault` kills
+    /// the process if the card fails, otherwise the call fails with `errno`).
+    SwapIn {
+        va: VirtAddr,
+        slot: Slot,
+        fault: Option<super::fault::UserFault>,
+        errno: i32,
+    },
+    /// Make room: reclaim, and if nothing can be reclaimed, end the biggest process.
+    Reclaim,
 }
 
 /// What the running system call or fault found it needs from the card, filed by [`defer`] and
@@ -144,7 +157,7 @@ pub fn service() {
         let Some((pid, req)) = QUEUE.lock().pop_front() else {
             break;
         };
-        let outcome = perform(req);
+        let outcome = perform(pid, req);
         let mut t = TABLE.lock();
         let Some(p) = t.procs.get_mut(&pid) else {
             continue;
@@ -173,6 +186,10 @@ pub fn service() {
         t.ready.push_back(pid);
     }
     flush_settled();
+    // Below the low watermark: make room before processes need it.
+    if swap::enabled() && crate::vm::free_frames() < swap::low_watermark() {
+        swap::reclaim(swap::high_watermark());
+    }
     SERVING.store(false, Ordering::Release);
 }
 
@@ -191,8 +208,20 @@ fn fs_errno(e: &FsError) -> i32 {
     }
 }
 
-fn perform(req: Request) -> Outcome {
+fn perform(pid: Pid, req: Request) -> Outcome {
     match req {
+        Request::SwapIn {
+            va,
+            slot,
+            fault,
+            errno,
+        } => swap_in(pid, va, slot, fault, errno),
+        Request::Reclaim => {
+            if swap::reclaim(swap::high_watermark()) == 0 {
+                swap::oom_kill();
+            }
+            Outcome::Retry
+        }
         Request::Page {
             file,
             index,
@@ -200,8 +229,20 @@ fn perform(req: Request) -> Outcome {
             errno,
         } => match file.load(index, &mut direct_map(), &mut KernelFrames) {
             Ok(_) | Err(FileError::BeyondEnd) => Outcome::Retry,
+            Err(FileError::OutOfMemory) if swap::enabled() => {
+                // No frame for the page: make room (or end the biggest process) and try again.
+                if swap::reclaim(swap::high_watermark()) == 0 {
+                    swap::oom_kill();
+                }
+                Outcome::Retry
+            }
             Err(FileError::OutOfMemory | FileError::NoKernelMemory) if fault.is_none() => {
                 Outcome::Done(Err(errno::ENOMEM))
+            }
+            Err(FileError::OutOfMemory | FileError::NoKernelMemory) => {
+                let mut f = fault.expect("a fault");
+                f.kind = super::fault::UserFaultKind::OutOfMemory;
+                Outcome::Kill(f)
             }
             Err(_) => match fault {
                 Some(mut f) => {
@@ -228,6 +269,44 @@ fn perform(req: Request) -> Outcome {
         }
         Request::SyncAll => Outcome::Done(sync().map_err(io_errno)),
     }
+}
+
+/// Reads the page at `va` of process `pid` back from swap `slot` and maps it there.
+fn swap_in(
+    pid: Pid,
+    va: VirtAddr,
+    slot: Slot,
+    fault: Option<super::fault::UserFault>,
+    errno: i32,
+) -> Outcome {
+    let Ok(frame) = KernelFrames.alloc_frame() else {
+        // No frame: make room and fault again.
+        if swap::reclaim(swap::high_watermark()) == 0 {
+            swap::oom_kill();
+        }
+        return Outcome::Retry;
+    };
+    if swap::read_slot(slot, frame).is_err() {
+        let _ = KernelFrames.free_frame(frame);
+        return match fault {
+            Some(mut f) => {
+                f.kind = super::fault::UserFaultKind::SwapRead;
+                Outcome::Kill(f)
+            }
+            None => Outcome::Done(Err(errno)),
+        };
+    }
+    let mut t = TABLE.lock();
+    let super::Table { procs, refs, .. } = &mut *t;
+    let mapped = procs
+        .get_mut(&pid)
+        .and_then(|p| p.vm.as_mut())
+        .map(|space| space.swap_in(va, slot, frame, refs, &mut KernelFrames));
+    if mapped != Some(Ok(true)) {
+        // Back already, unmapped, or the process is gone: the frame is not needed.
+        let _ = KernelFrames.free_frame(frame);
+    }
+    Outcome::Retry
 }
 
 /// Writes back the dirty pages that no mapping writes to any more (what `munmap` and exit

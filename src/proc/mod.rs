@@ -26,6 +26,7 @@ pub mod fault;
 pub mod files;
 mod loader;
 mod slots;
+pub mod swap;
 pub mod syscall;
 pub mod uaccess;
 
@@ -110,6 +111,8 @@ pub enum KillReason {
     Breakpoint { pc: u32 },
     /// `kill` from the console.
     Killed,
+    /// RAM and swap were both exhausted and it held the most pages (see `swap::oom_kill`).
+    OutOfMemory,
 }
 
 impl KillReason {
@@ -120,7 +123,7 @@ impl KillReason {
             Self::Fault(_) => status::SEGV,
             Self::Undefined { .. } => status::UNDEFINED,
             Self::Breakpoint { .. } => status::BREAKPOINT,
-            Self::Killed => status::KILL,
+            Self::Killed | Self::OutOfMemory => status::KILL,
         }
     }
 }
@@ -132,6 +135,9 @@ impl fmt::Display for KillReason {
             Self::Undefined { pc } => write!(f, "undefined instruction at pc={pc:#010x}"),
             Self::Breakpoint { pc } => write!(f, "breakpoint (bkpt) at pc={pc:#010x}"),
             Self::Killed => f.write_str("by request"),
+            Self::OutOfMemory => {
+                f.write_str("out of memory: RAM and swap exhausted, and it held the most pages")
+            }
         }
     }
 }
@@ -398,7 +404,12 @@ pub fn init_memory() {
     static DONE: spin::Once<()> = spin::Once::new();
     DONE.call_once(|| {
         let total = vm::with_pmm(|p| p.total_frames());
-        let limit = kmem_limit_for(total.saturating_mul(crate::mm::PAGE_SIZE));
+        // The budget follows the RAM in use: `mem=` from the card's cmdline.txt leaves the
+        // frames above it reserved, not gone.
+        let in_use = crate::init::card_ram_limit()
+            .map_or(total, |bytes| bytes / crate::mm::PAGE_SIZE)
+            .min(total);
+        let limit = kmem_limit_for(in_use.saturating_mul(crate::mm::PAGE_SIZE));
         KMEM.set_limit(limit);
         RESERVE_FRAMES.store(
             BASE_RESERVE_FRAMES + 2 * limit.div_ceil(crate::mm::PAGE_SIZE),
@@ -411,7 +422,12 @@ pub fn init_memory() {
         // SAFETY: the direct map is live; the frame was just allocated and is the kernel's.
         crate::mm::phys::PhysMem::zero_frame(&mut unsafe { DirectMap::new() }, zero);
         refs.set_zero_frame(zero);
-        TABLE.lock().refs = refs;
+        // The swap slots, if the card's swap partition was found before this.
+        {
+            let mut t = TABLE.lock();
+            refs.swap = core::mem::take(&mut t.refs.swap);
+            t.refs = refs;
+        }
         // Every process record's slot, allocated once too.
         TABLE.lock().procs.allocate();
     });

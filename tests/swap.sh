@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Paging to swap under memory pressure: boots the normal kernel on a copy of the card whose
+# cmdline.txt says mem=16M (about 2,300 frames for processes; the swap partition holds 16,384
+# pages), then through the shell:
+#   - one process writes a pattern over three times the RAM it can have and reads it all back;
+#   - three such processes at once;
+#   - a forked pair sharing its pages copy on write, each side rewriting its own copy;
+#   - a private file mapping read through rounds of anonymous pressure;
+# and checks that afterwards swap is empty again and free frames (with the page cache's) are
+# back where they started.
+#
+#   tests/swap.sh <kernel.elf> <card.img> <log>
+set -u
+elf=$1 card=$2 log=$3
+dir=$(mktemp -d)
+fifo=$dir/serial-in
+copy=$dir/card.img
+cp "$card" "$copy"
+printf 'mem=16M\n' >"$dir/cmdline.txt"
+mcopy -o -i "$copy@@1M" "$dir/cmdline.txt" ::cmdline.txt
+mkdir -p "$(dirname "$log")"
+: >"$log"
+mkfifo "$fifo"
+qemu-system-arm -M raspi2b -m 1G -display none -no-reboot -monitor none -serial stdio \
+  -drive "if=sd,format=raw,file=$copy,cache=unsafe" -kernel "$elf" <"$fifo" >"$log" 2>&1 &
+qemu=$!
+exec 3>"$fifo"
+failed=0 passed=0
+cleanup() { exec 3>&-; kill "$qemu" 2>/dev/null; wait "$qemu" 2>/dev/null; rm -rf "$dir"; }
+trap cleanup EXIT
+
+mark=0
+# expect <what> <pattern> [timeout] [count]: waits until <pattern> shows up <count> times
+# (default 1) after the mark.
+expect() {
+  local what=$1 pattern=$2 limit=${3:-20} count=${4:-1} i
+  for ((i = 0; i < limit * 10; i++)); do
+    if [ "$(tail -c +"$((mark + 1))" "$log" | grep -cE -- "$pattern")" -ge "$count" ]; then
+      echo "swap: ok   $what"
+      passed=$((passed + 1))
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "swap: FAIL $what (no /$pattern/ x$count within ${limit}s)"
+  failed=$((failed + 1))
+  return 1
+}
+send() {
+  mark=$(stat -c %s "$log")
+  printf '%s\r' "$1" >&3
+}
+reply() { tail -c +"$((mark + 1))" "$log"; }
+# The free frames plus the page cache's pages, from a meminfo reply.
+free_or_cached() {
+  local free cached
+  free=$(reply | grep -oE 'frames +: [0-9]+ total, [0-9]+ free' | grep -oE '[0-9]+ free' | grep -oE '[0-9]+')
+  cached=$(reply | grep -oE 'cache +: [0-9]+ pages' | grep -oE '[0-9]+')
+  echo $((free + cached))
+}
+
+expect "boot with mem=16M and the swap partition" 'swap +: slot 1, type 0x82' 60
+expect "the kernel uses 16 MiB" 'RAM in use +: 16 MiB of' 5
+expect "the shell" 'pi2> ' 30
+# The boot demos end first.
+for ((i = 0; i < 300; i++)); do
+  grep -qE '\[kernel\] pid 1 exited' "$log" && grep -qE '\[kernel\] pid 2 exited' "$log" && break
+  sleep 0.1
+done
+send "meminfo";                      expect "meminfo shows swap" 'swap +: 0 of 16384 slots used' 10
+base=$(free_or_cached)
+send "run /bin/pressure 7000";       expect "7000 pages (3x the RAM a process can have) read back" 'pressure: ok, 7000 pages' 240
+send "meminfo";                      expect "pages went out to swap and came back" 'swap +: 0 of 16384 slots used \(0 of 65536 KiB\); [1-9][0-9]* pages out, [1-9][0-9]* in' 10
+send "run /bin/pressure 2400"
+send "run /bin/pressure 2400"
+send "run /bin/pressure 2400"
+mark=$(( $(stat -c %s "$log") - 300 ))
+expect "three processes of 2400 pages at once read back" 'pressure: ok, 2400 pages' 300 3
+send "run /bin/pressure 0x10c00";    expect "a forked pair keeps its copy-on-write pages apart under pressure" 'pressure: ok, a forked pair' 300
+send "run /bin/pressure 0x20c00";    expect "a file mapping reads right under pressure" 'pressure: ok, a file mapping' 300
+# Let the last exits and the flusher settle, then compare.
+sleep 1
+send "meminfo";                      expect "swap is empty again" 'swap +: 0 of 16384 slots used' 10
+now=$(free_or_cached)
+if [ "$now" = "$base" ]; then
+  echo "swap: ok   free frames and cached pages back where they started ($base)"
+  passed=$((passed + 1))
+else
+  echo "swap: FAIL free frames and cached pages: $base before, $now after"
+  failed=$((failed + 1))
+fi
+if grep -q 'killed' "$log"; then
+  echo "swap: FAIL a process was killed:"; grep 'killed' "$log" | head -3
+  failed=$((failed + 1))
+fi
+echo "swap: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
