@@ -201,9 +201,87 @@ fn processes() {
     proc::init();
     // The card, for the page-cache cases (none attached: the program skips them).
     crate::init::report_card();
+    if crate::proc::swap::enabled() {
+        swap_costs();
+    }
     // SAFETY: PMUSERENR.EN = 1 lets User mode read PMCCNTR (benchmark builds only).
     unsafe { core::arch::asm!("mcr p15, 0, {}, c9, c14, 0", in(reg) 1u32, options(nostack)) };
     let pid = proc::spawn("bench", zero_fill).unwrap();
     let status = proc::wait(pid);
     println!("bench program: {status}");
+}
+
+/// Swapping one page out and back in, the card transfers apart: the clock's two visits (aging,
+/// then finding the victim), the bookkeeping of the swap-out (slot, table of pages away, frame
+/// freed), the fault that finds the page in swap, the bookkeeping of the swap-in (frame mapped,
+/// slot freed); and the 4 KiB written to and read from the card.
+fn swap_costs() {
+    use crate::mm::uvm::{Access, Backing, FaultError, Perm, RegionKind};
+    use crate::mm::FrameAllocator;
+    use crate::proc::{swap, KernelFrames};
+    const PAGES: u32 = 16;
+    let mut s = crate::proc::new_space().unwrap();
+    let mut ctx = crate::mm::asid::ContextId::NEW;
+    vm::enter_user(s.l1_phys(), &mut ctx).unwrap();
+    vm::leave_user();
+    s.set_asid(ctx.asid().unwrap());
+    let base = VirtAddr::new(0x2000_0000);
+    s.add_region(
+        base,
+        PAGES * PAGE_SIZE,
+        Perm::RW,
+        RegionKind::Anon,
+        Backing::Private,
+    )
+    .unwrap();
+    let mut refs = crate::proc::frame_refs();
+    for i in 0..PAGES {
+        let va = VirtAddr::new(base.as_u32() + i * PAGE_SIZE);
+        s.handle_fault(va, Access::Write, &mut KernelFrames, &mut refs)
+            .unwrap();
+    }
+    let age = pmu::measure(|| {
+        s.clock(base, PAGES, PAGES as usize, &mut refs, &mut KernelFrames);
+    });
+    let mut victims = alloc::vec::Vec::new();
+    let find = pmu::measure(|| {
+        victims = s
+            .clock(base, PAGES, PAGES as usize, &mut refs, &mut KernelFrames)
+            .victims;
+    });
+    let (va, frame) = victims[0];
+    let mut slot = None;
+    let out = pmu::measure(|| {
+        let sl = refs.swap.alloc().unwrap();
+        assert!(s.swapped_out(va, frame, sl, &mut refs, &mut KernelFrames));
+        slot = Some(sl);
+    });
+    let slot = slot.unwrap();
+    drop(refs);
+    // The frame was freed by swapped_out; the transfer is measured from a frame of our own.
+    let buf = KernelFrames.alloc_frame().unwrap();
+    let write = pmu::measure(|| swap::write_slot(slot, buf).unwrap());
+    let mut refs = crate::proc::frame_refs();
+    let mut found = None;
+    let detect = pmu::measure(|| {
+        found = Some(s.handle_fault(va, Access::Read, &mut KernelFrames, &mut refs));
+    });
+    assert_eq!(found, Some(Err(FaultError::SwappedOut)));
+    drop(refs);
+    let read = pmu::measure(|| swap::read_slot(slot, buf).unwrap());
+    let mut refs = crate::proc::frame_refs();
+    let back = pmu::measure(|| {
+        let f = KernelFrames.alloc_frame().unwrap();
+        assert!(s
+            .swap_in(va, slot, f, &mut refs, &mut KernelFrames)
+            .unwrap());
+    });
+    report("swap_out_page", age / PAGES + find / PAGES + out);
+    report("swap_in_page", detect + back);
+    report("swap_card_write_4k", write);
+    report("swap_card_read_4k", read);
+    KernelFrames.free_frame(buf).unwrap();
+    s.destroy(&mut KernelFrames, &mut refs).unwrap();
+    drop(refs);
+    vm::ASIDS.lock().release(&mut ctx).unwrap();
 }

@@ -93,7 +93,7 @@ pub fn read_slot(slot: Slot, frame: Frame) -> Result<(), crate::block::BlockErro
 }
 
 /// Writes the page in `frame` to `slot`. The kernel task only.
-fn write_slot(slot: Slot, frame: Frame) -> Result<(), crate::block::BlockError> {
+pub fn write_slot(slot: Slot, frame: Frame) -> Result<(), crate::block::BlockError> {
     let mut blocks = alloc::vec![Block::new(); SLOT_BLOCKS];
     let mem = direct_map();
     for (i, b) in blocks.iter_mut().enumerate() {
