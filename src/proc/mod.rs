@@ -367,6 +367,7 @@ impl FrameAllocator for KernelFrames {
         vm::take_zeroed_frame().ok_or(PmmError::OutOfMemory)
     }
 
+    #[inline(always)]
     fn alloc_for_zero(&mut self) -> Result<(Frame, bool), PmmError> {
         match vm::take_zeroed_frame() {
             Some(f) => Ok((f, true)),
