@@ -347,11 +347,12 @@ fn swap_line() {
         return;
     }
     println!(
-        "swap    : {used} of {total} slots used ({} of {} KiB); {} pages out, {} in; {} scanned \
-         by the clock; {} out-of-memory kills",
+        "swap    : {used} of {total} slots used ({} of {} KiB); {} pages out ({} of shared \
+         objects), {} in; {} scanned by the clock; {} out-of-memory kills",
         used * 4,
         total * 4,
         get(&proc::swap::SWAPPED_OUT),
+        get(&proc::swap::OBJECT_PAGES_OUT),
         get(&proc::swap::SWAPPED_IN),
         get(&proc::swap::SCANNED),
         get(&proc::swap::OOM_KILLS)

@@ -6,6 +6,7 @@
 #   - three such processes at once;
 #   - a forked pair sharing its pages copy on write, each side rewriting its own copy;
 #   - a private file mapping read through rounds of anonymous pressure;
+#   - a shared memory object pushed out by anonymous pressure, then written by a forked child;
 # and checks that afterwards swap is empty again and free frames (with the page cache's) are
 # back where they started.
 #
@@ -70,7 +71,7 @@ done
 send "meminfo";                      expect "meminfo shows swap" 'swap +: 0 of 16384 slots used' 10
 base=$(free_or_cached)
 send "run /bin/pressure 7000";       expect "7000 pages (3x the RAM a process can have) read back" 'pressure: ok, 7000 pages' 240
-send "meminfo";                      expect "pages went out to swap and came back" 'swap +: 0 of 16384 slots used \(0 of 65536 KiB\); [1-9][0-9]* pages out, [1-9][0-9]* in' 10
+send "meminfo";                      expect "pages went out to swap and came back" 'swap +: 0 of 16384 slots used \(0 of 65536 KiB\); [1-9][0-9]* pages out \([0-9]+ of shared objects\), [1-9][0-9]* in' 10
 send "run /bin/pressure 2400"
 send "run /bin/pressure 2400"
 send "run /bin/pressure 2400"
@@ -78,6 +79,8 @@ mark=$(( $(stat -c %s "$log") - 300 ))
 expect "three processes of 2400 pages at once read back" 'pressure: ok, 2400 pages' 300 3
 send "run /bin/pressure 0x10c00";    expect "a forked pair keeps its copy-on-write pages apart under pressure" 'pressure: ok, a forked pair' 300
 send "run /bin/pressure 0x20c00";    expect "a file mapping reads right under pressure" 'pressure: ok, a file mapping' 300
+send "run /bin/pressure 0x30a00";    expect "a shared memory object keeps its pages through pressure and a fork" 'pressure: ok, a shared object' 300
+send "meminfo";                      expect "shared-object pages went to swap too" 'pages out \([1-9][0-9]* of shared objects\)' 10
 # Let the last exits and the flusher settle, then compare.
 sleep 1
 send "meminfo";                      expect "swap is empty again" 'swap +: 0 of 16384 slots used' 10

@@ -335,3 +335,61 @@ proptest! {
         prop_assert_eq!(r.alloc.free_count(), free0, "frames leaked");
     }
 }
+
+#[test]
+fn a_shared_object_page_goes_to_swap_once_and_every_mapper_finds_it() {
+    use pi2vm::mm::uvm::SharedObject;
+    let mut r = Rig::new();
+    let free0 = r.alloc.free_count();
+    let object = SharedObject::new(4);
+    let at = 0x0080_0000;
+    let mut spaces: Vec<Vm> = (1..=2).map(|a| r.vm(a)).collect();
+    for vm in &mut spaces {
+        vm.add_shared_region(
+            VirtAddr::new(at),
+            4 * PAGE_SIZE,
+            Perm::RW,
+            RegionKind::Shared,
+            object.clone(),
+            0,
+        )
+        .unwrap();
+    }
+    let (a, rest) = spaces.split_at_mut(1);
+    let (a, b) = (&mut a[0], &mut rest[0]);
+    r.store(a, at + 5, 0x77);
+    assert_eq!(r.load(b, at + 5), 0x77);
+    // First turn: aged, unmapped in both spaces.
+    let (_, v) = object.clock(0, 4, 4, |index| {
+        a.unmap_object_page(&object, index, &mut r.alloc);
+        b.unmap_object_page(&object, index, &mut r.alloc);
+    });
+    assert!(v.is_empty());
+    assert!(
+        r.mmu(a, at).is_none() && r.mmu(b, at).is_none(),
+        "still mapped after aging"
+    );
+    // Second turn: not used since, a victim; written once, its frame freed.
+    let (_, v) = object.clock(0, 4, 4, |_| panic!("aged twice"));
+    assert_eq!(v.len(), 1);
+    let (index, frame) = v[0];
+    let slot = r.refs.swap.alloc().unwrap();
+    let mut data = vec![0u8; PAGE_SIZE as usize];
+    r.ram.read_bytes(frame.start(), &mut data);
+    r.device.insert(slot, data);
+    assert!(object.swapped_out(index, frame, slot));
+    r.alloc.free_frame(frame).unwrap();
+    assert_eq!(object.swapped(), 1);
+    // Both spaces find the same data: one reads it back into the object, the other maps it.
+    assert_eq!(r.load(b, at + 5), 0x77);
+    assert_eq!(r.refs.swap.used(), 0, "the slot outlived the swap-in");
+    assert_eq!(r.load(a, at + 5), 0x77);
+    r.store(a, at + 6, 0x78);
+    assert_eq!(r.load(b, at + 6), 0x78);
+    for vm in spaces {
+        vm.destroy(&mut r.alloc, &mut r.refs).unwrap();
+    }
+    assert!(SharedObject::release(object, &mut r.alloc, &mut r.refs).unwrap());
+    assert_eq!(r.alloc.free_count(), free0, "frames leaked");
+    assert_eq!(r.refs.swap.used(), 0);
+}

@@ -174,17 +174,29 @@ impl Backing {
 /// last one (dropping it instead would leak them: dropping has no frame allocator).
 pub struct SharedObject {
     pages: u32,
-    /// The frame of each page, `None` until first touched; sized once, when the object is made.
-    frames: spin::Mutex<Vec<Option<Frame>>>,
+    /// Where each page is (nothing until first touched); sized once, when the object is made.
+    frames: spin::Mutex<Vec<ObjectPage>>,
     /// The heap this object takes (the record and its page table), charged when it was made.
     _charge: Charge,
 }
 
+/// Where one page of a shared object is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ObjectPage {
+    /// Never touched: reads zero when it is.
+    Absent,
+    /// In `frame`. `aged`: the reclaim clock unmapped it from every space and nobody mapped it
+    /// since (see [`SharedObject::clock`]).
+    Resident { frame: Frame, aged: bool },
+    /// Written to this swap slot (the object holds its one reference).
+    Swapped(Slot),
+}
+
 /// Heap bytes a shared object of `pages` pages takes: its record (behind an `Arc`, two counts
-/// more) and its table of page frames.
+/// more) and its table of pages.
 pub fn shared_object_cost(pages: u32) -> u32 {
     kmem::object_cost::<(usize, usize, SharedObject)>()
-        + kmem::slice_cost::<Option<Frame>>(pages as usize)
+        + kmem::slice_cost::<ObjectPage>(pages as usize)
 }
 
 impl SharedObject {
@@ -204,7 +216,7 @@ impl SharedObject {
         frames
             .try_reserve_exact(pages as usize)
             .map_err(|_| UvmError::NoKernelMemory)?;
-        frames.resize(pages as usize, None);
+        frames.resize(pages as usize, ObjectPage::Absent);
         Ok(Arc::new(Self {
             pages,
             frames: spin::Mutex::new(frames),
@@ -219,23 +231,117 @@ impl SharedObject {
 
     /// How many of its pages have a frame.
     pub fn resident(&self) -> u32 {
-        self.frames.lock().iter().filter(|f| f.is_some()).count() as u32
+        self.frames
+            .lock()
+            .iter()
+            .filter(|p| matches!(p, ObjectPage::Resident { .. }))
+            .count() as u32
+    }
+
+    /// How many of its pages are in swap.
+    pub fn swapped(&self) -> u32 {
+        self.frames
+            .lock()
+            .iter()
+            .filter(|p| matches!(p, ObjectPage::Swapped(_)))
+            .count() as u32
     }
 
     /// Gives up the reference `this`. When it was the last one, the object's frames go back to
-    /// `alloc` and `true` is returned.
-    pub fn release<A: FrameAllocator>(this: Arc<Self>, alloc: &mut A) -> Result<bool, UvmError> {
+    /// `alloc`, its swap slots to `refs`, and `true` is returned.
+    pub fn release<A: FrameAllocator>(
+        this: Arc<Self>,
+        alloc: &mut A,
+        refs: &mut FrameRefs,
+    ) -> Result<bool, UvmError> {
         match Arc::into_inner(this) {
             Some(object) => {
                 let mut result = Ok(true);
-                for frame in object.frames.into_inner().into_iter().flatten() {
-                    if let Err(e) = alloc.free_frame(frame) {
-                        note(&mut result, e.into());
+                for page in object.frames.into_inner() {
+                    match page {
+                        ObjectPage::Absent => {}
+                        ObjectPage::Resident { frame, .. } => {
+                            if let Err(e) = alloc.free_frame(frame) {
+                                note(&mut result, e.into());
+                            }
+                        }
+                        ObjectPage::Swapped(slot) => {
+                            let _ = refs.swap.release(slot);
+                        }
                     }
                 }
                 result
             }
             None => Ok(false),
+        }
+    }
+
+    /// The swap slot of page `index`, if it is in swap.
+    pub fn slot_of(&self, index: u32) -> Option<Slot> {
+        match self.frames.lock().get(index as usize) {
+            Some(ObjectPage::Swapped(slot)) => Some(*slot),
+            _ => None,
+        }
+    }
+
+    /// One step of the reclaim clock over the object's pages from `hand` (see
+    /// [`UserVm::clock`] for private pages): a resident page is aged, which `unmap_everywhere`
+    /// must make true by unmapping it from every space that maps it (the next use by any of
+    /// them faults and maps it again); a page still aged when the clock comes back is a victim
+    /// (index and frame). Looks at up to `scan` pages, stops at `want` victims; returns where
+    /// the next step starts (`None`: the end of the object).
+    pub fn clock(
+        &self,
+        hand: u32,
+        scan: u32,
+        want: usize,
+        mut unmap_everywhere: impl FnMut(u32),
+    ) -> (Option<u32>, Vec<(u32, Frame)>) {
+        let mut victims = Vec::new();
+        let mut frames = self.frames.lock();
+        let mut looked = 0;
+        for index in hand..self.pages {
+            if looked >= scan || victims.len() >= want {
+                return (Some(index), victims);
+            }
+            if let ObjectPage::Resident { frame, aged } = &mut frames[index as usize] {
+                looked += 1;
+                if *aged {
+                    victims.push((index, *frame));
+                } else {
+                    unmap_everywhere(index);
+                    *aged = true;
+                }
+            }
+        }
+        (None, victims)
+    }
+
+    /// Page `index`, a victim of [`SharedObject::clock`], was written to `slot`: if it is still
+    /// aged in `frame` (nobody mapped it meanwhile), it is now in swap and `true` is returned
+    /// (the caller frees the frame); otherwise nothing changes (the caller gives the slot back).
+    pub fn swapped_out(&self, index: u32, frame: Frame, slot: Slot) -> bool {
+        let mut frames = self.frames.lock();
+        match frames.get_mut(index as usize) {
+            Some(p) if *p == (ObjectPage::Resident { frame, aged: true }) => {
+                *p = ObjectPage::Swapped(slot);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `frame` holds what `slot` held for page `index`: if the page is still in that slot, it
+    /// is resident in `frame` again and `true` is returned (the caller drops the slot's
+    /// reference); otherwise the caller frees the frame.
+    pub fn swap_in(&self, index: u32, slot: Slot, frame: Frame) -> bool {
+        let mut frames = self.frames.lock();
+        match frames.get_mut(index as usize) {
+            Some(p) if *p == ObjectPage::Swapped(slot) => {
+                *p = ObjectPage::Resident { frame, aged: false };
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -1057,10 +1163,10 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
                     let index = region.object_page(page);
                     match Self::map_object_page(space, object, index, page, flags, alloc) {
                         Ok(()) => {}
-                        Err(MapError::AlreadyMapped) if unmapped => {
+                        Err(FaultError::Map(MapError::AlreadyMapped)) if unmapped => {
                             return self.resolve_fault(va, access, false, alloc, refs);
                         }
-                        Err(e) => return Err(e.into()),
+                        Err(e) => return Err(e),
                     }
                     Resolved::SharedPage
                 }
@@ -1195,32 +1301,32 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         page: Page,
         flags: MapFlags,
         alloc: &mut A,
-    ) -> Result<(), MapError> {
+    ) -> Result<(), FaultError> {
         let mut frames = object.frames.lock();
         // The region was checked against the object's size when it was added.
         let slot = frames
             .get_mut(index as usize)
             .ok_or(MapError::OutsideSpace)?;
         let (frame, fresh) = match *slot {
-            Some(f) => (f, false),
-            None => {
-                let f = alloc.alloc_frame()?;
+            ObjectPage::Resident { frame, .. } => (frame, false),
+            ObjectPage::Swapped(_) => return Err(FaultError::SwappedOut),
+            ObjectPage::Absent => {
+                let f = alloc.alloc_frame().map_err(MapError::from)?;
                 space.mem_mut().zero_frame(f);
                 (f, true)
             }
         };
         match space.map_page(page, frame, flags, alloc) {
             Ok(()) => {
-                if fresh {
-                    *slot = Some(frame);
-                }
+                // Mapped (again): not aged any more.
+                *slot = ObjectPage::Resident { frame, aged: false };
                 Ok(())
             }
             Err(e) => {
                 if fresh {
-                    alloc.free_frame(frame)?;
+                    alloc.free_frame(frame).map_err(MapError::from)?;
                 }
-                Err(e)
+                Err(e.into())
             }
         }
     }
@@ -1464,7 +1570,12 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
     /// The swap slot of the page at `va`, if it is in swap (what a [`FaultError::SwappedOut`]
     /// asks to have read).
     pub fn swapped_at(&self, va: VirtAddr) -> Option<Slot> {
-        match self.away.get(Page::containing(va).start()) {
+        let page = Page::containing(va);
+        if let Some(Backing::Shared(o)) = self.regions.lookup(page.start()).map(|r| &r.backing) {
+            let region = self.regions.lookup(page.start())?;
+            return o.slot_of(region.object_page(page));
+        }
+        match self.away.get(page.start()) {
             Some(Away::Swapped(slot)) => Some(slot),
             _ => None,
         }
@@ -1483,6 +1594,16 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         alloc: &mut A,
     ) -> Result<bool, UvmError> {
         let page = Page::containing(va);
+        if let Some(region) = self.regions.lookup(page.start()) {
+            if let Backing::Shared(o) = &region.backing {
+                // The object's page: back in the object (the fault then maps it as usual).
+                if o.swap_in(region.object_page(page), slot, frame) {
+                    let _ = refs.swap.release(slot);
+                    return Ok(true);
+                }
+                return Ok(false);
+            }
+        }
         if self.away.get(page.start()) != Some(Away::Swapped(slot)) {
             return Ok(false);
         }
@@ -1497,6 +1618,36 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         let _ = refs.swap.release(slot);
         self.resident += 1;
         Ok(true)
+    }
+
+    /// Unmaps page `index` of `object` wherever this space maps it (the reclaim clock ages a
+    /// shared object's page in every space); returns how many mappings went.
+    pub fn unmap_object_page<A: FrameAllocator>(
+        &mut self,
+        object: &Arc<SharedObject>,
+        index: u32,
+        alloc: &mut A,
+    ) -> u32 {
+        let mut gone = 0;
+        for region in self.regions.values() {
+            let Backing::Shared(o) = &region.backing else {
+                continue;
+            };
+            if !Arc::ptr_eq(o, object)
+                || index < region.offset
+                || index - region.offset >= region.pages()
+            {
+                continue;
+            }
+            let va = VirtAddr::new(region.start.as_u32() + (index - region.offset) * PAGE_SIZE);
+            if self.space.is_mapped(va)
+                && self.space.unmap_page(Page::containing(va), alloc).is_ok()
+            {
+                self.resident -= 1;
+                gone += 1;
+            }
+        }
+        gone
     }
 
     /// Pages of this space that are aged or in swap, and how many of them are in swap.
@@ -1643,10 +1794,14 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
     /// Drops a region's reference to its backing; a shared object whose last reference this was
     /// gives its frames back.
     #[inline]
-    fn drop_backing<A: FrameAllocator>(backing: Backing, alloc: &mut A) -> Result<(), UvmError> {
+    fn drop_backing<A: FrameAllocator>(
+        backing: Backing,
+        alloc: &mut A,
+        refs: &mut FrameRefs,
+    ) -> Result<(), UvmError> {
         match backing {
             Backing::Private => Ok(()),
-            Backing::Shared(object) => SharedObject::release(object, alloc).map(|_| ()),
+            Backing::Shared(object) => SharedObject::release(object, alloc, refs).map(|_| ()),
             // A file's pages stay in the page cache, which holds the object too.
             file => {
                 drop(file);
@@ -1726,7 +1881,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
                 };
                 self.regions.insert_at(at, right);
             }
-            let r = Self::drop_backing(region.backing, alloc);
+            let r = Self::drop_backing(region.backing, alloc, refs);
             if let Err(e) = r {
                 note(&mut result, e);
             }
@@ -1877,7 +2032,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
                     note(&mut result, e.into());
                 }
             }
-            if let Err(e) = Self::drop_backing(region.backing, alloc) {
+            if let Err(e) = Self::drop_backing(region.backing, alloc, refs) {
                 note(&mut result, e);
             }
         }
@@ -2179,7 +2334,7 @@ mod tests {
         for u in [u, u2] {
             u.destroy(&mut r.alloc, &mut r.refs).unwrap();
         }
-        assert!(SharedObject::release(object, &mut r.alloc).unwrap());
+        assert!(SharedObject::release(object, &mut r.alloc, &mut r.refs).unwrap());
     }
 
     #[test]
@@ -2556,7 +2711,7 @@ mod tests {
         assert!(r.alloc.free_count() > r_before, "a's tables went");
         let objects_frames = object.resident() as usize;
         let free = r.alloc.free_count();
-        assert!(!SharedObject::release(object, &mut r.alloc).unwrap());
+        assert!(!SharedObject::release(object, &mut r.alloc, &mut r.refs).unwrap());
         b.remove(va(0x20_0000), 0x4000, &mut r.alloc, &mut r.refs)
             .unwrap();
         assert!(r.alloc.free_count() >= free + objects_frames);
@@ -2609,7 +2764,7 @@ mod tests {
             assert_eq!(r.load(&mut b, 0x30_2000 + i * 0x1000), Ok(i as u8 + 100));
         }
         assert_eq!(r.load(&mut a, 0x10_5000), Ok(105));
-        assert!(!SharedObject::release(object, &mut r.alloc).unwrap());
+        assert!(!SharedObject::release(object, &mut r.alloc, &mut r.refs).unwrap());
         a.destroy(&mut r.alloc, &mut r.refs).unwrap();
         b.destroy(&mut r.alloc, &mut r.refs).unwrap();
         assert_eq!(r.alloc.free_count(), before);
@@ -3021,7 +3176,7 @@ mod tests {
         )
         .unwrap();
         r.store(&mut u, 0x10_1000, 9).unwrap();
-        assert!(!SharedObject::release(a, &mut r.alloc).unwrap());
+        assert!(!SharedObject::release(a, &mut r.alloc, &mut r.refs).unwrap());
         assert_eq!(B.used(), cost, "a region still holds it");
         u.destroy(&mut r.alloc, &mut r.refs).unwrap();
         assert_eq!(B.used(), 0);
@@ -3112,7 +3267,7 @@ mod tests {
         assert_eq!(mapped_pages(&c), 0);
         c.destroy(&mut r.alloc, &mut r.refs).unwrap();
         p.destroy(&mut r.alloc, &mut r.refs).unwrap();
-        assert!(SharedObject::release(object, &mut r.alloc).unwrap());
+        assert!(SharedObject::release(object, &mut r.alloc, &mut r.refs).unwrap());
         assert_eq!(r.refs.shared_frames(), 0);
         assert_eq!(r.alloc.free_count(), before);
         r.clean();
@@ -3146,7 +3301,7 @@ mod tests {
         }
         r.clean();
         p.destroy(&mut r.alloc, &mut r.refs).unwrap();
-        assert!(SharedObject::release(object, &mut r.alloc).unwrap());
+        assert!(SharedObject::release(object, &mut r.alloc, &mut r.refs).unwrap());
     }
 
     #[test]
@@ -3214,7 +3369,7 @@ mod tests {
         assert_eq!(got, Ok(Resolved::DemandZero));
         c.destroy(&mut r.alloc, &mut r.refs).unwrap();
         p.destroy(&mut r.alloc, &mut r.refs).unwrap();
-        assert!(SharedObject::release(object, &mut r.alloc).unwrap());
+        assert!(SharedObject::release(object, &mut r.alloc, &mut r.refs).unwrap());
     }
 
     /// Frames zeroed ahead of time, handed out by `take_zeroed` (as the kernel's pool does).

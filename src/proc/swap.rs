@@ -23,8 +23,11 @@ use crate::block::{Block, BlockDevice, BlockIdx};
 use crate::bsp::raspi2::emmc::EMMC;
 use crate::mm::phys::PhysMem;
 use crate::mm::swap_slots::{Slot, SwapSlots};
+use crate::mm::uvm::SharedObject;
+use crate::mm::FrameAllocator;
 use crate::mm::{Frame, VirtAddr, PAGE_SIZE};
 use crate::vm;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -37,6 +40,8 @@ static DEVICE_SLOTS: AtomicU32 = AtomicU32::new(0);
 
 /// Pages written to swap since boot.
 pub static SWAPPED_OUT: AtomicU32 = AtomicU32::new(0);
+/// Pages of shared memory objects among them.
+pub static OBJECT_PAGES_OUT: AtomicU32 = AtomicU32::new(0);
 /// Pages read back from swap since boot.
 pub static SWAPPED_IN: AtomicU32 = AtomicU32::new(0);
 /// Pages the clock looked at since boot.
@@ -124,7 +129,7 @@ pub fn reclaim(target: u32) -> u32 {
         let before = vm::free_frames();
         // Clean cached file pages nobody maps cost no I/O.
         super::files::shrink(target.saturating_sub(before));
-        if vm::free_frames() < target && step_all() == 0 {
+        if vm::free_frames() < target && step_all() + step_objects() == 0 {
             break;
         }
         if vm::free_frames() > before {
@@ -192,6 +197,69 @@ fn step_all() -> u32 {
             // Used again (or gone) meanwhile, or the write failed: the page stays.
             let _ = refs.swap.release(slot);
         }
+    }
+    scanned
+}
+
+/// The clock's hand over the shared memory objects: which object (by position in the
+/// registry) and which page.
+static OBJECT_HAND: AtomicU32 = AtomicU32::new(0);
+static OBJECT_PAGE: AtomicU32 = AtomicU32::new(0);
+
+/// One clock step over the pages of one shared memory object (see `SharedObject::clock`): a
+/// page is aged by unmapping it from every process that maps it, and a page still aged a turn
+/// later is written to swap and its frame freed. Returns the pages looked at.
+fn step_objects() -> u32 {
+    let objects: Vec<Arc<SharedObject>> = super::SHARED
+        .lock()
+        .values()
+        .filter_map(|w| w.upgrade())
+        .collect();
+    let mut scanned = 0;
+    if !objects.is_empty() {
+        let i = OBJECT_HAND.load(Ordering::Relaxed) as usize % objects.len();
+        let object = &objects[i];
+        let (next, victims) = {
+            let mut t = TABLE.lock();
+            let hand = OBJECT_PAGE.load(Ordering::Relaxed);
+            object.clock(hand, SCAN, VICTIMS, |index| {
+                scanned += 1;
+                for p in t.procs.values_mut() {
+                    if let Some(space) = p.vm.as_mut() {
+                        space.unmap_object_page(object, index, &mut KernelFrames);
+                    }
+                }
+            })
+        };
+        scanned += victims.len() as u32;
+        match next {
+            Some(page) => OBJECT_PAGE.store(page, Ordering::Relaxed),
+            None => {
+                OBJECT_HAND.store(i as u32 + 1, Ordering::Relaxed);
+                OBJECT_PAGE.store(0, Ordering::Relaxed);
+            }
+        }
+        for (index, frame) in victims {
+            let Ok(slot) = TABLE.lock().refs.swap.alloc() else {
+                break;
+            };
+            // Aged: mapped nowhere, so nobody writes it while it goes out (a process that maps
+            // it again meanwhile makes `swapped_out` refuse).
+            let written = write_slot(slot, frame).is_ok();
+            if written && object.swapped_out(index, frame, slot) {
+                SWAPPED_OUT.fetch_add(1, Ordering::Relaxed);
+                OBJECT_PAGES_OUT.fetch_add(1, Ordering::Relaxed);
+                let _ = KernelFrames.free_frame(frame);
+            } else {
+                let _ = TABLE.lock().refs.swap.release(slot);
+            }
+        }
+        SCANNED.fetch_add(scanned, Ordering::Relaxed);
+    }
+    // The references taken here go the way every outside reference must (the object's pages
+    // and slots go back if the last mapping went meanwhile).
+    for o in objects {
+        let _ = SharedObject::release(o, &mut KernelFrames, &mut super::frame_refs());
     }
     scanned
 }

@@ -250,7 +250,7 @@ fn shm(key: u32, len: u32) -> SysResult {
             if len != 0 && len.div_ceil(PAGE_SIZE) != o.pages() {
                 // Our reference goes the way every outside reference must.
                 drop(shared);
-                let _ = SharedObject::release(o, &mut KernelFrames);
+                let _ = SharedObject::release(o, &mut KernelFrames, &mut super::frame_refs());
                 return Err(errno::EINVAL);
             }
             o
@@ -292,7 +292,7 @@ fn shm(key: u32, len: u32) -> SysResult {
     });
     // Our own reference goes; the object lives on in the regions that map it (if none does,
     // its frames are freed here).
-    let _ = SharedObject::release(object, &mut KernelFrames);
+    let _ = SharedObject::release(object, &mut KernelFrames, &mut super::frame_refs());
     mapped
 }
 

@@ -10,12 +10,17 @@
 //! - 2, a file mapping under pressure: maps `/data/words.bin` privately, checks it, then fills
 //!   `pages` pages of anonymous memory and checks the file mapping again, three times.
 //!
+//! - 3, a shared memory object under pressure: writes `pages` pages of a `shm` object, fills as
+//!   many pages of anonymous memory (which pushes the object's pages out), checks the object,
+//!   then a forked child rewrites every other page of it and the parent sees the child's pages
+//!   and its own.
+//!
 //! Exit codes: 0 all right, 1 a page read back wrong, 2 mmap or fork failed, 64 bad `arg`.
 #![no_std]
 #![no_main]
 
 use core::ptr::{read_volatile, write_volatile};
-use ulib::{fork, getpid, map, map_file, mmap, println, prot, wait, yield_now, WaitStatus};
+use ulib::{fork, getpid, map, map_file, mmap, println, prot, shm, wait, yield_now, WaitStatus};
 
 ulib::entry!(main);
 
@@ -145,14 +150,55 @@ fn file(pages: usize) -> i32 {
     0
 }
 
+fn shared(pages: usize) -> i32 {
+    let pid = getpid();
+    let Ok(obj) = shm(0x5a5a, pages * PAGE) else {
+        println!("[pid {pid}] pressure: FAIL: shm of {pages} pages");
+        return 2;
+    };
+    fill(obj, pages, 42, 1);
+    let Ok(anon) = mmap(0, pages * PAGE, prot::READ | prot::WRITE) else {
+        return 2;
+    };
+    fill(anon, pages, pid, 1);
+    if let Some(p) = check(obj, pages, 42, 0, 1) {
+        println!("[pid {pid}] pressure: FAIL: shared page {p} read back wrong");
+        return 1;
+    }
+    let child = match fork() {
+        Ok(0) => {
+            fill(obj, pages, 43, 2);
+            ulib::exit(0)
+        }
+        Ok(c) => c,
+        Err(_) => return 2,
+    };
+    if wait(child) != Ok(WaitStatus::Exited(0)) {
+        return 1;
+    }
+    if let Some(p) = check(obj, pages, 43, 0, 2).or(check(obj, pages, 42, 1, 2)) {
+        println!(
+            "[pid {pid}] pressure: FAIL: shared page {p} is not what the child or the parent wrote"
+        );
+        return 1;
+    }
+    if check(anon, pages, pid, 0, 1).is_some() {
+        println!("[pid {pid}] pressure: FAIL: an anonymous page read back wrong");
+        return 1;
+    }
+    println!("[pid {pid}] pressure: ok, a shared object of {pages} pages kept through pressure and a fork");
+    0
+}
+
 fn main(arg: u32) -> i32 {
     let pages = (arg & 0xffff) as usize;
     match arg >> 16 {
         0 if pages > 0 => private(pages),
         1 if pages > 0 => forked(pages),
         2 if pages > 0 => file(pages),
+        3 if pages > 0 => shared(pages),
         _ => {
-            println!("pressure: arg is pages | mode << 16 (mode 0, 1 or 2), not {arg:#x}");
+            println!("pressure: arg is pages | mode << 16 (mode 0 to 3), not {arg:#x}");
             64
         }
     }
