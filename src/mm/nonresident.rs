@@ -9,9 +9,8 @@
 //! used page per turn.
 //!
 //! Kept apart from the translation tables (whose invalid entries stay zero, so no table walk of
-//! the kernel has to know about swap) in a sorted map by page, whose heap is charged to the
-//! space's kernel-memory budget like its regions: a space that cannot pay for an entry keeps
-//! the page resident.
+//! the kernel has to know about swap) in a sorted map by page, whose heap is charged to
+//! [`AWAY_BUDGET`]: when it is spent, a page the clock would age stays resident.
 
 use super::addr::{Frame, VirtAddr};
 use super::frame::FrameAllocator;
@@ -29,8 +28,14 @@ pub enum Away {
     Swapped(Slot),
 }
 
-/// Heap one entry may take: the entry and its share of a B-tree node, rounded up generously.
-pub const ENTRY_COST: u32 = 48;
+/// Heap one entry may take: the entry (12 bytes) and its share of a B-tree node (nodes of at
+/// most 11 entries, at least half full), rounded up.
+pub const ENTRY_COST: u32 = 32;
+
+/// The kernel heap all spaces' entries may take. Unlimited until the kernel sizes it from its
+/// swap (two entries per slot: the pages in swap, and as many aged ones) and keeps the frames
+/// to grow the heap that much out of user reach.
+pub static AWAY_BUDGET: KmemBudget = KmemBudget::new(u32::MAX);
 
 /// The non-resident pages of one space, by page address.
 #[derive(Debug)]
@@ -39,12 +44,18 @@ pub struct Nonresident {
     charge: Charge,
 }
 
+impl Default for Nonresident {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Nonresident {
-    /// None yet; entries are charged to `budget`.
-    pub fn new(budget: &'static KmemBudget) -> Self {
+    /// None yet; entries are charged to [`AWAY_BUDGET`].
+    pub fn new() -> Self {
         Self {
             pages: BTreeMap::new(),
-            charge: budget.empty(),
+            charge: AWAY_BUDGET.empty(),
         }
     }
 
@@ -153,12 +164,8 @@ impl Nonresident {
     /// A copy for a forked child: every aged frame and every slot gets one more owner, so
     /// parent and child each find the same data. Refused (nothing changed) when the child's
     /// budget cannot pay for the entries.
-    pub fn fork(
-        &self,
-        refs: &mut FrameRefs,
-        budget: &'static KmemBudget,
-    ) -> Result<Self, OverBudget> {
-        let charge = budget.charge(self.pages.len() as u32 * ENTRY_COST)?;
+    pub fn fork(&self, refs: &mut FrameRefs) -> Result<Self, OverBudget> {
+        let charge = AWAY_BUDGET.charge(self.pages.len() as u32 * ENTRY_COST)?;
         for away in self.pages.values() {
             match *away {
                 Away::Aged(frame) => refs.share(frame),

@@ -803,7 +803,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         alloc: &mut A,
         kmem: Charge,
     ) -> Result<Self, UvmError> {
-        let away = Nonresident::new(kmem.budget());
+        let away = Nonresident::new();
         Ok(Self {
             space: AddressSpace::new_user(mem, tlb, asid, alloc)?,
             regions: RegionMap::new(),
@@ -1940,7 +1940,7 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         match shared {
             Ok(pages) => {
                 child.resident = pages;
-                match self.away.fork(refs, self.kmem.budget()) {
+                match self.away.fork(refs) {
                     Ok(away) => {
                         child.away = away;
                         Ok(child)

@@ -343,6 +343,20 @@ pub fn kmem_limit_for(ram: u32) -> u32 {
     (ram / 256).clamp(512 * 1024, 8 << 20)
 }
 
+/// Sets the frames user memory never takes from the budgets: the base reserve, and twice (a
+/// buddy heap wastes at most as much as it hands out) the user budget and the budget of pages
+/// away in swap.
+pub(crate) fn update_reserve() {
+    let away = crate::mm::nonresident::AWAY_BUDGET.limit();
+    let budgets = KMEM.limit().div_ceil(crate::mm::PAGE_SIZE)
+        + if away == u32::MAX {
+            0
+        } else {
+            away.div_ceil(crate::mm::PAGE_SIZE)
+        };
+    RESERVE_FRAMES.store(BASE_RESERVE_FRAMES + 2 * budgets, Ordering::Relaxed);
+}
+
 /// Frames user memory never takes: they keep the kernel heap able to grow by what the budget
 /// allows and its own needs.
 pub fn reserve_frames() -> u32 {
@@ -412,10 +426,11 @@ pub fn init_memory() {
             .min(total);
         let limit = kmem_limit_for(in_use.saturating_mul(crate::mm::PAGE_SIZE));
         KMEM.set_limit(limit);
-        RESERVE_FRAMES.store(
-            BASE_RESERVE_FRAMES + 2 * limit.div_ceil(crate::mm::PAGE_SIZE),
-            Ordering::Relaxed,
-        );
+        if !swap::enabled() {
+            // No swap, no clock: no page is ever away.
+            crate::mm::nonresident::AWAY_BUDGET.set_limit(0);
+        }
+        update_reserve();
         // Owner counts for every frame of RAM, allocated once: sharing never grows the heap.
         let mut refs = FrameRefs::with_frames(total);
         // The zero page: what reads of untouched private memory map, read-only.

@@ -55,6 +55,9 @@ pub fn enable(start: u32, count: u32) {
     DEVICE_START.store(start, Ordering::Relaxed);
     DEVICE_SLOTS.store(slots, Ordering::Relaxed);
     TABLE.lock().refs.swap = SwapSlots::new(slots);
+    // The record of pages away: as many in swap as there are slots, and as many aged.
+    crate::mm::nonresident::AWAY_BUDGET.set_limit(2 * slots * crate::mm::nonresident::ENTRY_COST);
+    super::update_reserve();
 }
 
 /// Swap slots in all and in use.
@@ -112,6 +115,9 @@ pub fn write_slot(slot: Slot, frame: Frame) -> Result<(), crate::block::BlockErr
 static HAND_PID: AtomicU32 = AtomicU32::new(0);
 static HAND_VA: AtomicU32 = AtomicU32::new(0);
 
+/// A clock step had victims but no free slot.
+static SWAP_FULL: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// Pages one clock step looks at, and victims it takes at most.
 const SCAN: u32 = 64;
 const VICTIMS: usize = 16;
@@ -130,6 +136,10 @@ pub fn reclaim(target: u32) -> u32 {
         // Clean cached file pages nobody maps cost no I/O.
         super::files::shrink(target.saturating_sub(before));
         if vm::free_frames() < target && step_all() + step_objects() == 0 {
+            break;
+        }
+        if SWAP_FULL.swap(false, Ordering::Relaxed) && vm::free_frames() <= before {
+            // Victims, but nowhere to put them.
             break;
         }
         if vm::free_frames() > before {
@@ -179,6 +189,7 @@ fn step_all() -> u32 {
     SCANNED.fetch_add(scanned, Ordering::Relaxed);
     for (va, frame) in victims {
         let Ok(slot) = TABLE.lock().refs.swap.alloc() else {
+            SWAP_FULL.store(true, Ordering::Relaxed);
             break;
         };
         // The frame stays the space's while it is aged: its contents cannot change (the space
@@ -241,6 +252,7 @@ fn step_objects() -> u32 {
         }
         for (index, frame) in victims {
             let Ok(slot) = TABLE.lock().refs.swap.alloc() else {
+                SWAP_FULL.store(true, Ordering::Relaxed);
                 break;
             };
             // Aged: mapped nowhere, so nobody writes it while it goes out (a process that maps
