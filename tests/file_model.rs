@@ -592,3 +592,27 @@ proptest! {
         prop_assert!(*file.bytes.lock().unwrap() == content, "shared writes were lost");
     }
 }
+
+#[test]
+fn the_clock_unmaps_shared_file_pages_and_the_cache_can_then_write_them_back_and_let_them_go() {
+    let mut r = Rig::new();
+    let mut a = r.vm(1);
+    r.map(&mut a, Perm::RW, true);
+    r.store(&mut a, BASE + 9, 0x5a).unwrap();
+    assert_eq!(r.load(&mut a, BASE + PAGE_SIZE).unwrap(), pattern(4096));
+    let c = a.clock(VirtAddr::new(BASE), 16, 16, &mut r.refs, &mut r.alloc);
+    assert_eq!(c.dropped, 2, "both mappings dropped");
+    assert!(
+        c.victims.is_empty(),
+        "a shared file page is the cache's, never a swap victim"
+    );
+    assert_eq!(a.resident_pages(), 0);
+    // Nobody writes it any more: written back, then the cache may let both pages go.
+    assert!(r.object.has_settled_dirt());
+    assert_eq!(r.write_back().unwrap(), 1);
+    assert_eq!(r.disk(9), 0x5a);
+    assert_eq!(r.object.evict(u32::MAX, &r.refs, &r.ram, &mut r.alloc), 2);
+    // A later use reads the file again and sees the write.
+    assert_eq!(r.load(&mut a, BASE + 9).unwrap(), 0x5a);
+    r.finish(vec![a]);
+}

@@ -7,6 +7,7 @@
 #   - a forked pair sharing its pages copy on write, each side rewriting its own copy;
 #   - a private file mapping read through rounds of anonymous pressure;
 #   - a shared memory object pushed out by anonymous pressure, then written by a forked child;
+#   - a shared file mapping whose written pages are unmapped, written back and dropped;
 #   - a process asking for more than RAM and swap hold together is killed by the out-of-memory
 #     rule, and the kernel goes on;
 # and checks that afterwards swap is empty again and free frames (with the page cache's) are
@@ -85,6 +86,7 @@ send "run /bin/pressure 0x10c00";    expect "a forked pair keeps its copy-on-wri
 send "run /bin/pressure 0x20c00";    expect "a file mapping reads right under pressure" 'pressure: ok, a file mapping' 300
 send "run /bin/pressure 0x30a00";    expect "a shared memory object keeps its pages through pressure and a fork" 'pressure: ok, a shared object' 300
 send "meminfo";                      expect "shared-object pages went to swap too" 'pages out \([1-9][0-9]* of shared objects\)' 10
+send "run /bin/pressure 0x40c00";    expect "a shared file mapping keeps its writes under pressure" 'pressure: ok, a shared file mapping' 300
 # RAM and swap both exhausted (25,000 pages: more than the 16,384 slots and the RAM together):
 # the biggest process is killed with its reason, the kernel goes on.
 send "run /bin/pressure 25000";      expect "with RAM and swap exhausted the biggest process is killed" 'killed: out of memory: RAM and swap exhausted, and it held the most pages' 400

@@ -1485,9 +1485,11 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         let mut out = Clock::default();
         let (regions, space, away) = (&self.regions, &mut self.space, &mut self.away);
         for region in regions.from(hand) {
-            if !region.backing.copy_on_write() {
-                continue;
-            }
+            let shared_file = match &region.backing {
+                Backing::SharedFile(o) => Some(o),
+                b if b.copy_on_write() => None,
+                _ => continue,
+            };
             let to = region.end();
             let mut p = region.start.max(hand);
             while p < to {
@@ -1510,7 +1512,20 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
                             }
                             _ => false,
                         };
-                        if Some(frame) == refs.zero {
+                        if let Some(object) = shared_file {
+                            // The page cache's page: unmapped here (one writer fewer if the
+                            // mapping was writable); once written back and mapped nowhere, the
+                            // cache may let it go, and a later use reads it again.
+                            let writable = t.flags.is_some_and(|f| f.access.is_writable());
+                            if space.unmap_page(page, alloc).is_ok() {
+                                if writable {
+                                    object.writer_gone(region.object_page(page));
+                                }
+                                refs.release(frame);
+                                self.resident -= 1;
+                                out.dropped += 1;
+                            }
+                        } else if Some(frame) == refs.zero {
                             // Shared by everything that reads untouched memory.
                         } else if cached {
                             if space.unmap_page(page, alloc).is_ok() {

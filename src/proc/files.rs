@@ -311,7 +311,7 @@ fn swap_in(
 
 /// Writes back the dirty pages that no mapping writes to any more (what `munmap` and exit
 /// left). Errors leave the pages dirty, to be tried again.
-fn flush_settled() {
+pub(super) fn flush_settled() {
     let files = PAGE_CACHE.lock().objects();
     let mem = direct_map();
     for f in files.iter().filter(|f| f.has_settled_dirt()) {

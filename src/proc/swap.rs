@@ -133,7 +133,8 @@ pub fn reclaim(target: u32) -> u32 {
     let mut fruitless = 0;
     while vm::free_frames() < target && fruitless < limit {
         let before = vm::free_frames();
-        // Clean cached file pages nobody maps cost no I/O.
+        // Cached file pages nobody maps: the dirty ones written back first, then given back.
+        super::files::flush_settled();
         super::files::shrink(target.saturating_sub(before));
         if vm::free_frames() < target && step_all() + step_objects() == 0 {
             break;

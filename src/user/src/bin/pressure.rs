@@ -15,6 +15,11 @@
 //!   then a forked child rewrites every other page of it and the parent sees the child's pages
 //!   and its own.
 //!
+//! - 4, a shared file mapping under pressure: writes a pattern into `/data/shared.bin` (2 pages)
+//!   through a shared mapping, fills `pages` pages of anonymous memory (the file's pages are
+//!   unmapped, written back and dropped from the cache), checks the mapping and a new mapping of
+//!   the file, and puts the file back to zeroes.
+//!
 //! Exit codes: 0 all right, 1 a page read back wrong, 2 mmap or fork failed, 64 bad `arg`.
 #![no_std]
 #![no_main]
@@ -190,6 +195,34 @@ fn shared(pages: usize) -> i32 {
     0
 }
 
+fn shared_file(pages: usize) -> i32 {
+    let pid = getpid();
+    let flags = map::READ | map::WRITE | map::SHARED;
+    let Ok(f) = map_file("/data/shared.bin", 2 * PAGE, 0, flags) else {
+        println!("[pid {pid}] pressure: FAIL: map_file shared");
+        return 2;
+    };
+    fill(f, 2, 44, 1);
+    let Ok(anon) = mmap(0, pages * PAGE, prot::READ | prot::WRITE) else {
+        return 2;
+    };
+    fill(anon, pages, pid, 1);
+    let fresh =
+        map_file("/data/shared.bin", 2 * PAGE, 0, map::READ).unwrap_or(core::ptr::null_mut());
+    if fresh.is_null() || check(f, 2, 44, 0, 1).is_some() || check(fresh, 2, 44, 0, 1).is_some() {
+        println!(
+            "[pid {pid}] pressure: FAIL: the shared file mapping lost its writes under pressure"
+        );
+        return 1;
+    }
+    for k in 0..2 * WORDS {
+        // SAFETY: word k of the 2-page shared mapping.
+        unsafe { write_volatile(f.cast::<u32>().add(k), 0) };
+    }
+    println!("[pid {pid}] pressure: ok, a shared file mapping kept its writes through {pages} pages of pressure");
+    0
+}
+
 fn main(arg: u32) -> i32 {
     let pages = (arg & 0xffff) as usize;
     match arg >> 16 {
@@ -197,8 +230,9 @@ fn main(arg: u32) -> i32 {
         1 if pages > 0 => forked(pages),
         2 if pages > 0 => file(pages),
         3 if pages > 0 => shared(pages),
+        4 if pages > 0 => shared_file(pages),
         _ => {
-            println!("pressure: arg is pages | mode << 16 (mode 0 to 3), not {arg:#x}");
+            println!("pressure: arg is pages | mode << 16 (mode 0 to 4), not {arg:#x}");
             64
         }
     }
