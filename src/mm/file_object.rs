@@ -467,7 +467,8 @@ impl FileObject {
         let victims: alloc::vec::Vec<u32> = s
             .pages
             .iter()
-            .filter(|(_, p)| !p.dirty && p.writers == 0 && refs.count(p.frame) == 1)
+            // A page just read for a lookup that has not come back yet is kept for it.
+            .filter(|(_, p)| !p.dirty && !p.fresh && p.writers == 0 && refs.count(p.frame) == 1)
             .map(|(&i, _)| i)
             .take(want as usize)
             .collect();

@@ -1521,7 +1521,11 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
                                 if writable {
                                     object.writer_gone(region.object_page(page));
                                 }
-                                refs.release(frame);
+                                // The last owner only if the cache let the page go (the file
+                                // was replaced): then it goes back now.
+                                if refs.release(frame) {
+                                    let _ = alloc.free_frame(frame);
+                                }
                                 self.resident -= 1;
                                 out.dropped += 1;
                             }
@@ -1556,6 +1560,13 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         }
         out.next = None;
         out
+    }
+
+    /// Whether the page at `va` is still aged in `frame` (a victim of [`UserVm::clock`] that
+    /// nobody used or unmapped since): the reclaimer checks this just before it copies the
+    /// frame out.
+    pub fn is_aged(&self, va: VirtAddr, frame: Frame) -> bool {
+        self.away.get(va) == Some(Away::Aged(frame))
     }
 
     /// The page at `va`, a victim of [`UserVm::clock`], was written to `slot`: if it is still
@@ -1622,13 +1633,17 @@ impl<M: PhysMem, T: Tlb> UserVm<M, T> {
         if self.away.get(page.start()) != Some(Away::Swapped(slot)) {
             return Ok(false);
         }
-        let flags = self
+        let perm = self
             .regions
             .lookup(page.start())
             .ok_or(UvmError::NotFound)?
-            .perm
-            .flags();
-        self.space.map_page(page, frame, flags, alloc)?;
+            .perm;
+        if perm == Perm::RX {
+            // Code read into a fresh frame through the data cache: made visible to instruction
+            // fetch before it is mapped executable (ARM ARM B2.2.9).
+            self.space.mem_mut().sync_instructions(frame);
+        }
+        self.space.map_page(page, frame, perm.flags(), alloc)?;
         self.away.remove(page.start());
         let _ = refs.swap.release(slot);
         self.resident += 1;

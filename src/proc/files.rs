@@ -154,6 +154,24 @@ pub fn service() {
         return;
     }
     loop {
+        serve_queue();
+        flush_settled();
+        // Below the low watermark: make room before processes need it.
+        if swap::enabled() && crate::vm::free_frames() < swap::low_watermark() {
+            swap::reclaim(swap::high_watermark());
+        }
+        // A process may have filed a request while the flush or the reclaim slept on the card
+        // (the wake-up it sent was spent on that sleep): serve it now.
+        if QUEUE.lock().is_empty() {
+            break;
+        }
+    }
+    SERVING.store(false, Ordering::Release);
+}
+
+/// Serves the queued requests, one at a time, until the queue is empty.
+fn serve_queue() {
+    loop {
         let Some((pid, req)) = QUEUE.lock().pop_front() else {
             break;
         };
@@ -185,12 +203,6 @@ pub fn service() {
         p.state = State::Ready;
         t.ready.push_back(pid);
     }
-    flush_settled();
-    // Below the low watermark: make room before processes need it.
-    if swap::enabled() && crate::vm::free_frames() < swap::low_watermark() {
-        swap::reclaim(swap::high_watermark());
-    }
-    SERVING.store(false, Ordering::Release);
 }
 
 fn io_errno(e: IoError) -> i32 {

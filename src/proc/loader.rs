@@ -278,13 +278,16 @@ fn map_from_file(
         for seg in elf.segments() {
             let from = seg.vaddr.max(run.start);
             let to = (seg.vaddr + seg.filesz).min(run.end);
-            if from < to {
-                let bytes =
-                    read_file_bytes(file, seg.offset + (from - seg.vaddr), (to - from) as usize)?;
-                if bytes.len() != (to - from) as usize {
+            // A page at a time: the kernel buffer stays one page, whatever the segment's size.
+            let mut at = from;
+            while at < to {
+                let n = (PAGE_SIZE - at % PAGE_SIZE).min(to - at);
+                let bytes = read_file_bytes(file, seg.offset + (at - seg.vaddr), n as usize)?;
+                if bytes.len() != n as usize {
                     return Err(SpawnError::Card(String::from("the file ended early")));
                 }
-                space.populate(VirtAddr::new(from), &bytes, &mut KernelFrames, &mut refs)?;
+                space.populate(VirtAddr::new(at), &bytes, &mut KernelFrames, &mut refs)?;
+                at += n;
             }
         }
         if run.perm.executable() {

@@ -189,12 +189,30 @@ fn step_all() -> u32 {
     };
     SCANNED.fetch_add(scanned, Ordering::Relaxed);
     for (va, frame) in victims {
-        let Ok(slot) = TABLE.lock().refs.swap.alloc() else {
-            SWAP_FULL.store(true, Ordering::Relaxed);
-            break;
+        let slot = {
+            let mut t = TABLE.lock();
+            // Still aged in that frame? (An earlier victim's write slept: the process may have
+            // used the page, unmapped it or ended, and the frame gone to someone else.)
+            let aged = t
+                .procs
+                .get(&pid)
+                .and_then(|p| p.vm.as_ref())
+                .is_some_and(|space| space.is_aged(va, frame));
+            if !aged {
+                continue;
+            }
+            match t.refs.swap.alloc() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    SWAP_FULL.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
         };
-        // The frame stays the space's while it is aged: its contents cannot change (the space
-        // does not map it, and any other owner maps it read-only, copy on write).
+        // The frame stays the space's while it is aged, and its contents cannot change (the
+        // space does not map it, and any other owner maps it read-only, copy on write). The
+        // copy below is made before the write can sleep, and the kernel task is not switched
+        // out between the check above and it.
         let written = write_slot(slot, frame).is_ok();
         let mut t = TABLE.lock();
         let super::Table { procs, refs, .. } = &mut *t;
