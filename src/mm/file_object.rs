@@ -464,14 +464,22 @@ impl FileObject {
         alloc: &mut A,
     ) -> u32 {
         let mut s = self.state.lock();
-        let victims: alloc::vec::Vec<u32> = s
-            .pages
-            .iter()
-            // A page just read for a lookup that has not come back yet is kept for it.
-            .filter(|(_, p)| !p.dirty && !p.fresh && p.writers == 0 && refs.count(p.frame) == 1)
-            .map(|(&i, _)| i)
-            .take(want as usize)
-            .collect();
+        let mut victims = alloc::vec::Vec::new();
+        for (&i, p) in s.pages.iter_mut() {
+            if victims.len() >= want as usize {
+                break;
+            }
+            if p.dirty || p.writers != 0 || refs.count(p.frame) != 1 {
+                continue;
+            }
+            if p.fresh {
+                // Just read for a lookup that has not come back yet: kept this once (a second
+                // chance, so that a page whose reader never came back does not stay for good).
+                p.fresh = false;
+                continue;
+            }
+            victims.push(i);
+        }
         for &index in &victims {
             if let Some(p) = s.pages.remove(&index) {
                 // Not mapped anywhere (one owner, the object), so nothing can reach the frame.
