@@ -28,7 +28,8 @@ OBJCOPY  ?= $(shell command -v llvm-objcopy || command -v arm-none-eabi-objcopy 
 SRCS     := $(shell find src boot -path src/user/target -prune -o -type f -print) \
             Cargo.toml Cargo.lock build.rs link.ld
 
-# The card QEMU boots with (64 MiB, no Pi firmware), attached as the EMMC controller's SD card.
+# The card QEMU boots with (128 MiB: FAT32 and a 64 MiB swap partition, no Pi firmware), attached
+# as the EMMC controller's SD card.
 CARD     := $(BUILD)/card.img
 CARD_ARGS = -drive if=sd,format=raw,file=$(CARD)
 # The QEMU plugin that reports instructions the board could fetch stale (tests/icache-check),
