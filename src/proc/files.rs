@@ -395,6 +395,42 @@ pub fn read_for_call(
     }
 }
 
+/// Makes sure the pages holding bytes `[offset, offset + len)` of `file` are cached, so that a
+/// caller about to take the process table (and read them with it held) finds them there: the
+/// kernel task reads what is missing now (sleeping on the card, holding nothing); a process
+/// defers its call (`Err(None)`) for the first page missing.
+pub fn ensure_cached(
+    file: &Arc<FileObject>,
+    offset: u32,
+    len: u32,
+) -> Result<(), Option<FileError>> {
+    if len == 0 {
+        return Ok(());
+    }
+    let first = offset / crate::mm::PAGE_SIZE;
+    let last = offset.saturating_add(len - 1) / crate::mm::PAGE_SIZE;
+    for index in first..=last {
+        if file.cached_frame(index).is_some() {
+            continue;
+        }
+        if in_kernel_task() {
+            match file.load(index, &mut direct_map(), &mut KernelFrames) {
+                Ok(_) | Err(FileError::BeyondEnd) => {}
+                Err(e) => return Err(Some(e)),
+            }
+        } else {
+            defer(Request::Page {
+                file: file.clone(),
+                index,
+                fault: None,
+                errno: errno::EIO,
+            });
+            return Err(None);
+        }
+    }
+    Ok(())
+}
+
 /// Writes every dirty cached page back to the card; the pages written, or the first error.
 /// The kernel task only.
 pub fn sync() -> Result<u32, IoError> {

@@ -263,6 +263,22 @@ fn map_from_file(
             None => space.add_region(start, len, perm, kind, Backing::Private)?,
         }
     }
+    // Every file byte the private pages need is in the page cache before the process table is
+    // taken below: the card is never read (and never polled) with the table held.
+    for run in plan.iter().filter(|r| r.file_page.is_none()) {
+        for seg in elf.segments() {
+            let from = seg.vaddr.max(run.start);
+            let to = (seg.vaddr + seg.filesz).min(run.end);
+            if from < to {
+                match super::files::ensure_cached(file, seg.offset + (from - seg.vaddr), to - from)
+                {
+                    Ok(()) => {}
+                    Err(None) => return Err(SpawnError::Deferred),
+                    Err(Some(e)) => return Err(e.into()),
+                }
+            }
+        }
+    }
     // The private pages: file bytes copied in (zero elsewhere); executable ones all present,
     // so that each goes through the maintenance below.
     let mut refs = crate::proc::frame_refs();
