@@ -6,7 +6,7 @@
 //!
 //! What it does not do, to stay alive and quiet: `exit` (only its children call it), `munmap` of
 //! its own image and stack, `write` of readable memory to the console, long sleeps, `spawn` of
-//! a path that exists.
+//! a path that exists, touching a file it mapped (each `map_file` mapping is removed at once).
 #![no_std]
 #![no_main]
 
@@ -119,7 +119,7 @@ fn one_call(
     use Errno as E;
     let bad = bad_address(r);
     let len = length(r);
-    match r.below(16) {
+    match r.below(17) {
         0 => {
             // The console with a buffer it may not read: EFAULT, and nothing printed (0 bytes
             // written by a zero length).
@@ -285,6 +285,51 @@ fn one_call(
             let got = call(nr::SPAWN, [path.as_ptr() as u32, n, r.next(), 0]);
             let refused = [E::ENOENT, E::EIO, E::EINVAL, E::EACCES];
             ("spawn(missing)", got.is_err_and(|e| refused.contains(&e)))
+        }
+        14 => {
+            // map_file: a path it may not read, or a real file with any length, offset and
+            // flags. Either refused, or a mapping inside user space (removed again at once: the
+            // program never touches it, so nothing is read or written back).
+            let words = "/data/words.bin";
+            let (path, n) = match r.below(3) {
+                0 => (bad, len),
+                _ => (words.as_ptr() as u32, words.len() as u32),
+            };
+            let want = r.pick(&[0, PAGE, 16 * PAGE, len]);
+            let any = r.next();
+            let offset_flags = r.pick(&[any, 1, 3, 7, 4, PAGE | 1, 0x10_0000 | 7]);
+            match call(nr::MAP_FILE, [path, n, want, offset_flags]) {
+                Ok(at) => {
+                    let ok = in_user(at, PAGE);
+                    // The whole file (17 pages) when no length was given.
+                    let _ = call(
+                        nr::MUNMAP,
+                        [at, if want == 0 { 17 * PAGE } else { want }, 0, 0],
+                    );
+                    ("map_file", ok)
+                }
+                Err(e) => {
+                    let refused = [
+                        E::EFAULT,
+                        E::EINVAL,
+                        E::ENOENT,
+                        E::EACCES,
+                        E::EIO,
+                        E::ENOMEM,
+                    ];
+                    ("map_file(refused)", refused.contains(&e))
+                }
+            }
+        }
+        15 => {
+            // msync of any range (nothing shared and dirty is mapped: nothing to write), or sync.
+            if r.below(2) == 0 {
+                let got = call(nr::MSYNC, [r.pick(&[bad, MMAP_WINDOW.0]), len, 0, 0]);
+                ("msync", matches!(got, Ok(0) | Err(E::EINVAL)))
+            } else {
+                let got = call(nr::SYNC, [r.next(); 4]);
+                ("sync", matches!(got, Ok(_) | Err(E::EIO)))
+            }
         }
         _ => ("getpid", call(nr::GETPID, [0; 4]) == Ok(pid)),
     }
