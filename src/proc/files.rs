@@ -132,8 +132,16 @@ pub(super) fn submit(t: &mut super::Table, pid: Pid, req: Request) {
 /// Rewinds the saved context of a system call to its `svc` (2 bytes in Thumb state, 4 in ARM),
 /// so that it runs again.
 pub(super) fn rewind_svc(frame: &mut TrapFrame) {
-    let thumb = frame.cpsr & (1 << 5) != 0;
-    frame.pc = frame.pc.wrapping_sub(if thumb { 2 } else { 4 });
+    frame.pc = frame.pc.wrapping_sub(svc_size(frame.cpsr));
+}
+
+/// Bytes of an `svc` in the state `cpsr` says: 2 in Thumb state (CPSR.T), 4 in ARM.
+fn svc_size(cpsr: u32) -> u32 {
+    if cpsr & (1 << 5) != 0 {
+        2
+    } else {
+        4
+    }
 }
 
 /// How a request ended for its process.
@@ -188,8 +196,7 @@ fn serve_queue() {
             Outcome::Retry => {}
             Outcome::Done(r) => {
                 // The call returns: its result in r0, past the svc it was rewound to.
-                let thumb = p.ctx.cpsr & (1 << 5) != 0;
-                p.ctx.pc = p.ctx.pc.wrapping_add(if thumb { 2 } else { 4 });
+                p.ctx.pc = p.ctx.pc.wrapping_add(svc_size(p.ctx.cpsr));
                 p.ctx.r[0] = match r {
                     Ok(v) => v,
                     Err(e) => (-e) as u32,
@@ -229,9 +236,7 @@ fn perform(pid: Pid, req: Request) -> Outcome {
             errno,
         } => swap_in(pid, va, slot, fault, errno),
         Request::Reclaim => {
-            if swap::reclaim(swap::high_watermark()) == 0 {
-                swap::oom_kill();
-            }
+            swap::make_room();
             Outcome::Retry
         }
         Request::Page {
@@ -243,9 +248,7 @@ fn perform(pid: Pid, req: Request) -> Outcome {
             Ok(_) | Err(FileError::BeyondEnd) => Outcome::Retry,
             Err(FileError::OutOfMemory) if swap::enabled() => {
                 // No frame for the page: make room (or end the biggest process) and try again.
-                if swap::reclaim(swap::high_watermark()) == 0 {
-                    swap::oom_kill();
-                }
+                swap::make_room();
                 Outcome::Retry
             }
             Err(FileError::OutOfMemory | FileError::NoKernelMemory) if fault.is_none() => {
@@ -293,9 +296,7 @@ fn swap_in(
 ) -> Outcome {
     let Ok(frame) = KernelFrames.alloc_frame() else {
         // No frame: make room and fault again.
-        if swap::reclaim(swap::high_watermark()) == 0 {
-            swap::oom_kill();
-        }
+        swap::make_room();
         return Outcome::Retry;
     };
     if swap::read_slot(slot, frame).is_err() {

@@ -152,6 +152,14 @@ pub fn reclaim(target: u32) -> u32 {
     vm::free_frames().saturating_sub(start)
 }
 
+/// What a process waiting for a frame gets: a reclaim up to the high watermark, and if that
+/// frees nothing, the out-of-memory rule ([`oom_kill`]).
+pub fn make_room() {
+    if reclaim(high_watermark()) == 0 {
+        oom_kill();
+    }
+}
+
 /// Whether there is swap to page to.
 pub fn enabled() -> bool {
     DEVICE_SLOTS.load(Ordering::Relaxed) != 0
