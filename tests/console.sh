@@ -20,29 +20,9 @@ failed=0 passed=0
 cleanup() { exec 3>&-; kill "$qemu" 2>/dev/null; wait "$qemu" 2>/dev/null; rm -rf "$dir"; }
 trap cleanup EXIT
 
-mark=0
-# expect <what> <pattern> [timeout]: waits until <pattern> (grep -E) shows up after the mark.
-expect() {
-  local what=$1 pattern=$2 limit=${3:-20} i
-  for ((i = 0; i < limit * 10; i++)); do
-    if tail -c +"$((mark + 1))" "$log" | grep -qE -- "$pattern"; then
-      echo "console: ok   $what"
-      passed=$((passed + 1))
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "console: FAIL $what (no /$pattern/ within ${limit}s)"
-  failed=$((failed + 1))
-  return 1
-}
-# send <line>: types a line (after marking where its reply starts).
-send() {
-  mark=$(stat -c %s "$log")
-  printf '%s\r' "$1" >&3
-}
-# reply: the output since the last send.
-reply() { tail -c +"$((mark + 1))" "$log"; }
+who=console
+# shellcheck source=tests/serial.sh
+. "$(dirname "$0")/serial.sh"
 
 expect "boot reaches the shell" 'pi2> ' 60
 expect "demo processes print pid and ASID" '\[pid 1 asid [0-9]+\].*' 20

@@ -33,28 +33,9 @@ failed=0 passed=0
 cleanup() { exec 3>&-; kill "$qemu" 2>/dev/null; wait "$qemu" 2>/dev/null; rm -rf "$dir"; }
 trap cleanup EXIT
 
-mark=0
-# expect <what> <pattern> [timeout] [count]: waits until <pattern> shows up <count> times
-# (default 1) after the mark.
-expect() {
-  local what=$1 pattern=$2 limit=${3:-20} count=${4:-1} i
-  for ((i = 0; i < limit * 10; i++)); do
-    if [ "$(tail -c +"$((mark + 1))" "$log" | grep -cE -- "$pattern")" -ge "$count" ]; then
-      echo "swap: ok   $what"
-      passed=$((passed + 1))
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "swap: FAIL $what (no /$pattern/ x$count within ${limit}s)"
-  failed=$((failed + 1))
-  return 1
-}
-send() {
-  mark=$(stat -c %s "$log")
-  printf '%s\r' "$1" >&3
-}
-reply() { tail -c +"$((mark + 1))" "$log"; }
+who=swap
+# shellcheck source=tests/serial.sh
+. "$(dirname "$0")/serial.sh"
 # The free frames plus the page cache's pages and the kernel heap's (which keeps the frames it
 # grew by, e.g. for the record of pages in swap), from a meminfo reply.
 free_or_cached() {
