@@ -246,8 +246,18 @@ fn panic(info: &PanicInfo) -> ! {
         loc.map_or(0, |l| l.line()),
         info.message()
     ));
-    // A secondary core stops here: the test runner's recovery belongs to core 0's stack.
+    // A secondary core stops here: the test runner's recovery belongs to core 0's stack. It may
+    // hold a lock core 0 then waits for, so a test run ends at once, failed.
     if arm::core_id() != 0 {
+        #[cfg(feature = "ktest")]
+        {
+            crate::console::panic_print(format_args!(
+                "target: a panic on core {}, 1 failed\n",
+                arm::core_id()
+            ));
+            crate::arch::arm::semihosting::exit(1);
+        }
+        #[cfg(not(feature = "ktest"))]
         arm::halt()
     }
     #[cfg(feature = "ktest")]

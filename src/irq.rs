@@ -1,13 +1,14 @@
 //! Interrupts: the routing set up at boot, the top-level IRQ handler, and one handler slot per
 //! source for the layers above (the scheduler, tests).
 //!
-//! All interrupts go to core 0. The sources:
+//! The board's interrupts (UART, card) go to core 0; each core takes its own timer and its own
+//! IPI mailbox once it schedules processes ([`enable_this_core`]). The sources:
 //!
 //! | [`IrqSource`] | what | path to the IRQ line | what happens without a handler |
 //! |---|---|---|---|
 //! | `Uart` | PL011 UART0 received input | UART RX/RX-timeout -> BCM2835 IC (GPU IRQ 57) -> ARM-local IC GPU source, routed to core 0 | the bytes go to the console's receive queue (always, handler or not) |
-//! | `Timer` | the virtual timer's deadline passed | CNTV -> ARM-local IC, core 0's nCNTVIRQ enable | the timer is disabled |
-//! | `Ipi` | a core wrote core 0's mailbox 0 ([`raise_self_ipi`]) | ARM-local IC, core 0's mailbox 0 IRQ enable | the mailbox is cleared |
+//! | `Timer` | this core's virtual timer's deadline passed | CNTV -> ARM-local IC, the core's nCNTVIRQ enable | the timer is disabled |
+//! | `Ipi` | a core wrote this core's mailbox 0 ([`send_ipi`], [`raise_self_ipi`]) | ARM-local IC, the core's mailbox 0 IRQ enable | the mailbox is cleared |
 //!
 //! The board-vs-QEMU facts about the timer are in [`crate::arch::arm::timer`]; about the
 //! controllers in [`crate::bsp::raspi2::local_ic`] and [`crate::bsp::raspi2::intc`].
@@ -165,9 +166,26 @@ pub fn spurious_count() -> u32 {
     SPURIOUS.load(Ordering::Relaxed)
 }
 
+/// Interrupts `core` through its ARM-local mailbox 0 (an IPI; this core too, see
+/// [`raise_self_ipi`]). What the IPI asks for is in Normal memory, written before: the DSB
+/// makes it visible before the mailbox write, a Device store that Normal stores are not
+/// otherwise ordered with (ARM ARM A3.8.3).
+pub fn send_ipi(core: usize) {
+    barrier::dsb();
+    controllers().local.mailbox_set(core, IPI_MAILBOX, 1);
+}
+
+/// Takes this core's own interrupts (a secondary core joining the scheduler): its virtual
+/// timer and its IPI mailbox. The board's interrupts stay with core 0.
+pub fn enable_this_core() {
+    let c = controllers();
+    let core = arm::core_id() as usize;
+    c.local.enable_cntv_irq(core);
+    c.local.enable_mailbox_irq(core, IPI_MAILBOX);
+}
+
 /// Raises the software interrupt on this core (sets a bit in its mailbox 0). It is taken as soon
-/// as IRQs are unmasked, once however often it was raised before then. Only core 0 has the
-/// mailbox interrupt enabled. Panics before [`init`].
+/// as IRQs are unmasked, once however often it was raised before then. Panics before [`init`].
 pub fn raise_self_ipi() {
     controllers()
         .local

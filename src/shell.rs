@@ -10,6 +10,7 @@ use crate::mm::vas::Mapping;
 use crate::proc::{self, Pid};
 use crate::{console, vm};
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt::Write;
 
 const PROMPT: &str = "pi2> ";
@@ -222,31 +223,51 @@ fn cat(args: &mut Args<'_>) {
 }
 
 fn ps(_: &mut Args<'_>) {
-    println!("  PID  PPID  STATE     ASID  TICKS  PAGES  NAME");
-    proc::with_table(|t| {
+    // Written into a buffer under the process table's lock, printed after it: every core's
+    // scheduler needs the table.
+    let out = proc::with_table(|t| {
+        let mut out = String::from("  PID  PPID  STATE     CPU  ASID  TICKS  PAGES  NAME\n");
         for p in t.processes() {
             let asid = p
                 .asid
                 .map_or(String::from("-"), |a| alloc::format!("{}", a.get()));
             let pages = p.vm().map_or(0, |v| v.resident_pages());
-            println!(
-                "  {:>3}  {:>4}  {:<8}  {:>4}  {:>5}  {:>5}  {}",
+            // The core it runs on; for a process off the CPU, the one it last ran on.
+            let cpu = if p.core == proc::NO_CORE {
+                String::from("-")
+            } else {
+                alloc::format!("{}", p.core)
+            };
+            let _ = writeln!(
+                out,
+                "  {:>3}  {:>4}  {:<8}  {:>3}  {:>4}  {:>5}  {:>5}  {}",
                 p.pid,
                 p.parent,
                 p.state.name(),
+                cpu,
                 asid,
                 p.ticks,
                 pages,
                 p.name
             );
         }
-        println!(
-            "  {} processes; current: {}",
+        let on: alloc::vec::Vec<String> = (0..crate::arch::arm::smp::CORES)
+            .map(|c| {
+                t.running_on(c)
+                    .map_or(String::from(if c == 0 { "kernel" } else { "idle" }), |p| {
+                        alloc::format!("pid {p}")
+                    })
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {} processes; on cores 0-3: {}",
             t.live(),
-            t.current()
-                .map_or(String::from("kernel"), |p| alloc::format!("pid {p}"))
+            on.join(", ")
         );
+        out
     });
+    print!("{out}");
 }
 
 fn run(args: &mut Args<'_>) {
@@ -405,8 +426,8 @@ fn flags_str(f: Option<MapFlags>) -> String {
     s
 }
 
-fn print_mapping(m: Mapping) {
-    println!(
+fn mapping_line(m: &Mapping) -> String {
+    alloc::format!(
         "  {:#010x}..{:#010x} -> {:#010x}  {:>7} KiB  {:?}  {}",
         m.va.as_u32(),
         m.va.as_u32() as u64 + m.len as u64,
@@ -414,33 +435,59 @@ fn print_mapping(m: Mapping) {
         m.len / 1024,
         m.size,
         flags_str(m.flags)
-    );
+    )
 }
+
+/// Most kernel-half mappings `vmmap` lists: they are gathered into a buffer allocated before
+/// the kernel space's lock is taken (code holding it may not allocate), and printed after.
+const KERNEL_MAPPINGS_MAX: usize = 1024;
 
 fn vmmap(args: &mut Args<'_>) {
     let Some(arg) = args.next() else {
+        // Gathered under the locks, printed after them: the UART is slow, and the PMM's lock
+        // (held with the kernel space's) stops every core's frame allocation meanwhile.
+        let mut maps: Vec<Mapping> = Vec::with_capacity(KERNEL_MAPPINGS_MAX);
+        let mut more = 0usize;
+        vm::with_kernel_vm(|k, _| {
+            k.space.for_each_mapping(|m| {
+                if maps.len() < maps.capacity() {
+                    maps.push(m);
+                } else {
+                    more += 1;
+                }
+            })
+        });
         println!("kernel half (TTBR1):");
-        vm::with_kernel_vm(|k, _| k.space.for_each_mapping(print_mapping));
+        for m in &maps {
+            println!("{}", mapping_line(m));
+        }
+        if more > 0 {
+            println!("  ... and {more} more");
+        }
         return;
     };
     let Some(pid) = parse_u32(arg) else {
         return println!("usage: vmmap [pid]");
     };
-    proc::with_table(|t| {
+    // Written into a buffer under the process table's lock, printed after it: every core's
+    // scheduler needs the table.
+    let out = proc::with_table(|t| {
+        let mut out = String::new();
         let Some(p) = t.get(pid as Pid) else {
-            return println!("vmmap: no process with pid {pid}");
+            return alloc::format!("vmmap: no process with pid {pid}\n");
         };
         let Some(space) = p.vm() else {
-            return println!("vmmap: pid {pid} has ended");
+            return alloc::format!("vmmap: pid {pid} has ended\n");
         };
-        println!(
+        let _ = writeln!(
+            out,
             "pid {pid} ({}): L1 table at {:#010x}, ASID {}, {} pages resident",
             p.name,
             space.l1_phys().as_u32(),
             p.asid.map_or(0, |a| a.get()),
             space.resident_pages()
         );
-        println!("regions:");
+        out.push_str("regions:\n");
         for r in space.regions() {
             let perm = match r.perm {
                 Perm::R => "r--",
@@ -472,15 +519,21 @@ fn vmmap(args: &mut Args<'_>) {
                     o.page_count()
                 ),
             };
-            println!(
+            let _ = writeln!(
+                out,
                 "  {:#010x}..{:#010x}  {perm}  {kind:<9}  {backing}",
                 r.start.as_u32(),
                 r.start.as_u32() + r.len
             );
         }
-        println!("mappings (VA range -> PA, size, attributes):");
-        space.space().for_each_mapping(print_mapping);
+        out.push_str("mappings (VA range -> PA, size, attributes):\n");
+        space.space().for_each_mapping(|m| {
+            out.push_str(&mapping_line(&m));
+            out.push('\n');
+        });
+        out
     });
+    print!("{out}");
 }
 
 fn kmap(_: &mut Args<'_>) {
@@ -513,10 +566,25 @@ pub fn start_demo(n: u32) {
 fn uptime(_: &mut Args<'_>) {
     let hz = crate::arch::arm::timer::frequency().unwrap_or(1).max(1);
     let now = crate::arch::arm::timer::now();
-    let (ticks, switches) = proc::with_table(|t| (t.ticks, t.switches));
+    let cores = proc::with_table(|t| t.cores);
     println!(
-        "up {}.{:03} s, {ticks} scheduler ticks, {switches} context switches, timer {hz} Hz",
+        "up {}.{:03} s, timer {hz} Hz, tick {} ms",
         now / u64::from(hz),
-        (now % u64::from(hz)) * 1000 / u64::from(hz)
+        (now % u64::from(hz)) * 1000 / u64::from(hz),
+        proc::TICK_MS
     );
+    println!("  CPU   TICKS   BUSY   IDLE  SWITCHES");
+    for (c, s) in cores.iter().enumerate() {
+        if s.ticks == 0 {
+            println!("  {c:>3}  (not scheduling)");
+            continue;
+        }
+        println!(
+            "  {c:>3}  {:>6}  {:>4}%  {:>4}%  {:>8}",
+            s.ticks,
+            s.busy_ticks * 100 / s.ticks,
+            s.idle_ticks * 100 / s.ticks,
+            s.switches
+        );
+    }
 }

@@ -1,18 +1,18 @@
 //! Cores 1-3: released at boot through their ARM-local mailbox 3 (the spin table), each reports
-//! itself online and then idles in WFI with IRQs masked. Scheduling stays on core 0: no
-//! secondary core enters the process layer yet.
+//! itself online and then idles in WFI with IRQs masked until the scheduler starts; from then
+//! on each runs the scheduler's loop for its core ([`start_scheduling`]) and takes processes.
 //!
 //! A secondary core wakes from WFI when its IRQ line is asserted, even with CPSR.I set (ARM ARM
 //! B1.8.13, WFI wake-up events), so core 0 wakes it by setting its ARM-local mailbox 0
-//! ([`IPI_MAILBOX`], enabled for that core's IRQ by the core itself): the interrupt is never
-//! taken, the core clears the mailbox and looks for work. The only work today is a request to
-//! report its own registers ([`snapshot`]), which the tests use.
+//! ([`IPI_MAILBOX`], enabled for that core's IRQ by the core itself): before the scheduler the
+//! interrupt is never taken, the core clears the mailbox and looks for work: a request to report
+//! its own registers ([`snapshot`], which the tests use), or the scheduler to join.
 
 use crate::arch::arm::{self, barrier, boot::mode, smp::CORES, timer};
 use crate::bsp::raspi2::local_ic::LocalIc;
 use crate::bsp::raspi2::mmio::Mmio;
 use crate::irq::IPI_MAILBOX;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 /// The mailbox of the spin table: a core waits for its entry address there.
 const RELEASE_MAILBOX: usize = 3;
@@ -153,6 +153,10 @@ struct CoreRecord {
     /// Requests: core 0 increments `request`, the core answers with `done` = `request`.
     request: AtomicU32,
     done: AtomicU32,
+    /// The function a request asks the core to run ([`start_on`]; 0: a [`snapshot`]), and what
+    /// it returned.
+    call: AtomicUsize,
+    result: AtomicU32,
     snapshot: [AtomicU32; SNAPSHOT_WORDS],
 }
 
@@ -164,6 +168,8 @@ static RECORDS: [CoreRecord; CORES] = [const {
         entry_cpsr: AtomicU32::new(0),
         request: AtomicU32::new(0),
         done: AtomicU32::new(0),
+        call: AtomicUsize::new(0),
+        result: AtomicU32::new(0),
         snapshot: [const { AtomicU32::new(0) }; SNAPSHOT_WORDS],
     }
 }; CORES];
@@ -247,7 +253,8 @@ pub fn print(states: &[CoreState; CORES]) {
         .filter(|s| matches!(s, CoreState::Online { .. }))
         .count();
     println!(
-        "secondary cores: {up} of {} online (mailbox 3 release), idle in WFI; scheduling on core 0",
+        "secondary cores: {up} of {} online (mailbox 3 release), idle in WFI until the scheduler \
+         starts, then scheduling on every online core",
         CORES - 1
     );
     for (core, s) in states.iter().enumerate().skip(1) {
@@ -271,26 +278,96 @@ pub fn print(states: &[CoreState; CORES]) {
     }
 }
 
-/// Asks online secondary `core` for its registers: sets the request, wakes the core through
-/// its mailbox 0 and waits (up to [`REQUEST_TIMEOUT_MS`]) for the answer. `None` if the core is
-/// not online or does not answer.
-pub fn snapshot(core: usize) -> Option<Snapshot> {
+/// What each secondary core runs once the scheduler has started (IRQs masked, on its own
+/// stack); set once by [`start_scheduling`].
+static SCHEDULER: spin::Once<fn(usize) -> !> = spin::Once::new();
+
+/// Has every online secondary core (and any that comes online later) run `loop_fn(core)`: the
+/// scheduler's loop for that core. Called once, by the scheduler on core 0 as it starts.
+pub fn start_scheduling(loop_fn: fn(usize) -> !) {
+    SCHEDULER.call_once(|| loop_fn);
+    for core in online() {
+        crate::irq::send_ipi(core);
+    }
+}
+
+/// Answers a pending request for `core` (a secondary core, on itself): a [`snapshot`], or a
+/// function to run ([`start_on`]).
+pub fn answer_requests(core: usize) {
+    let r = &RECORDS[core];
+    let want = r.request.load(Ordering::Acquire);
+    if r.done.load(Ordering::Relaxed) != want {
+        match r.call.load(Ordering::Relaxed) {
+            0 => {
+                for (a, v) in r.snapshot.iter().zip(Snapshot::take().words()) {
+                    a.store(v, Ordering::Relaxed);
+                }
+            }
+            f => {
+                // SAFETY: only `start_on` stores a nonzero value, a `fn() -> u32` cast to usize
+                // (a code address survives the round trip on this target).
+                let f = unsafe { core::mem::transmute::<usize, fn() -> u32>(f) };
+                r.result.store(f(), Ordering::Relaxed);
+            }
+        }
+        r.done.store(want, Ordering::Release);
+    }
+}
+
+/// Files a request with online secondary `core` and wakes it; returns the request's number,
+/// or `None` if the core is not online or still busy with an earlier request.
+fn request(core: usize, call: usize) -> Option<u32> {
     let r = RECORDS.get(core)?;
-    if core == 0 || !r.online.load(Ordering::Acquire) {
+    if core == 0
+        || !r.online.load(Ordering::Acquire)
+        || r.done.load(Ordering::Acquire) != r.request.load(Ordering::Relaxed)
+    {
         return None;
     }
+    r.call.store(call, Ordering::Relaxed);
     let want = r.request.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
     // The request is visible before the mailbox write that wakes the core (Normal memory store
     // before a Device store: DSB, ARM ARM A3.8.3).
     barrier::dsb();
     local_ic().mailbox_set(core, IPI_MAILBOX, 1);
+    Some(want)
+}
+
+/// Waits (up to [`REQUEST_TIMEOUT_MS`]) for request `want` of `core` to be answered.
+fn answered(core: usize, want: u32) -> bool {
+    let r = &RECORDS[core];
     let deadline = deadline_after(REQUEST_TIMEOUT_MS);
     while r.done.load(Ordering::Acquire) != want {
         if timer::now() >= deadline {
-            return None;
+            return false;
         }
         core::hint::spin_loop();
     }
+    true
+}
+
+/// Has online secondary `core` run `f` (before the scheduler starts: benchmarks and tests that
+/// need code on several cores at once). Returns at once; [`result_of`] waits for the answer.
+pub fn start_on(core: usize, f: fn() -> u32) -> bool {
+    request(core, f as usize).is_some()
+}
+
+/// What the function [`start_on`] gave `core` returned, once it has (`None` after
+/// [`REQUEST_TIMEOUT_MS`]).
+pub fn result_of(core: usize) -> Option<u32> {
+    let r = RECORDS.get(core)?;
+    answered(core, r.request.load(Ordering::Acquire)).then(|| r.result.load(Ordering::Relaxed))
+}
+
+/// Asks online secondary `core` for its registers: sets the request, wakes the core through
+/// its mailbox 0 and waits (up to [`REQUEST_TIMEOUT_MS`]) for the answer. `None` if the core is
+/// not online or does not answer.
+pub fn snapshot(core: usize) -> Option<Snapshot> {
+    let want = request(core, 0)?;
+    if !answered(core, want) {
+        return None;
+    }
+    let r = &RECORDS[core];
     let mut w = [0u32; SNAPSHOT_WORDS];
     for (v, a) in w.iter_mut().zip(&r.snapshot) {
         *v = a.load(Ordering::Relaxed);
@@ -317,12 +394,9 @@ pub fn secondary_main(core: usize, entry_cpsr: u32) -> ! {
     r.entry_cpsr.store(entry_cpsr, Ordering::Relaxed);
     r.online.store(true, Ordering::Release);
     loop {
-        let want = r.request.load(Ordering::Acquire);
-        if r.done.load(Ordering::Relaxed) != want {
-            for (a, v) in r.snapshot.iter().zip(Snapshot::take().words()) {
-                a.store(v, Ordering::Relaxed);
-            }
-            r.done.store(want, Ordering::Release);
+        answer_requests(core);
+        if let Some(scheduler) = SCHEDULER.get() {
+            scheduler(core);
         }
         aarch32_cpu::asm::wfi();
         let pending = local.mailbox_read(core, IPI_MAILBOX);

@@ -51,7 +51,7 @@ send "run nosuch";           expect "unknown program is reported" 'run nosuch: (
 send "kill 999";             expect "kill of a missing pid is reported" 'no live process with pid 999'
 send "run spin";             expect "run starts a program" 'started spin as pid [0-9]+'
 spin=$(reply | grep -oE 'started spin as pid [0-9]+' | grep -oE '[0-9]+$')
-send "ps";                   expect "ps shows the spinner running" "^ +${spin:-x} +0 +(running|ready) .* spin"
+send "ps";                   expect "ps shows the spinner running, and its core" "^ +${spin:-x} +0 +(running|ready) +[0-3] .* spin"
 send "vmmap ${spin:-0}";     expect "vmmap shows the regions" 'r-x +text'
                              expect "vmmap shows mappings with attributes" '-> 0x[0-9a-f]{8} .*u:r-x WB PXN nG'
 send "run hello";            expect "hello runs beside the spinner" 'hello from pid [0-9]+ \(asid [0-9]+\)'
@@ -66,7 +66,7 @@ for ((i = 0; i < 300; i++)); do
 done
 send "meminfo";              expect "no processes left" 'procs +: 0 live'
 send "vmmap";                expect "vmmap without pid shows the kernel half" 'kernel half'
-send "uptime";               expect "uptime" 'context switches'
+send "uptime";               expect "uptime: per-core ticks, busy and idle time, switches" '^ +3 +[0-9]+ +[0-9]+% +[0-9]+% +[0-9]+'
 
 echo "console: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

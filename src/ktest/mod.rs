@@ -9,6 +9,7 @@
 mod boot;
 mod cpu_state;
 mod irq;
+mod multicore;
 mod proc;
 mod programs;
 mod smp;
@@ -42,6 +43,7 @@ fn entries() -> impl Iterator<Item = &'static Entry> {
         .chain(programs::ENTRIES)
         .chain(proc::ENTRIES)
         .chain(cpu_state::ENTRIES)
+        .chain(multicore::ENTRIES)
         .chain(storage::ENTRIES)
         .filter(|e| selected(e))
 }

@@ -218,7 +218,7 @@ impl Resources {
             "{what}: kernel memory charge lost"
         );
         assert_eq!(
-            vm::ASIDS.lock().asids_in_use(),
+            vm::ASIDS.lock().asids_in_use_beyond_kept(),
             0,
             "{what}: ASIDs left in use"
         );
@@ -281,8 +281,16 @@ fn regions_near_the_reserve() {
     // If a check below fails, the hog must not starve the tests after it.
     HOG.store(hog, core::sync::atomic::Ordering::Relaxed);
     super::clean_up_after_panic(kill_the_hog);
-    for _ in 0..2000 {
-        if vm::free_frames() <= threshold + 64 {
+    // Until it holds what it wanted (then it sleeps), at most two minutes: it touches a page
+    // per fault, most of RAM.
+    let asleep = || {
+        proc::with_table(|t| {
+            t.get(hog)
+                .is_some_and(|p| matches!(p.state, proc::State::Sleeping { .. }))
+        })
+    };
+    for _ in 0..12_000 {
+        if vm::free_frames() <= threshold + 64 || asleep() {
             break;
         }
         proc::kernel_sleep_ms(10);
@@ -292,7 +300,25 @@ fn regions_near_the_reserve() {
         "the hog took the memory"
     );
     let bystander = spawn("hello", 0);
-    let takers: Vec<Pid> = (0..PROCESSES).map(|_| spawn("hostile", 1)).collect();
+    // The first ones run on the other cores while the later ones are spawned: once they have
+    // spent the budget, a spawn is refused the same way (its address space needs kernel
+    // memory), which is the budget working too.
+    let mut refused = 0;
+    let takers: Vec<Pid> = (0..PROCESSES)
+        .filter_map(|_| match proc::spawn("hostile", 1) {
+            Ok(pid) => Some(pid),
+            Err(proc::SpawnError::Memory(crate::mm::uvm::UvmError::NoKernelMemory)) => {
+                refused += 1;
+                None
+            }
+            Err(e) => panic!("spawn hostile: {e}"),
+        })
+        .collect();
+    print!(
+        "({} spawned, {refused} refused for the budget) ",
+        takers.len()
+    );
+    assert!(!takers.is_empty(), "no taker could start");
     // They all hold their regions for a while: the budget must be spent by then.
     let limit = proc::KMEM.limit();
     // A process is refused when its next object (or region array) does not fit.
@@ -413,7 +439,7 @@ const ROLLOVER_SPACES: u32 = 300;
 const ROLLOVER_VA: u32 = 0x1000_0000;
 
 /// Enters `space`, reads its word through TTBR0 and the ASID the allocator gives, leaves.
-fn read_through_asid(space: &mut proc::UserSpace, ctx: &mut ContextId) -> u32 {
+pub(super) fn read_through_asid(space: &mut proc::UserSpace, ctx: &mut ContextId) -> u32 {
     let asid = vm::enter_user(space.l1_phys(), ctx).expect("CPU 0");
     space.set_asid(asid);
     // SAFETY: the space maps ROLLOVER_VA to a frame holding one word written by the test, and
@@ -426,14 +452,12 @@ fn read_through_asid(space: &mut proc::UserSpace, ctx: &mut ContextId) -> u32 {
     v
 }
 
-fn asid_rollover() {
-    let generation = vm::ASIDS.lock().generation();
-    // Three processes keep patterns in memory and check them every 5 ms while the ASIDs roll
-    // over under them (they are switched in with a stale generation and get new ASIDs).
-    let keepers: Vec<Pid> = (1..=3).map(|i| spawn("pattern", i)).collect();
-    // 300 address spaces, each with one page holding its number, all alive at the same time.
-    let mut spaces: Vec<(proc::UserSpace, ContextId)> = Vec::new();
-    for i in 0..ROLLOVER_SPACES {
+/// `n` address spaces, each with one page at [`ROLLOVER_VA`] holding its number, each
+/// entered once (so each took an ASID), all alive; the kernel task sleeps now and then so
+/// that processes run meanwhile.
+pub(super) fn rollover_spaces(n: u32) -> Vec<(proc::UserSpace, ContextId)> {
+    let mut spaces = Vec::new();
+    for i in 0..n {
         let mut space = proc::new_space().expect("memory for a space");
         let va = VirtAddr::new(ROLLOVER_VA);
         space
@@ -454,6 +478,26 @@ fn asid_rollover() {
             proc::kernel_sleep_ms(10); // let the pattern processes run and check
         }
     }
+    spaces
+}
+
+/// Destroys the spaces of [`rollover_spaces`] and gives their ASIDs back.
+pub(super) fn destroy_spaces(spaces: Vec<(proc::UserSpace, ContextId)>) {
+    let mut refs = crate::proc::frame_refs();
+    for (space, mut ctx) in spaces {
+        // destroy invalidates the space's ASID in the TLB; then the ASID may go back.
+        space.destroy(&mut KernelFrames, &mut refs).unwrap();
+        vm::ASIDS.lock().release(&mut ctx).unwrap();
+    }
+}
+
+fn asid_rollover() {
+    let generation = vm::ASIDS.lock().generation();
+    // Three processes keep patterns in memory and check them every 5 ms while the ASIDs roll
+    // over under them (they are switched in with a stale generation and get new ASIDs).
+    let keepers: Vec<Pid> = (1..=3).map(|i| spawn("pattern", i)).collect();
+    // 300 address spaces, each with one page holding its number, all alive at the same time.
+    let mut spaces = rollover_spaces(ROLLOVER_SPACES);
     let after = vm::ASIDS.lock().generation();
     assert!(
         after > generation,
@@ -464,13 +508,7 @@ fn asid_rollover() {
     for (i, (space, ctx)) in spaces.iter_mut().enumerate() {
         assert_eq!(read_through_asid(space, ctx), i as u32, "space {i}");
     }
-    let mut refs = crate::proc::frame_refs();
-    for (space, mut ctx) in spaces {
-        // destroy invalidates the space's ASID in the TLB; then the ASID may go back.
-        space.destroy(&mut KernelFrames, &mut refs).unwrap();
-        vm::ASIDS.lock().release(&mut ctx).unwrap();
-    }
-    drop(refs);
+    destroy_spaces(spaces);
     println!("(generation {generation} -> {after})");
     for k in keepers {
         let alive = proc::kill(k);
@@ -490,7 +528,7 @@ fn kill_returns_frames() {
     assert!(proc::kill(pid));
     assert_eq!(proc::wait(pid), ExitStatus::Killed(KillReason::Killed));
     assert_eq!(vm::free_frames(), free);
-    let in_use = vm::ASIDS.lock().asids_in_use();
+    let in_use = vm::ASIDS.lock().asids_in_use_beyond_kept();
     assert_eq!(in_use, 0, "its ASID is released");
 }
 
@@ -514,7 +552,7 @@ fn no_leaks() {
     mixed_round();
     let grown = (vm::heap_size() - heap) / crate::mm::PAGE_SIZE;
     assert_eq!(vm::free_frames() + grown, free, "frames lost");
-    let in_use = vm::ASIDS.lock().asids_in_use();
+    let in_use = vm::ASIDS.lock().asids_in_use_beyond_kept();
     assert_eq!(in_use, 0);
     assert_eq!(proc::shared_frames(), 0);
 }

@@ -15,7 +15,7 @@ pub const ENTRIES: &[Entry] = &[
 
 const EXPECTED: &[&str] = &[
     "bench", "cow", "demand", "demo", "fault", "filemap", "forktest", "fpu", "fuzz", "hello",
-    "hostile", "pattern", "pressure", "shm", "spin", "spawner", "syscheck", "timers", "tls",
+    "hostile", "pattern", "pressure", "shm", "smp", "spin", "spawner", "syscheck", "timers", "tls",
     "true",
 ];
 

@@ -128,6 +128,10 @@ pub struct AsidAllocator<const CPUS: usize> {
     reserved: [u64; CPUS],
     /// The CPU has to flush its TLB before its next switch completes.
     flush_pending: [bool; CPUS],
+    /// The ASIDs the last rollover took for the reserved contexts (0: none). One whose space
+    /// ended, or whose CPU left it, before it switched in again stays taken until the next
+    /// rollover (as in Linux): at most one per CPU.
+    kept: [u8; CPUS],
 }
 
 impl<const CPUS: usize> Default for AsidAllocator<CPUS> {
@@ -153,6 +157,7 @@ impl<const CPUS: usize> AsidAllocator<CPUS> {
             active: [0; CPUS],
             reserved: [0; CPUS],
             flush_pending: [false; CPUS],
+            kept: [0; CPUS],
         }
     }
 
@@ -164,6 +169,19 @@ impl<const CPUS: usize> AsidAllocator<CPUS> {
     /// How many ASIDs (other than the kernel's) are taken in the current generation.
     pub fn asids_in_use(&self) -> u32 {
         self.map.iter().map(|w| w.count_ones()).sum::<u32>() - 1
+    }
+
+    /// The ASIDs taken other than those the last rollover kept: once every space has ended, 0
+    /// unless one leaked (a kept ASID waits for the next rollover by design, see `kept`).
+    pub fn asids_in_use_beyond_kept(&self) -> u32 {
+        let mut kept = [0u32; WORDS];
+        for &a in &self.kept {
+            let a = usize::from(a);
+            if a != 0 && self.is_taken(a) {
+                kept[a / 32] |= 1 << (a % 32);
+            }
+        }
+        self.asids_in_use() - kept.iter().map(|w| w.count_ones()).sum::<u32>()
     }
 
     /// Whether some CPU is running the space with this context (switched to it and not away since,
@@ -290,6 +308,7 @@ impl<const CPUS: usize> AsidAllocator<CPUS> {
                 self.take((id & ASID_MASK) as usize);
             }
             self.reserved[cpu] = id;
+            self.kept[cpu] = (id & ASID_MASK) as u8;
         }
         self.flush_pending = [true; CPUS];
         self.next = 1;
@@ -567,6 +586,28 @@ mod tests {
         let in_use = a.asids_in_use();
         assert_eq!(a.release(&mut spaces[0]), Ok(None));
         assert_eq!(a.asids_in_use(), in_use);
+    }
+
+    #[test]
+    fn an_asid_kept_for_a_space_that_then_ends_waits_for_the_next_rollover() {
+        let mut a = AsidAllocator::<2>::new();
+        let mut x = ContextId::NEW;
+        switch(&mut a, 1, &mut x);
+        let mut spaces: Vec<ContextId> = (0..254).map(|_| ContextId::NEW).collect();
+        for c in &mut spaces {
+            switch(&mut a, 0, c);
+        }
+        let mut c = ContextId::NEW;
+        // Rollover: CPU 1's ASID is kept for x, CPU 0's for the last of `spaces`.
+        switch(&mut a, 0, &mut c);
+        for s in spaces.iter_mut().chain([&mut c]) {
+            a.leave(0).unwrap();
+            a.release(s).unwrap();
+        }
+        a.leave(1).unwrap();
+        assert_eq!(a.release(&mut x), Ok(None), "x is of the old generation");
+        assert_eq!(a.asids_in_use(), 2, "the kept ASIDs stay taken");
+        assert_eq!(a.asids_in_use_beyond_kept(), 0, "and nothing else");
     }
 
     #[test]

@@ -233,7 +233,7 @@ pub(super) fn user_abort(frame: &mut TrapFrame, report: &AbortReport) {
                 .request(Some(fault(UserFaultKind::FileRead)), errno::EIO)
                 .expect("not a kill");
             let mut t = TABLE.lock();
-            let pid = t.current.expect("a user abort has a current process");
+            let pid = t.current().expect("a user abort has a current process");
             super::files::submit(&mut t, pid, req);
             super::sched::reschedule(&mut t, frame);
         }
@@ -246,7 +246,7 @@ pub(super) fn user_abort(frame: &mut TrapFrame, report: &AbortReport) {
 pub(super) fn resolve_uaccess(address: u32, write: bool, status: u32) -> bool {
     // A copy made with the table locked would spin below, silently, with IRQs masked.
     assert!(
-        TABLE.try_lock().is_some(),
+        !TABLE.held_here(),
         "a user-memory copy faulted while the process table was locked"
     );
     let access = if write { Access::Write } else { Access::Read };

@@ -25,6 +25,7 @@ use crate::abi::errno;
 use crate::arch::arm::direct_map::DirectMap;
 use crate::arch::arm::exception::TrapFrame;
 use crate::arch::arm::irq::IrqSafeMutex;
+use crate::arch::arm::smp::CORES;
 use crate::bsp::raspi2::emmc::EMMC;
 use crate::fs::page_source::FatPageSource;
 use crate::fs::{self, FsError};
@@ -54,9 +55,10 @@ fn direct_map() -> DirectMap {
     unsafe { DirectMap::new() }
 }
 
-/// Whether the caller is the kernel task (the only context that may use the card).
+/// Whether the caller is the kernel task (the only context that may use the card): core 0
+/// with no process on it.
 pub fn in_kernel_task() -> bool {
-    super::CURRENT_PID.load(Ordering::Relaxed) == super::KERNEL_PID
+    crate::arch::arm::core_id() == 0 && super::current_pid() == super::KERNEL_PID
 }
 
 /// A piece of card I/O a process waits for.
@@ -89,9 +91,15 @@ pub enum Request {
     Reclaim,
 }
 
-/// What the running system call or fault found it needs from the card, filed by [`defer`] and
-/// turned into a request by the system-call or fault layer. One core runs processes.
-static DEFERRED: IrqSafeMutex<Option<Request>> = IrqSafeMutex::new(None);
+/// Per core, what the system call or fault running there found it needs from the card, filed
+/// by [`defer`] and turned into a request by the system-call or fault layer.
+static DEFERRED: [IrqSafeMutex<Option<Request>>; CORES] =
+    [const { IrqSafeMutex::new(None) }; CORES];
+
+/// This core's deferred request.
+fn deferred() -> &'static IrqSafeMutex<Option<Request>> {
+    &DEFERRED[crate::arch::arm::core_id() as usize]
+}
 
 /// The requests, in the order they were filed (at most one per process).
 static QUEUE: IrqSafeMutex<VecDeque<(Pid, Request)>> = IrqSafeMutex::new(VecDeque::new());
@@ -102,17 +110,17 @@ static SERVING: AtomicBool = AtomicBool::new(false);
 /// Notes that the current system call (or user copy) needs `req` done before it can go on; the
 /// system call then returns [`DEFERRED_ERRNO`].
 pub fn defer(req: Request) {
-    *DEFERRED.lock() = Some(req);
+    *deferred().lock() = Some(req);
 }
 
 /// Whether the running call has a deferred request (a user copy faulted on a file page).
 pub fn deferred_pending() -> bool {
-    DEFERRED.lock().is_some()
+    deferred().lock().is_some()
 }
 
 /// The request [`defer`] filed for the running call, if any.
 pub fn take_deferred() -> Option<Request> {
-    DEFERRED.lock().take()
+    deferred().lock().take()
 }
 
 /// What a system call returns when it deferred (never seen by user space: the call is
@@ -207,8 +215,7 @@ fn serve_queue() {
                 continue;
             }
         }
-        p.state = State::Ready;
-        t.ready.push_back(pid);
+        t.make_ready(pid);
     }
 }
 

@@ -388,8 +388,11 @@ fn start(
             context: ContextId::NEW,
             asid: None,
             ticks: 0,
+            core: super::NO_CORE,
+            passed_over: false,
+            kill: None,
         },
     );
-    t.ready.push_back(pid);
+    t.make_ready(pid);
     Ok(pid)
 }

@@ -35,6 +35,7 @@ use crate::arch::arm::direct_map::DirectMap;
 use crate::arch::arm::exception::{self, ExceptionKind, TrapFrame};
 use crate::arch::arm::irq::IrqSafeMutex;
 use crate::arch::arm::mmu::CpuTlb;
+use crate::arch::arm::{core_id, smp::CORES};
 use crate::mm::asid::{Asid, ContextId};
 use crate::mm::frame::{FrameAllocator, PmmError};
 use crate::mm::kmem::KmemBudget;
@@ -65,6 +66,9 @@ pub const TICK_MS: u32 = 10;
 
 /// At most this many processes exist at once (live or waiting to be reaped).
 pub const MAX_PROCESSES: usize = 64;
+
+/// `Process::core` of a process that has not run yet.
+pub const NO_CORE: u8 = u8::MAX;
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +236,14 @@ pub struct Process {
     pub asid: Option<Asid>,
     /// Scheduler ticks it was running at.
     pub ticks: u64,
+    /// The core it runs on, or last ran on ([`NO_CORE`] before it first runs).
+    pub core: u8,
+    /// At the head of the run queue, it was passed over once for a process that last ran on
+    /// the core choosing (`sched::take_ready`): the next choice takes it.
+    passed_over: bool,
+    /// Killed while it ran on another core: it ends with this status at that core's next
+    /// scheduling decision (the kill's IPI forces one), never while it runs there.
+    kill: Option<ExitStatus>,
 }
 
 impl Process {
@@ -253,21 +265,36 @@ pub struct ExitRecord {
     pub status: ExitStatus,
 }
 
+/// What one core's scheduler has done since it started (`uptime`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    /// Timer ticks taken.
+    pub ticks: u64,
+    /// Ticks that found a process running.
+    pub busy_ticks: u64,
+    /// Ticks that found the core waiting for work (core 0: the kernel task in its idle wait).
+    pub idle_ticks: u64,
+    /// Context switches between two different contexts.
+    pub switches: u64,
+    /// Processes switched in here that last ran on another core.
+    pub migrations: u64,
+}
+
 /// The process table.
 pub struct Table {
     procs: Slots,
+    /// The one run queue all cores take from (see `sched` for why one).
     ready: VecDeque<Pid>,
-    /// The process on the CPU, or `None` when the kernel task is.
-    current: Option<Pid>,
-    /// The kernel task's registers while a process runs.
-    kernel_ctx: Option<TrapFrame>,
+    /// Per core, the process on it, or `None` when the core runs its own context: the kernel
+    /// task on core 0, the idle loop on cores 1-3.
+    on_cpu: [Option<Pid>; CORES],
+    /// Per core, its own context's registers while a process runs there.
+    home_ctx: [Option<TrapFrame>; CORES],
     next_pid: Pid,
     /// Processes of the kernel task that ended, newest last (bounded).
     exits: VecDeque<ExitRecord>,
-    /// Scheduler ticks since the scheduler started.
-    pub ticks: u64,
-    /// Context switches between two different contexts.
-    pub switches: u64,
+    /// Per core, what its scheduler has done.
+    pub cores: [CoreStats; CORES],
     /// Owner counts of the frames shared copy on write between address spaces.
     pub refs: FrameRefs,
 }
@@ -279,12 +306,17 @@ const EXIT_LOG: usize = 64;
 pub static TABLE: IrqSafeMutex<Table> = IrqSafeMutex::new(Table {
     procs: Slots::new(),
     ready: VecDeque::new(),
-    current: None,
-    kernel_ctx: None,
+    on_cpu: [None; CORES],
+    home_ctx: [None; CORES],
     next_pid: 1,
     exits: VecDeque::new(),
-    ticks: 0,
-    switches: 0,
+    cores: [CoreStats {
+        ticks: 0,
+        busy_ticks: 0,
+        idle_ticks: 0,
+        switches: 0,
+        migrations: 0,
+    }; CORES],
     refs: FrameRefs::new(),
 });
 
@@ -316,12 +348,15 @@ impl core::ops::DerefMut for FrameRefsGuard {
 pub static SHARED: IrqSafeMutex<BTreeMap<u32, Weak<SharedObject>>> =
     IrqSafeMutex::new(BTreeMap::new());
 
-/// The pid of the process on the CPU (kept by the switch): what `getpid` answers without
-/// taking the table's lock.
-static CURRENT_PID: AtomicU32 = AtomicU32::new(KERNEL_PID);
+/// Per core, the pid of the process on it (kept by the switch; 0: none): what `getpid` answers
+/// without taking the table's lock.
+static CURRENT_PID: [AtomicU32; CORES] = [const { AtomicU32::new(KERNEL_PID) }; CORES];
 
-/// The kernel task waits in [`idle_wait`] (and may be switched out).
-static KERNEL_IDLE: AtomicBool = AtomicBool::new(false);
+/// The pid of the process on this core (0: the core runs its own context).
+fn current_pid() -> Pid {
+    CURRENT_PID[core_id() as usize].load(Ordering::Relaxed)
+}
+
 /// The kernel task has something to do: switch back to it at the next opportunity.
 static KERNEL_WAKE: AtomicBool = AtomicBool::new(false);
 
@@ -524,7 +559,7 @@ pub fn kill(pid: Pid) -> bool {
 /// Ends the current process with `status` and switches to the next one.
 pub(crate) fn kill_current(frame: &mut TrapFrame, reason: KillReason) {
     let mut t = TABLE.lock();
-    let pid = t.current.expect("a user exception has a current process");
+    let pid = t.current().expect("a user exception has a current process");
     t.terminate(pid, ExitStatus::Killed(reason));
     sched::reschedule(&mut t, frame);
 }
@@ -533,7 +568,7 @@ impl Table {
     /// The current process's address space and the copy-on-write owner counts, borrowed
     /// together (what a fault or `munmap` of the current process needs).
     fn current_vm(&mut self) -> Option<(&mut UserSpace, &mut FrameRefs)> {
-        let pid = self.current?;
+        let pid = self.current()?;
         let vm = self.procs.get_mut(&pid)?.vm.as_mut()?;
         Some((vm, &mut self.refs))
     }
@@ -556,20 +591,32 @@ impl Table {
     /// Ends process `pid`: gives back its address space (frames, tables, ASID), hands its
     /// children to the kernel task, and leaves a zombie for its parent (or an exit record, if
     /// the parent is the kernel task). The caller reschedules if it was the current process.
+    ///
+    /// A process running on another core is not touched there (its tables are live in that
+    /// core's TTBR0): it is marked, and that core is interrupted to end it itself (`sched`).
     fn terminate(&mut self, pid: Pid, status: ExitStatus) {
+        let me = core_id() as usize;
+        let elsewhere = self.core_running(pid).filter(|&c| c != me);
         let Some(p) = self.procs.get_mut(&pid) else {
             return;
         };
         if !p.is_alive() {
             return;
         }
+        if let Some(core) = elsewhere {
+            p.kill.get_or_insert(status);
+            sched::kick(core);
+            return;
+        }
+        // A kill that came first wins over the exit that raced with it.
+        let status = p.kill.take().unwrap_or(status);
         if let ExitStatus::Killed(r) = status {
             println!("[kernel] pid {pid} ({}) killed: {r}", p.name);
         }
         p.state = State::Zombie(status);
         cpu_state::exited(pid);
         self.ready.retain(|&q| q != pid);
-        if self.current == Some(pid) {
+        if self.on_cpu[me] == Some(pid) {
             // Its tables must not stay live in TTBR0 while they are freed.
             vm::leave_user();
         }
@@ -607,15 +654,28 @@ impl Table {
             if !matches!(status, ExitStatus::Killed(_)) {
                 println!("[kernel] pid {pid} {status}");
             }
-            KERNEL_WAKE.store(true, Ordering::Relaxed);
+            sched::wake_kernel();
         } else if let Some(pp) = self.procs.get_mut(&parent) {
             if pp.state == (State::Waiting { child: pid }) {
                 pp.ctx.r[0] = status.code();
-                pp.state = State::Ready;
-                self.ready.push_back(parent);
+                self.make_ready(parent);
                 self.procs.remove(&pid);
             }
         }
+    }
+
+    /// Puts `pid` in the run queue, and wakes an idle core to take it.
+    fn make_ready(&mut self, pid: Pid) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.state = State::Ready;
+            self.ready.push_back(pid);
+            sched::kick_idle(self, Some(pid));
+        }
+    }
+
+    /// The core `pid` is running on, if it is on one.
+    fn core_running(&self, pid: Pid) -> Option<usize> {
+        self.on_cpu.iter().position(|&c| c == Some(pid))
     }
 
     /// Removes zombie `pid` of the kernel task, keeping its record.
@@ -642,9 +702,14 @@ impl Table {
         self.procs.get(&pid)
     }
 
-    /// The process on the CPU, if any.
+    /// The process on this core, if any (`None`: the core runs its own context).
     pub fn current(&self) -> Option<Pid> {
-        self.current
+        self.on_cpu[core_id() as usize]
+    }
+
+    /// The process on `core`, if any.
+    pub fn running_on(&self, core: usize) -> Option<Pid> {
+        self.on_cpu.get(core).copied().flatten()
     }
 
     /// Live processes (not zombies).

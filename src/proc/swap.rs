@@ -126,36 +126,45 @@ const VICTIMS: usize = 16;
 /// The kernel task only (it writes to the card).
 pub fn reclaim(target: u32) -> u32 {
     let start = vm::free_frames();
+    let want = target.saturating_sub(start);
     // A page is freed on the clock's second visit at the earliest: two whole turns over every
     // page in use without a frame freed mean there is nothing more to get.
     let in_use = vm::with_pmm(|p| p.allocated_frames());
     let limit = 2 * (in_use / SCAN) + 2 * super::MAX_PROCESSES as u32 + 16;
     let mut fruitless = 0;
-    while vm::free_frames() < target && fruitless < limit {
-        let before = vm::free_frames();
+    // Progress is what this loop freed itself (cache pages dropped, pages sent to swap), never
+    // a change of the free count: processes on the other cores take frames meanwhile.
+    let mut freed = 0;
+    while freed < want && vm::free_frames() < target && fruitless < limit {
         // Cached file pages nobody maps: the dirty ones written back first, then given back.
         super::files::flush_settled();
-        super::files::shrink(target.saturating_sub(before));
-        if vm::free_frames() < target && step_all() + step_objects() == 0 {
+        let dropped = super::files::shrink(want - freed);
+        let out = SWAPPED_OUT.load(Ordering::Relaxed);
+        if dropped == 0 && step_all() + step_objects() == 0 {
             break;
         }
-        if SWAP_FULL.swap(false, Ordering::Relaxed) && vm::free_frames() <= before {
+        let progress = dropped + SWAPPED_OUT.load(Ordering::Relaxed).wrapping_sub(out);
+        if SWAP_FULL.swap(false, Ordering::Relaxed) && progress == 0 {
             // Victims, but nowhere to put them.
             break;
         }
-        if vm::free_frames() > before {
+        if progress > 0 {
+            freed += progress;
             fruitless = 0;
         } else {
             fruitless += 1;
         }
     }
-    vm::free_frames().saturating_sub(start)
+    freed
 }
 
 /// What a process waiting for a frame gets: a reclaim up to the high watermark, and if that
-/// frees nothing, the out-of-memory rule ([`oom_kill`]).
+/// frees nothing while user memory is still down to the reserve, the out-of-memory rule
+/// ([`oom_kill`]). (A reclaim that finds the high watermark met has nothing to do: frames came
+/// back since the request was filed, from an earlier reclaim that ran while processes on other
+/// cores went on, or from a process that ended.)
 pub fn make_room() {
-    if reclaim(high_watermark()) == 0 {
+    if reclaim(high_watermark()) == 0 && vm::free_frames() <= super::reserve_frames() {
         oom_kill();
     }
 }

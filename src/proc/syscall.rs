@@ -61,7 +61,7 @@ fn defer_call(frame: &mut TrapFrame) {
         return;
     };
     let mut t = TABLE.lock();
-    let pid = t.current.expect("a system call has a current process");
+    let pid = t.current().expect("a system call has a current process");
     files::rewind_svc(frame);
     files::submit(&mut t, pid, req);
     sched::reschedule(&mut t, frame);
@@ -78,19 +78,19 @@ fn copy_errno() -> i32 {
 }
 
 fn current_pid() -> Pid {
-    super::CURRENT_PID.load(core::sync::atomic::Ordering::Relaxed)
+    super::current_pid()
 }
 
 /// Runs `f` on the current process.
 fn with_current<R>(f: impl FnOnce(&mut Process) -> R) -> R {
     let mut t = TABLE.lock();
-    let pid = t.current.expect("a system call has a current process");
+    let pid = t.current().expect("a system call has a current process");
     f(t.procs.get_mut(&pid).expect("the current process exists"))
 }
 
 fn exit(frame: &mut TrapFrame, code: i32) {
     let mut t = TABLE.lock();
-    let pid = t.current.expect("a system call has a current process");
+    let pid = t.current().expect("a system call has a current process");
     t.terminate(pid, ExitStatus::exited(code));
     sched::reschedule(&mut t, frame);
 }
@@ -122,7 +122,7 @@ fn sleep(frame: &mut TrapFrame, ms: u32) {
     let until = timer::now() + u64::from(ms) * u64::from(sched::ticks_per_ms());
     frame.r[0] = 0;
     let mut t = TABLE.lock();
-    let pid = t.current.expect("a system call has a current process");
+    let pid = t.current().expect("a system call has a current process");
     if let Some(p) = t.procs.get_mut(&pid) {
         p.state = State::Sleeping { until };
     }
@@ -200,7 +200,7 @@ fn munmap(va: u32, len: u32) -> SysResult {
 /// `fork()`: a copy of the caller whose private pages are shared copy-on-write.
 fn fork(frame: &mut TrapFrame) -> SysResult {
     let mut t = TABLE.lock();
-    let pid = t.current.expect("a system call has a current process");
+    let pid = t.current().expect("a system call has a current process");
     let child_pid = t.alloc_pid().ok_or(errno::ENOMEM)?;
     let super::Table { procs, refs, .. } = &mut *t;
     let parent = procs.get_mut(&pid).expect("the current process exists");
@@ -234,9 +234,12 @@ fn fork(frame: &mut TrapFrame) -> SysResult {
             context: ContextId::NEW,
             asid: None,
             ticks: 0,
+            core: super::NO_CORE,
+            passed_over: false,
+            kill: None,
         },
     );
-    t.ready.push_back(child_pid);
+    t.make_ready(child_pid);
     Ok(child_pid)
 }
 
@@ -410,7 +413,7 @@ fn spawn(path: u32, len: u32, arg: u32) -> SysResult {
 
 fn wait(frame: &mut TrapFrame, child: u32) {
     let mut t = TABLE.lock();
-    let pid = t.current.expect("a system call has a current process");
+    let pid = t.current().expect("a system call has a current process");
     let status = match t.procs.get(&child) {
         Some(c) if c.parent == pid => match c.state {
             State::Zombie(s) => Some(s),

@@ -91,7 +91,7 @@ fn check(va: u32, len: usize, write: bool) -> Result<(), Efault> {
     }
     let t = TABLE.lock();
     let ok = t
-        .current
+        .current()
         .and_then(|pid| t.procs.get(&pid))
         .and_then(|p| p.vm.as_ref())
         .is_some_and(|vm| vm.check_range(VirtAddr::new(va), len, write));

@@ -8,8 +8,8 @@
 //! process record. The unit is enabled (FPEXC.EN) only while the process whose registers it holds
 //! runs; anyone else's first VFP/NEON instruction traps as an Undefined Instruction.
 //!
-//! On SMP each core has its own unit and FPEXC: the enable bit and the owner then become
-//! per-core state.
+//! Each core has its own unit and FPEXC: the enable bit (and its mirror here) is per core, and
+//! so is the owner the process layer keeps.
 
 use aarch32_cpu::register::{Cpacr, Tpidruro, Tpidrurw};
 
@@ -52,13 +52,11 @@ impl FpRegs {
 pub fn init() -> bool {
     let granted = init_this_core();
     AVAILABLE.store(granted, core::sync::atomic::Ordering::Relaxed);
-    ENABLED.store(false, core::sync::atomic::Ordering::Relaxed);
     granted
 }
 
-/// The per-core half of [`init`], for a secondary core: CPACR as [`init`] sets it and FPEXC.EN
-/// cleared, written directly (the [`set_enabled`] mirror is core 0's). Returns whether access
-/// is granted.
+/// The per-core half of [`init`] (each secondary core runs it): CPACR as [`init`] sets it and
+/// FPEXC.EN cleared, with this core's [`set_enabled`] mirror. Returns whether access is granted.
 pub fn init_this_core() -> bool {
     let cpacr = (Cpacr::read().0 | CPACR_CP10_CP11_FULL) & !(CPACR_ASEDIS | CPACR_D32DIS);
     // SAFETY: CPACR only controls access to the coprocessors; the ISB makes the new access
@@ -72,13 +70,16 @@ pub fn init_this_core() -> bool {
     if granted {
         write_fpexc(0);
     }
+    ENABLED[super::core_id() as usize].store(false, core::sync::atomic::Ordering::Relaxed);
     granted
 }
 
 static AVAILABLE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
-/// FPEXC.EN as last written by [`set_enabled`] (the unit starts off: [`init`] writes it so).
-static ENABLED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+/// FPEXC.EN of each core as last written by [`set_enabled`] on that core (the unit starts off:
+/// [`init_this_core`] writes it so). Each core reads and writes only its own entry.
+static ENABLED: [core::sync::atomic::AtomicBool; super::smp::CORES] =
+    [const { core::sync::atomic::AtomicBool::new(true) }; super::smp::CORES];
 
 /// Whether [`init`] found the unit usable (its access granted). When it is not, user programs
 /// get no FP unit: their VFP/NEON instructions are undefined instructions.
@@ -130,9 +131,11 @@ pub fn enabled() -> bool {
 /// Sets or clears FPEXC.EN (and clears FPEXC.EX and the other state bits, which the Cortex-A7
 /// never sets: it has no trapped floating-point exceptions).
 pub fn set_enabled(on: bool) {
-    // The switch calls this every time: FPEXC (and its ISB) is written only on a change. The
-    // mirror is this core's (one core today; per core on several).
-    if !available() || ENABLED.swap(on, core::sync::atomic::Ordering::Relaxed) == on {
+    // The switch calls this every time: FPEXC (and its ISB) is written only on a change, as
+    // this core's mirror tells.
+    if !available()
+        || ENABLED[super::core_id() as usize].swap(on, core::sync::atomic::Ordering::Relaxed) == on
+    {
         return;
     }
     let v = if on { FPEXC_EN } else { 0 };

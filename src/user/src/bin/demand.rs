@@ -105,7 +105,9 @@ fn main(arg: u32) -> i32 {
         return 8;
     };
     println!("[pid {pid}] demand: read {TOUCHED} untouched pages: free frames {free3} -> {free4}");
-    if free3.saturating_sub(free4) > 16 {
+    // (Plus a few frames the kernel may hold at that moment for others on other cores: the
+    // idle loop zeroing one for its pool, say.)
+    if free3.saturating_sub(free4) > 16 + 4 {
         println!("[pid {pid}] demand: FAIL: reads of untouched pages took frames (zero page)");
         return 9;
     }
