@@ -294,15 +294,20 @@ fn kill(args: &mut Args<'_>) {
 }
 
 fn meminfo(_: &mut Args<'_>) {
-    vm::with_pmm(|p| {
-        println!(
-            "frames  : {} total, {} free, {} reserved, {} in use (4 KiB each)",
+    let (total, free, reserved, allocated) = vm::with_pmm(|p| {
+        (
             p.total_frames(),
             p.free_frames(),
             p.reserved_frames(),
-            p.allocated_frames()
-        );
+            p.allocated_frames(),
+        )
     });
+    let cached = vm::cached_frames();
+    println!(
+        "frames  : {total} total, {free} free, {reserved} reserved, {} in use (4 KiB each); \
+         {cached} more free in the cores' caches",
+        allocated.saturating_sub(cached)
+    );
     println!(
         "heap    : {} KiB mapped at {:#010x}..{:#010x}",
         vm::heap_size() / 1024,

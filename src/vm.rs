@@ -15,6 +15,7 @@ use crate::bsp::raspi2::{self as board};
 use crate::mm::addr::{SECTION_SHIFT, SECTION_SIZE};
 use crate::mm::asid::{Asid, AsidAllocator, AsidError, ContextId};
 use crate::mm::desc::{MapFlags, SectionDesc, SmallPageDesc, TableDesc};
+use crate::mm::frame_cache::{self, CachedSet, FrameCache};
 use crate::mm::phys::PhysMem;
 use crate::mm::pmm::Pmm;
 use crate::mm::tlb::Tlb;
@@ -25,7 +26,7 @@ use crate::mm::{layout, Frame, Page, PhysAddr, PmmError, VirtAddr, PAGE_SIZE};
 use buddy_system_allocator::{Heap, LockedHeapWithRescue};
 use core::alloc::Layout;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// The kernel's address space type: tables reached through the direct map, CP15 maintenance.
 pub type KernelSpace = AddressSpace<DirectMap, mmu::CpuTlb>;
@@ -686,11 +687,106 @@ pub fn leave_user() {
         .expect("every core of the cluster exists in the allocator");
 }
 
-/// Frames free: free in the PMM, plus those in the zero pool (zeroed ahead of time, and still
-/// free memory for anyone who needs a frame).
+/// Frames free: free in the PMM, plus those in the zero pool (zeroed ahead of time) and in the
+/// cores' frame caches, which are still free memory for anyone who needs a frame.
 pub fn free_frames() -> u32 {
-    let pmm = PMM.lock().as_ref().map_or(0, |p| p.free_frames());
-    pmm + ZERO_POOL.lock().len() as u32
+    // The caches' counts are read under the PMM's lock, under which frames move between the
+    // two (a refill, a drain): a batch is counted once.
+    let in_pmm_or_cached = {
+        let pmm = PMM.lock();
+        pmm.as_ref().map_or(0, |p| p.free_frames()) + cached_frames()
+    };
+    in_pmm_or_cached + ZERO_POOL.lock().len() as u32
+}
+
+/// Per core, its cache of free frames for user memory (`mm::frame_cache`): the PMM's lock is
+/// taken once per batch of frames, not per frame, and no cache line is shared on the fast
+/// path. Only its core takes a cache's lock, except to drain it when another core finds the
+/// PMM empty. Lock order: a cache (one at a time), then the PMM.
+static FRAME_CACHES: [IrqSafeMutex<FrameCache>; smp::CORES] =
+    [const { IrqSafeMutex::new(FrameCache::new()) }; smp::CORES];
+
+/// Per core, the frames in its cache (stored under the cache's lock after each change, a plain
+/// store rather than a shared counter's read-modify-write), so that [`free_frames`] needs none
+/// of the caches' locks.
+static CACHED_FRAMES: [AtomicU32; smp::CORES] = [const { AtomicU32::new(0) }; smp::CORES];
+
+/// Which frames are in some core's cache (1 GiB of frames: all a Pi 2 has): a frame freed
+/// twice is refused whichever cores it is freed on.
+static CACHED_SET: CachedSet<{ (1 << 30) / PAGE_SIZE as usize / 32 }> = CachedSet::new();
+
+/// A frame for user memory, from this core's cache, which is refilled from the PMM only above
+/// `keep_free` frames there (the kernel's reserve). When the PMM has none above that, the other
+/// cores' caches go back to it first (they are free memory too).
+pub fn alloc_cached_frame(keep_free: u32) -> Result<Frame, PmmError> {
+    let me = core_id() as usize;
+    for attempt in 0..2 {
+        {
+            let mut cache = FRAME_CACHES[me].lock();
+            if let Some(f) = cache.take(&CACHED_SET) {
+                CACHED_FRAMES[me].store(cache.len() as u32, Ordering::Relaxed);
+                return Ok(f);
+            }
+            {
+                // The count changes under the PMM's lock too, so that `free_frames` (which
+                // reads it under that lock) never sees a batch in both places or in neither.
+                let mut pmm = PMM.lock_masked();
+                let p = pmm.as_mut().ok_or(PmmError::OutOfMemory)?;
+                let take = p.free_frames().saturating_sub(keep_free);
+                cache.refill(p, take, &CACHED_SET);
+                let f = cache.take(&CACHED_SET);
+                CACHED_FRAMES[me].store(cache.len() as u32, Ordering::Relaxed);
+                if let Some(f) = f {
+                    return Ok(f);
+                }
+            }
+        }
+        if attempt == 0 && drain_frame_caches() == 0 {
+            break;
+        }
+    }
+    Err(PmmError::OutOfMemory)
+}
+
+/// Gives a frame of user memory back, to this core's cache (a full cache first gives a batch
+/// back to the PMM). A frame already in this cache is refused (`DoubleFree`).
+pub fn free_cached_frame(frame: Frame) -> Result<(), PmmError> {
+    let me = core_id() as usize;
+    let mut cache = FRAME_CACHES[me].lock();
+    if cache.is_full() {
+        let mut pmm = PMM.lock_masked();
+        let p = pmm.as_mut().ok_or(PmmError::OutOfMemory)?;
+        let drained = cache.drain(p, frame_cache::BATCH, &CACHED_SET);
+        CACHED_FRAMES[me].store(cache.len() as u32, Ordering::Relaxed);
+        drained?;
+    }
+    cache.put(frame, &CACHED_SET)?;
+    CACHED_FRAMES[me].store(cache.len() as u32, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Free frames kept in the cores' frame caches.
+pub fn cached_frames() -> u32 {
+    CACHED_FRAMES
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum()
+}
+
+/// Gives every core's cached frames back to the PMM (one cache at a time); returns how many.
+pub fn drain_frame_caches() -> u32 {
+    let mut moved = 0;
+    for (cache, count) in FRAME_CACHES.iter().zip(&CACHED_FRAMES) {
+        let mut cache = cache.lock();
+        let mut pmm = PMM.lock();
+        let Some(p) = pmm.as_mut() else { break };
+        // A refusal leaves the frame out of both (it was freed twice); the count follows.
+        let before = cache.len();
+        let _ = cache.drain(p, usize::MAX, &CACHED_SET);
+        count.store(cache.len() as u32, Ordering::Relaxed);
+        moved += (before - cache.len()) as u32;
+    }
+    moved
 }
 
 /// Frames zeroed while core 0 was idle, for demand-zero faults (see `mm::zero_pool`). Taken

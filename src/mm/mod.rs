@@ -10,6 +10,7 @@ pub mod desc;
 pub mod fault;
 pub mod file_object;
 pub mod frame;
+pub mod frame_cache;
 pub mod kmem;
 pub mod layout;
 pub mod nonresident;

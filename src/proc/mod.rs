@@ -405,15 +405,12 @@ pub struct KernelFrames;
 impl FrameAllocator for KernelFrames {
     fn alloc_frame(&mut self) -> Result<Frame, PmmError> {
         // Process-layer code runs with IRQs masked (system calls, faults, the kernel task).
-        {
-            let mut pmm = vm::PMM.lock_masked();
-            let p = pmm.as_mut().ok_or(PmmError::OutOfMemory)?;
-            if p.free_frames() > reserve_frames() {
-                return p.alloc_frame();
-            }
+        // This core's frame cache, refilled from the PMM above the kernel's reserve.
+        match vm::alloc_cached_frame(reserve_frames()) {
+            Ok(f) => Ok(f),
+            // The PMM is down to the reserve: the zero pool's frames are free memory too.
+            Err(e) => vm::take_zeroed_frame().ok_or(e),
         }
-        // The PMM is down to the kernel's reserve: the zero pool's frames are free memory too.
-        vm::take_zeroed_frame().ok_or(PmmError::OutOfMemory)
     }
 
     #[inline(always)]
@@ -439,7 +436,7 @@ impl FrameAllocator for KernelFrames {
     }
 
     fn free_frame(&mut self, frame: Frame) -> Result<(), PmmError> {
-        vm::with_pmm(|p| p.free_frame(frame))
+        vm::free_cached_frame(frame)
     }
 
     fn free_contiguous(&mut self, first: Frame, count: u32) -> Result<(), PmmError> {
