@@ -302,9 +302,14 @@ fn take_ready(t: &mut Table, core: usize) -> Option<super::Pid> {
 /// A process killed from another core ends here first.
 pub(super) fn reschedule(t: &mut Table, frame: &mut TrapFrame) {
     let core = this_core();
+    // Whether the process on this core goes on running (one look at its record).
+    let mut running = false;
     if let Some(pid) = t.on_cpu[core] {
-        if let Some(status) = t.procs.get_mut(&pid).and_then(|p| p.kill.take()) {
-            t.terminate(pid, status);
+        if let Some(p) = t.procs.get_mut(&pid) {
+            match p.kill.take() {
+                Some(status) => t.terminate(pid, status),
+                None => running = p.state == State::Running,
+            }
         }
     }
     match t.on_cpu[core] {
@@ -322,8 +327,7 @@ pub(super) fn reschedule(t: &mut Table, frame: &mut TrapFrame) {
                 switch(t, frame, Some(next));
             }
         }
-        Some(pid) => {
-            let running = t.procs.get(&pid).is_some_and(|p| p.state == State::Running);
+        Some(_) => {
             if core == 0 && KERNEL_WAKE.load(Ordering::Relaxed) && t.home_ctx[0].is_some() {
                 return switch(t, frame, None);
             }
