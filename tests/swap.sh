@@ -39,11 +39,13 @@ who=swap
 # The free frames plus the page cache's pages and the kernel heap's (which keeps the frames it
 # grew by, e.g. for the record of pages in swap), from a meminfo reply.
 free_or_cached() {
-  local free cached heap
+  local free percore cached heap
   free=$(reply | grep -oE 'frames +: [0-9]+ total, [0-9]+ free' | grep -oE '[0-9]+ free' | grep -oE '[0-9]+')
+  # Free frames kept in the cores' frame caches are free too.
+  percore=$(reply | grep -oE '[0-9]+ more free in the cores' | grep -oE '^[0-9]+')
   cached=$(reply | grep -oE 'cache +: [0-9]+ pages' | grep -oE '[0-9]+')
   heap=$(reply | grep -oE 'heap +: [0-9]+ KiB' | grep -oE '[0-9]+')
-  echo $((free + cached + heap / 4))
+  echo $((free + ${percore:-0} + cached + heap / 4))
 }
 
 expect "boot with mem=16M and the swap partition" 'swap +: slot 1, type 0x82' 60
