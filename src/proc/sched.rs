@@ -356,6 +356,13 @@ fn switch(t: &mut Table, frame: &mut TrapFrame, next: Option<super::Pid>) {
         Some(pid) => {
             if let Some(p) = t.procs.get_mut(&pid) {
                 if p.is_alive() {
+                    // Invariant: a process's saved registers are always its own, from User
+                    // mode (a kernel frame saved here would resume on another core's stack).
+                    assert!(
+                        frame.from_user(),
+                        "core {core} saves a kernel frame (pc {:#x}) into pid {pid}",
+                        frame.pc
+                    );
                     p.ctx.copy_from(frame);
                     super::cpu_state::switch_out(p);
                     if p.state == State::Running {
@@ -371,6 +378,15 @@ fn switch(t: &mut Table, frame: &mut TrapFrame, next: Option<super::Pid>) {
     }
     match next {
         Some(pid) => {
+            // Invariant: one core at a time runs a process.
+            assert!(
+                t.on_cpu
+                    .iter()
+                    .enumerate()
+                    .all(|(c, &on)| c == core || on != Some(pid)),
+                "pid {pid} is already on a core: {:?}",
+                t.on_cpu
+            );
             let p = t.procs.get_mut(&pid).expect("ready processes exist");
             p.state = State::Running;
             if p.core != super::NO_CORE && usize::from(p.core) != core {
@@ -393,6 +409,11 @@ fn switch(t: &mut Table, frame: &mut TrapFrame, next: Option<super::Pid>) {
             *frame = t.home_ctx[core]
                 .take()
                 .expect("the core's own context was switched out");
+            // Invariant: a core's own context is kernel code, switched out from its wait.
+            assert!(
+                !frame.from_user(),
+                "core {core}'s own context is a user frame"
+            );
             vm::leave_user();
             super::cpu_state::switch_to_kernel();
             // KERNEL_WAKE stays set until the kernel task's idle wait ends (`idle_wait` clears
