@@ -1,25 +1,29 @@
-//! Processes: programs in their own user address spaces, scheduled round-robin on core 0.
+//! Processes: programs in their own user address spaces, scheduled round-robin on all four
+//! cores from one run queue (see `sched`).
 //!
 //! # Model
 //!
-//! Like seL4 or xv6's per-CPU scheduler loop, the kernel has **one stack** (the boot SVC stack)
-//! and never blocks inside a system call. Every exception pushes a [`TrapFrame`] on that stack;
-//! switching process means saving the frame into the outgoing [`Process`] and writing the
-//! incoming one's registers into the frame, so the exception return (`RFE`) resumes the other
-//! program. The kernel's own thread of control (`kernel_main`: the shell, or the on-target tests)
-//! is the **kernel task**: it runs with IRQs masked and waits only in [`idle_wait`], where a
-//! timer or IPI interrupt may switch it out to a process. The scheduler switches back to it when
-//! it has something to do (console input, a process exited) or nothing else can run.
+//! Like seL4 or xv6's per-CPU scheduler loop, the kernel has **one stack per core** (each core's
+//! SVC stack) and never blocks inside a system call. Every exception pushes a [`TrapFrame`] on
+//! the stack of the core that takes it; switching process means saving the frame into the
+//! outgoing [`Process`] and writing the incoming one's registers into the frame, so the
+//! exception return (`RFE`) resumes the other program. Each core also has a context of its own:
+//! on core 0 the kernel's own thread of control (`kernel_main`: the shell, or the on-target
+//! tests), the **kernel task**, which runs with IRQs masked and waits only in [`idle_wait`];
+//! on cores 1-3 an idle loop. Either is switched out only from its wait, where a timer or IPI
+//! interrupt may switch the core to a process; the scheduler switches back to the kernel task
+//! when it has something to do (console input, a process exited, a card request) or nothing
+//! else can run on core 0.
 //!
-//! Because the kernel task is only ever switched out from [`idle_wait`], its stack pointer is the
-//! same whenever a process runs, and every exception from User mode lands its frame at the same
-//! place.
+//! Because a core's own context is only ever switched out from its wait, its stack pointer is
+//! the same whenever a process runs there, and every exception from User mode on that core lands
+//! its frame at the same place.
 //!
 //! # Locks
 //!
-//! [`TABLE`] (process table, with the copy-on-write owner counts), then the PMM (taken per frame by
-//! [`KernelFrames`]), never the other way round. None of them is held while user memory is read
-//! or written (a fault there re-enters the process layer).
+//! [`TABLE`] (process table, with the copy-on-write owner counts) comes first; the whole order is
+//! in docs/processes.md ("Locks and their order"). None is held while user memory is read or
+//! written (a fault there re-enters the process layer).
 
 mod cpu_state;
 pub mod fault;
