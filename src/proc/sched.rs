@@ -306,9 +306,12 @@ pub(super) fn reschedule(t: &mut Table, frame: &mut TrapFrame) {
     let mut running = false;
     if let Some(pid) = t.on_cpu[core] {
         if let Some(p) = t.procs.get_mut(&pid) {
-            match p.kill.take() {
-                Some(status) => t.terminate(pid, status),
-                None => running = p.state == State::Running,
+            // (Looked at before it is taken: the common case writes nothing.)
+            if p.kill.is_some() {
+                let status = p.kill.take().expect("just seen");
+                t.terminate(pid, status);
+            } else {
+                running = p.state == State::Running;
             }
         }
     }

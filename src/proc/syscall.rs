@@ -29,7 +29,8 @@ pub(super) fn dispatch(frame: &mut TrapFrame) {
         nr::WRITE => write(a0, a1, a2),
         nr::YIELD => {
             frame.r[0] = 0;
-            return sched::reschedule(&mut TABLE.lock(), frame);
+            // System calls run with IRQs masked (the SVC entry masks them).
+            return sched::reschedule(&mut TABLE.lock_masked(), frame);
         }
         nr::GETPID => Ok(current_pid()),
         nr::SLEEP => return sleep(frame, a0),
