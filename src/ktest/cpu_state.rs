@@ -2,7 +2,7 @@
 //! VFP/NEON register file (switched lazily) belong to one process each, and a process that
 //! never uses the FP unit never costs a save or a load.
 
-use super::Entry;
+use super::{spawn, Entry};
 use crate::arch::arm::fpu;
 use crate::proc::{self, ExitStatus, KillReason, Pid};
 use crate::vm;
@@ -28,10 +28,6 @@ pub const ENTRIES: &[Entry] = &[
         fp_undefined,
     ),
 ];
-
-fn spawn(name: &str, arg: u32) -> Pid {
-    proc::spawn(name, arg).unwrap_or_else(|e| panic!("spawn {name}: {e}"))
-}
 
 /// Runs `programs` at once next to a `hello` bystander; each must exit 0, and every frame must
 /// come back.

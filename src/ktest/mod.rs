@@ -210,3 +210,52 @@ pub fn record_panic(args: core::fmt::Arguments) {
         let _ = core::fmt::Write::write_fmt(&mut *m, args);
     }
 }
+
+/// Starts embedded program `name` with `arg`, as a child of the kernel task; a test fails if
+/// it cannot.
+pub(super) fn spawn(name: &str, arg: u32) -> crate::proc::Pid {
+    crate::proc::spawn(name, arg).unwrap_or_else(|e| panic!("spawn {name}: {e}"))
+}
+
+/// Frames, kernel heap (counted as frames it took from the PMM), charged kernel memory and
+/// ASIDs as they are now, to compare after a test.
+pub(super) struct Resources {
+    free: u32,
+    heap: u32,
+    kmem: u32,
+}
+
+impl Resources {
+    pub(super) fn now() -> Self {
+        Self {
+            free: crate::vm::free_frames(),
+            heap: crate::vm::heap_size(),
+            kmem: crate::proc::KMEM.used(),
+        }
+    }
+
+    /// Everything is back: frames (less what the heap grew by and keeps), the budget, ASIDs.
+    pub(super) fn assert_back(&self, what: &str) {
+        let grown = (crate::vm::heap_size() - self.heap) / crate::mm::PAGE_SIZE;
+        assert_eq!(
+            crate::vm::free_frames() + grown,
+            self.free,
+            "{what}: frames lost"
+        );
+        assert_eq!(
+            crate::proc::KMEM.used(),
+            self.kmem,
+            "{what}: kernel memory charge lost"
+        );
+        assert_eq!(
+            crate::vm::ASIDS.lock().asids_in_use_beyond_kept(),
+            0,
+            "{what}: ASIDs left in use"
+        );
+        assert_eq!(
+            crate::proc::shared_frames(),
+            0,
+            "{what}: shared frames left"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 //! translation after moving between cores, add up shared counters with LDREX/STREX exactly,
 //! and can be killed from another core.
 
-use super::Entry;
+use super::{spawn, Entry, Resources};
 use crate::arch::arm::smp::CORES;
 use crate::proc::{self, CoreStats, ExitStatus, KillReason, Pid};
 use crate::vm;
@@ -40,10 +40,6 @@ pub const ENTRIES: &[Entry] = &[
     ),
 ];
 
-fn spawn(name: &str, arg: u32) -> Pid {
-    proc::spawn(name, arg).unwrap_or_else(|e| panic!("spawn {name}: {e}"))
-}
-
 /// Cores that take part in scheduling: core 0 and the secondaries that came online.
 fn cores_online() -> Vec<usize> {
     core::iter::once(0).chain(crate::smp::online()).collect()
@@ -55,33 +51,6 @@ fn stats() -> [CoreStats; CORES] {
 
 fn wait_all(pids: &[Pid]) -> Vec<ExitStatus> {
     pids.iter().map(|&p| proc::wait(p)).collect()
-}
-
-/// What must be back once the processes of a test have ended: frames (less what the heap grew
-/// by and keeps) and ASIDs.
-struct Baseline {
-    free: u32,
-    heap: u32,
-}
-
-impl Baseline {
-    fn now() -> Self {
-        Self {
-            free: vm::free_frames(),
-            heap: vm::heap_size(),
-        }
-    }
-
-    fn assert_back(&self) {
-        let grown = (vm::heap_size() - self.heap) / crate::mm::PAGE_SIZE;
-        assert_eq!(vm::free_frames() + grown, self.free, "frames lost");
-        assert_eq!(
-            vm::ASIDS.lock().asids_in_use_beyond_kept(),
-            0,
-            "ASIDs left in use"
-        );
-        assert_eq!(proc::shared_frames(), 0, "shared frames left");
-    }
 }
 
 fn every_online_core_schedules() {
@@ -139,7 +108,7 @@ fn four_spinners_run_at_once() {
 }
 
 fn fork_cow_exit_on_all_cores() {
-    let base = Baseline::now();
+    let base = Resources::now();
     let before = stats();
     // (`cow` checks the system-wide count of shared frames, so it runs alone elsewhere; `smp 2`
     // checks copy on write within each process.)
@@ -153,7 +122,7 @@ fn fork_cow_exit_on_all_cores() {
         }
     }
     let after = stats();
-    base.assert_back();
+    base.assert_back("multicore");
     for c in cores_online() {
         assert!(
             after[c].switches > before[c].switches,
@@ -163,7 +132,7 @@ fn fork_cow_exit_on_all_cores() {
 }
 
 fn asid_rollovers_while_all_cores_switch() {
-    let base = Baseline::now();
+    let base = Resources::now();
     let generation = vm::ASIDS.lock().generation();
     let before = stats();
     // Pattern keepers check their memory every 5 ms: they are switched in and out on every
@@ -202,11 +171,11 @@ fn asid_rollovers_while_all_cores_switch() {
             "core {c} did not switch"
         );
     }
-    base.assert_back();
+    base.assert_back("multicore");
 }
 
 fn no_stale_translation_after_migration() {
-    let base = Baseline::now();
+    let base = Resources::now();
     let moved = || stats().iter().map(|s| s.migrations).sum::<u64>();
     let before = moved();
     // More processes than cores, yielding all the time: they move between cores.
@@ -217,21 +186,21 @@ fn no_stale_translation_after_migration() {
     let migrations = moved() - before;
     println!("({migrations} migrations) ");
     assert!(migrations > 0, "no process changed core");
-    base.assert_back();
+    base.assert_back("multicore");
 }
 
 fn shared_counters_add_up() {
-    let base = Baseline::now();
+    let base = Resources::now();
     let k = CORES as u32;
     let pids: Vec<Pid> = (0..k).map(|_| spawn("smp", 1 | k << 8 | 7 << 16)).collect();
     for s in wait_all(&pids) {
         assert_eq!(s, ExitStatus::Exited(0), "the counter must be exact");
     }
-    base.assert_back();
+    base.assert_back("multicore");
 }
 
 fn kill_on_another_core() {
-    let base = Baseline::now();
+    let base = Resources::now();
     // Three spinners and the kernel task's sleep: at least one spinner runs on a core other
     // than 0 when the kill comes.
     let spinners: Vec<Pid> = (0..3).map(|_| spawn("spin", 0)).collect();
@@ -249,5 +218,5 @@ fn kill_on_another_core() {
         assert!(proc::kill(p));
         assert_eq!(proc::wait(p), ExitStatus::Killed(KillReason::Killed));
     }
-    base.assert_back();
+    base.assert_back("multicore");
 }

@@ -2,7 +2,7 @@
 //! memory costs nothing until touched, fork shares frames copy-on-write, shared memory is
 //! shared, ASIDs roll over under live processes, and nothing leaks.
 
-use super::Entry;
+use super::{spawn, Entry, Resources};
 use crate::init::BootInfo;
 use crate::mm::asid::ContextId;
 use crate::mm::uvm::{Backing, Perm, RegionKind};
@@ -106,10 +106,6 @@ fn run(name: &str, arg: u32) -> ExitStatus {
     proc::wait(pid)
 }
 
-fn spawn(name: &str, arg: u32) -> Pid {
-    proc::spawn(name, arg).unwrap_or_else(|e| panic!("spawn {name}: {e}"))
-}
-
 fn hello_runs() {
     assert_eq!(run("hello", 0), ExitStatus::Exited(0));
 }
@@ -188,41 +184,6 @@ fn fault_fetch_report() {
             assert!(!text.contains("read"), "{text}");
         }
         s => panic!("exec data: expected a fault kill, got {s}"),
-    }
-}
-
-/// Frames, kernel heap (counted as frames it took from the PMM), charged kernel memory and
-/// ASIDs as they are now, to compare after a test.
-struct Resources {
-    free: u32,
-    heap: u32,
-    kmem: u32,
-}
-
-impl Resources {
-    fn now() -> Self {
-        Self {
-            free: vm::free_frames(),
-            heap: vm::heap_size(),
-            kmem: proc::KMEM.used(),
-        }
-    }
-
-    /// Everything is back: frames (less what the heap grew by and keeps), the budget, ASIDs.
-    fn assert_back(&self, what: &str) {
-        let grown = (vm::heap_size() - self.heap) / PAGE_SIZE;
-        assert_eq!(vm::free_frames() + grown, self.free, "{what}: frames lost");
-        assert_eq!(
-            proc::KMEM.used(),
-            self.kmem,
-            "{what}: kernel memory charge lost"
-        );
-        assert_eq!(
-            vm::ASIDS.lock().asids_in_use_beyond_kept(),
-            0,
-            "{what}: ASIDs left in use"
-        );
-        assert_eq!(proc::shared_frames(), 0, "{what}: shared frames left");
     }
 }
 
